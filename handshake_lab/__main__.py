@@ -1,0 +1,3 @@
+from handshake_lab.cli.app import main
+
+main()

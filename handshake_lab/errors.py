@@ -1,0 +1,75 @@
+"""The error tree and the exit codes it maps to.
+
+Every failure a user can cause or meet is one of these classes; each carries the exit code the
+CLI returns for it (the idea is httpie's ``ExitStatus``). Foreign exceptions (``OSError``,
+psutil's ``AccessDenied``, a missing ``ss`` binary) are translated into this tree at the one
+boundary that meets them, with ``raise ... from`` so ``--debug`` still shows the cause.
+
+The CLI prints ``str(error)`` as one line on stderr and exits with ``error.exit_status``.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    """Exit codes of ``handshake-lab``. Stable: graders and CI scripts depend on them."""
+
+    OK = 0
+    """Every step of the lab agreed with the kernel."""
+    ERROR = 1
+    """An unexpected internal error (a bug: please report it with ``--debug`` output)."""
+    USAGE = 2
+    """Bad command-line usage (Click's own code)."""
+    KERNEL_DISAGREED = 3
+    """The lab ran, and the kernel reported something other than the lab expected."""
+    LAB_INVALID = 4
+    """A lab file is missing, unreadable or malformed."""
+    LAB_NOT_FOUND = 5
+    """No built-in lab has that name and no file has that path."""
+    MISSING_DEPENDENCY = 6
+    """An observer, a library or a privilege the command needs is not available."""
+    NETWORK_ERROR = 7
+    """A socket operation failed in a way the lab did not ask for (busy port, ...)."""
+    INTERRUPTED = 130
+    """Ctrl-C or SIGTERM: every socket and kernel object was cleaned up before exit."""
+
+
+class HandshakeLabError(Exception):
+    """Base of every error the CLI turns into one stderr line and an exit code."""
+
+    exit_status: ExitStatus = ExitStatus.ERROR
+
+
+class LabNotFoundError(HandshakeLabError):
+    exit_status = ExitStatus.LAB_NOT_FOUND
+
+
+class LabInvalidError(HandshakeLabError):
+    """A lab file is wrong. The message names the file and, where known, the step."""
+
+    exit_status = ExitStatus.LAB_INVALID
+
+    def __init__(self, path: str, message: str, step: str | None = None) -> None:
+        self.path = path
+        self.step = step
+        self.detail = message
+        where = f"{path}: step {step}" if step is not None else path
+        super().__init__(f"{where}: {message}")
+
+
+class MissingDependencyError(HandshakeLabError):
+    exit_status = ExitStatus.MISSING_DEPENDENCY
+
+
+class ObserverError(MissingDependencyError):
+    """An observer could not read the socket table (binary missing, permission, parse)."""
+
+
+class NetworkError(HandshakeLabError):
+    exit_status = ExitStatus.NETWORK_ERROR
+
+
+class Interrupted(HandshakeLabError):
+    exit_status = ExitStatus.INTERRUPTED

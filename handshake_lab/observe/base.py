@@ -1,0 +1,84 @@
+"""What every observer returns, and the interface every observer implements.
+
+An observer answers one question: "which TCP sockets does the kernel have right now, and in
+which state?". Backends differ in how they ask (``ss``, psutil, netlink, a fake for tests) and
+in what they can see, but they all return ``SocketRecord`` objects in the one state vocabulary
+(``TcpState``). Mapping each backend's spelling onto it happens in ``observe.aliases``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from handshake_lab.tcp.states import TcpState
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Address:
+    """One end of a 4-tuple. ``host`` is normalised: IPv4-mapped IPv6 becomes plain IPv4."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A kernel socket timer as ``ss -o`` shows it: name, seconds left, retransmits/probes."""
+
+    name: str
+    remaining: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SocketRecord:
+    """One TCP socket as one source reported it.
+
+    ``remote`` is ``None`` for a socket with no peer (a listener). ``raw_state`` is the source's
+    own spelling, kept for the output so a reader can check the translation.
+    """
+
+    source: str
+    state: TcpState
+    raw_state: str
+    local: Address
+    remote: Address | None
+    timer: Timer | None = None
+    pid: int | None = None
+    recv_q: int | None = None
+    send_q: int | None = None
+
+    @property
+    def key(self) -> tuple[Address, Address | None]:
+        """The 4-tuple used to reconcile sources."""
+        return (self.local, self.remote)
+
+
+@runtime_checkable
+class Observer(Protocol):
+    """A way to read the kernel's TCP socket table."""
+
+    name: str
+
+    def snapshot(self, ports: Collection[int] | None = None) -> list[SocketRecord]:
+        """Return the TCP sockets whose local or remote port is in ``ports`` (all if None).
+
+        Raises ``ObserverError`` if the table cannot be read.
+        """
+        ...
+
+
+def port_matches(record: SocketRecord, ports: Collection[int] | None) -> bool:
+    """True if the record's local or remote port is one of ``ports`` (or ports is None)."""
+    if ports is None:
+        return True
+    if record.local.port in ports:
+        return True
+    return record.remote is not None and record.remote.port in ports
