@@ -1,0 +1,363 @@
+"""Echo servers and clients on real sockets: the only place the lab opens sockets.
+
+Every operation returns an *outcome* string instead of raising for the socket errors a lab may
+want to show: ``"ok"``, ``"pending"`` (a connect still in SYN_SENT), ``"data"``, ``"EOF"``, or
+an errno name such as ``"ECONNREFUSED"``, ``"ECONNRESET"``, ``"EADDRINUSE"``. The lab runner
+compares outcomes with what the lab expects, exactly as it compares kernel states.
+
+Choices that matter for what the kernel shows:
+
+* Listeners set SO_REUSEADDR explicitly (on or off). asyncio's and uvloop's ``start_server``
+  turn it on by default on Unix, which would hide the TIME_WAIT/EADDRINUSE lesson; we create the
+  listening socket ourselves and hand it over with ``sock=``. ``reuse_address="default"`` lets
+  the loop decide, so a lab can show what that default is.
+* A listener can be created without accepting (``accept=False``): with ``listen(0)`` and one
+  queued connection the accept queue is full and further SYNs are dropped, which holds a client
+  in SYN_SENT without privileges.
+* Half-close is ``write_eof()`` (shutdown(SHUT_WR)); abortive close sets SO_LINGER {on, 0}
+  and aborts the transport, so the kernel sends RST and skips TIME_WAIT.
+* Both ends read in the background into a buffer, so the socket's receive queue stays empty
+  and an ordinary close() sends FIN, not RST. The server echoes what it reads unless told not to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+import struct
+from dataclasses import dataclass, field
+
+from handshake_lab.observe.base import Address
+
+READ_CHUNK = 65536
+
+
+def errno_name(exc: BaseException) -> str:
+    """The errno name of an OSError (``"ECONNRESET"``), or the exception's class name."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return errno.errorcode.get(exc.errno, f"errno {exc.errno}")
+    if isinstance(exc, TimeoutError):
+        return "ETIMEDOUT"
+    return type(exc).__name__
+
+
+def address_of(sockaddr: object) -> Address:
+    """Turn a socket address tuple into an ``Address``."""
+    if not isinstance(sockaddr, tuple) or len(sockaddr) < 2:
+        raise ValueError(f"not an inet socket address: {sockaddr!r}")
+    host = str(sockaddr[0])
+    if host.startswith("::ffff:"):
+        host = host.removeprefix("::ffff:")
+    return Address(host, int(sockaddr[1]))
+
+
+@dataclass
+class Stream:
+    """One end of an established connection, read continuously in the background."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    echo: bool = False
+    received: bytearray = field(default_factory=bytearray)
+    consumed: int = 0
+    eof: bool = False
+    eof_reported: bool = False
+    error: str | None = None
+    closed: bool = False
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._read_loop())
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                chunk = await self.reader.read(READ_CHUNK)
+                if not chunk:
+                    self.eof = True
+                    return
+                self.received += chunk
+                if self.echo and not self.closed and not self.writer.is_closing():
+                    # The echo has read these bytes: a later recv shows only what is new.
+                    self.writer.write(chunk)
+                    self.consumed = len(self.received)
+                self._changed.set()
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            self.error = errno_name(exc)
+        finally:
+            self._changed.set()
+
+    @property
+    def sock(self) -> socket.socket | None:
+        raw = self.writer.get_extra_info("socket")
+        if raw is None:
+            return None
+        # asyncio hands out a TransportSocket wrapper; uvloop a socket-like object. Both expose
+        # fileno() and setsockopt(), which is all we need.
+        return raw  # type: ignore[no-any-return]
+
+    async def send(self, data: bytes) -> str:
+        if self.closed or self.writer.is_closing():
+            return "EPIPE"
+        try:
+            self.writer.write(data)
+            await self.writer.drain()
+        except OSError as exc:
+            return errno_name(exc)
+        return "ok"
+
+    def send_eof(self) -> str:
+        if self.closed or self.writer.is_closing():
+            return "EPIPE"
+        try:
+            self.writer.write_eof()
+        except OSError as exc:
+            return errno_name(exc)
+        return "ok"
+
+    async def wait_input(self, timeout: float) -> tuple[str, bytes]:
+        """Wait for unread data, EOF or an error. Returns (outcome, data)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if len(self.received) > self.consumed:
+                data = bytes(self.received[self.consumed :])
+                self.consumed = len(self.received)
+                return "data", data
+            if self.error is not None:
+                return self.error, b""
+            if self.eof:
+                self.eof_reported = True
+                return "EOF", b""
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return "ETIMEDOUT", b""
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    async def close(self, timeout: float = 2.0) -> str:
+        if self.closed:
+            return "ok"
+        self.closed = True
+        self.writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(self.writer.wait_closed(), timeout)
+        await self._stop_reader()
+        return "ok"
+
+    async def abort(self) -> str:
+        """Close with SO_LINGER {on, 0}: the kernel sends RST and no TIME_WAIT is kept."""
+        if self.closed:
+            return "ok"
+        self.closed = True
+        sock = self.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.writer.transport.abort()
+        await self._stop_reader()
+        return "ok"
+
+    async def _stop_reader(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+@dataclass
+class Listener:
+    """A listening socket, served by the loop once ``accept`` has been called."""
+
+    sock: socket.socket
+    address: Address
+    server: asyncio.Server | None = None
+    backlog: int = 16
+
+    @property
+    def reuse_address(self) -> int:
+        return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+
+
+class EchoServer:
+    """The server side of a lab: listeners by port slot, accepted connections by peer."""
+
+    def __init__(self, host: str, *, echo: bool = True) -> None:
+        self.host = host
+        self.echo = echo
+        self.listeners: dict[str, Listener] = {}
+        self.connections: dict[Address, Stream] = {}
+        self._accepted = asyncio.Condition()
+
+    async def listen(
+        self,
+        slot: str,
+        port: int,
+        *,
+        backlog: int,
+        reuse_address: bool | None,
+        accept: bool,
+    ) -> tuple[str, dict[str, int]]:
+        """Open a listener on ``port``. ``reuse_address=None`` means the loop's default."""
+        if slot in self.listeners:
+            return "EALREADY", {}
+        if reuse_address is None:
+            # Let asyncio/uvloop choose, to show what they choose.
+            try:
+                server = await asyncio.start_server(
+                    self._on_connection, self.host, port, backlog=backlog
+                )
+            except OSError as exc:
+                return errno_name(exc), {}
+            sock = server.sockets[0]
+            listener = Listener(
+                sock=sock,
+                address=address_of(sock.getsockname()),
+                server=server,
+                backlog=backlog,
+            )
+            self.listeners[slot] = listener
+            return "ok", {"so_reuseaddr": listener.reuse_address}
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(reuse_address))
+            sock.bind((self.host, port))
+            sock.listen(backlog)
+        except OSError as exc:
+            sock.close()
+            return errno_name(exc), {}
+        sock.setblocking(False)
+        listener = Listener(sock=sock, address=address_of(sock.getsockname()), backlog=backlog)
+        self.listeners[slot] = listener
+        if accept:
+            await self._serve(listener)
+        return "ok", {"so_reuseaddr": listener.reuse_address}
+
+    async def accept(self, slot: str) -> str:
+        listener = self.listeners.get(slot)
+        if listener is None:
+            return "ENOTCONN"
+        if listener.server is None:
+            await self._serve(listener)
+        return "ok"
+
+    async def _serve(self, listener: Listener) -> None:
+        listener.server = await asyncio.start_server(
+            self._on_connection, sock=listener.sock, backlog=max(listener.backlog, 1)
+        )
+
+    async def unlisten(self, slot: str) -> str:
+        listener = self.listeners.pop(slot, None)
+        if listener is None:
+            return "ENOTCONN"
+        if listener.server is not None:
+            # The server owns the socket once serving (asyncio hands out a wrapper with no
+            # close()); closing the server closes the listening socket.
+            listener.server.close()
+        else:
+            listener.sock.close()
+        return "ok"
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        peer = address_of(writer.get_extra_info("peername"))
+        stream = Stream(reader, writer, echo=self.echo)
+        self.connections[peer] = stream
+        stream.start()
+        async with self._accepted:
+            self._accepted.notify_all()
+
+    async def connection(self, peer: Address, timeout: float) -> Stream | None:
+        """The accepted connection from ``peer``, waiting up to ``timeout`` for the accept."""
+        async with self._accepted:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._accepted.wait_for(lambda: peer in self.connections), timeout
+                )
+        return self.connections.get(peer)
+
+    async def close_all(self) -> None:
+        """Release every socket: connections by RST (no TIME_WAIT left), then listeners."""
+        for stream in list(self.connections.values()):
+            await stream.abort()
+        for slot in list(self.listeners):
+            await self.unlisten(slot)
+
+
+class Client:
+    """A client socket. ``connect`` may return while the kernel is still in SYN_SENT."""
+
+    def __init__(self, name: str, host: str, *, echo: bool = False) -> None:
+        self.name = name
+        self.host = host
+        self.echo = echo
+        self.sock: socket.socket | None = None
+        self.local: Address | None = None
+        self.remote: Address | None = None
+        self.stream: Stream | None = None
+        self.outcome: str | None = None
+        self._connecting: asyncio.Task[None] | None = None
+
+    async def connect(self, port: int, *, wait: bool, timeout: float) -> str:
+        if self.sock is not None:
+            return "EISCONN"
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        self.sock = sock
+        self.remote = Address(self.host, port)
+        self._connecting = asyncio.ensure_future(self._connect(loop, sock, port))
+        # Let the task issue connect(): after it the kernel has chosen our local port.
+        for _ in range(100):
+            if self._connecting.done():
+                break
+            with contextlib.suppress(OSError):
+                name = address_of(sock.getsockname())
+                if name.port != 0:
+                    self.local = name
+                    break
+            await asyncio.sleep(0)
+        if wait or self._connecting.done():
+            return await self.wait_connected(timeout)
+        return "pending"
+
+    async def _connect(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, port: int
+    ) -> None:
+        try:
+            await loop.sock_connect(sock, (self.host, port))
+            self.local = address_of(sock.getsockname())
+            reader, writer = await asyncio.open_connection(sock=sock)
+        except OSError as exc:
+            self.outcome = errno_name(exc)
+            sock.close()
+            return
+        self.stream = Stream(reader, writer, echo=self.echo)
+        self.stream.start()
+        self.outcome = "ok"
+
+    async def wait_connected(self, timeout: float) -> str:
+        """Wait for a pending connect; ``"pending"`` if it is still in progress."""
+        if self._connecting is None:
+            return "ENOTCONN"
+        if not self._connecting.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._connecting), timeout)
+        if not self._connecting.done():
+            return "pending"
+        return self.outcome or "ok"
+
+    async def close_all(self) -> None:
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
+        if self.stream is not None:
+            await self.stream.abort()
+        elif self.sock is not None:
+            self.sock.close()
