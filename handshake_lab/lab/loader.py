@@ -1,0 +1,370 @@
+"""Load lab files (TOML) into frozen ``Lab`` records, or fail with one clear line.
+
+Every problem raises ``LabInvalidError`` naming the file and, where there is one, the step:
+bad TOML, unknown keys (typos should not pass silently), wrong types, unknown actions, actors,
+sides, states or outcomes, duplicate step ids. Nothing else escapes: the loader is fuzzed with
+hypothesis to hold that promise. Suggestions for near misses come from ``difflib``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import errno
+import re
+import tomllib
+from collections.abc import Collection, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from handshake_lab.errors import LabInvalidError, LabNotFoundError
+from handshake_lab.lab.model import (
+    ABSENT,
+    ACTIONS,
+    DEFAULT_TIMEOUT,
+    MAIN_PORT,
+    MAX_TIMEOUT,
+    OUTCOMES,
+    SCHEMA_VERSION,
+    ArgValue,
+    Expected,
+    Lab,
+    Step,
+    Text,
+    listener_side,
+    server_side,
+)
+from handshake_lab.tcp.states import TcpState
+
+MAX_FILE_BYTES = 1 << 20
+MAX_STEPS = 500
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+TOP_KEYS = frozenset({"schema", "name", "title", "summary", "intro", "clients", "echo", "step"})
+STEP_KEYS = frozenset(
+    {
+        "id",
+        "actor",
+        "action",
+        "args",
+        "expect",
+        "outcome",
+        "data",
+        "facts",
+        "timeout",
+        "hold",
+        "explain",
+    }
+)
+
+
+def builtin_dir() -> Path:
+    """Where the built-in labs live: inside the wheel, or ``labs/`` in a source checkout."""
+    packaged = Path(str(resources.files("handshake_lab"))) / "labs"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "labs"
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in builtin_dir().glob("*.toml"))
+
+
+def find_lab(name_or_path: str) -> Lab:
+    """Load a built-in lab by name, or a lab file by path."""
+    looks_like_path = "/" in name_or_path or name_or_path.endswith(".toml")
+    if looks_like_path:
+        path = Path(name_or_path)
+        if not path.exists():
+            raise LabNotFoundError(f"{name_or_path}: no such lab file")
+        return load_lab(path)
+    names = builtin_names()
+    if name_or_path in names:
+        return load_lab(builtin_dir() / f"{name_or_path}.toml")
+    close = difflib.get_close_matches(name_or_path, names, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise LabNotFoundError(
+        f"no lab named {name_or_path!r}{hint} (see 'handshake-lab list', or give a path)"
+    )
+
+
+def load_lab(path: Path) -> Lab:
+    where = str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise LabInvalidError(where, f"file is {size} bytes; a lab file may be 1 MiB at most")
+        raw = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or errno.errorcode.get(exc.errno or 0, "cannot read")
+        raise LabInvalidError(where, f"cannot read: {reason}") from exc
+    return parse_lab(raw, where, path)
+
+
+def parse_lab(raw: bytes, where: str, path: Path | None = None) -> Lab:
+    """Parse lab TOML bytes. ``where`` names the file in error messages."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LabInvalidError(where, f"not UTF-8 text (byte {exc.start})") from exc
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise LabInvalidError(where, f"not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        raise LabInvalidError(where, "not valid TOML: nested too deeply") from exc
+    return _build(doc, where, path or Path(where))
+
+
+class _Ctx:
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.step: str | None = None
+
+    def fail(self, message: str) -> LabInvalidError:
+        return LabInvalidError(self.where, message, self.step)
+
+
+def _suggest(word: str, options: Collection[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unknown_keys(ctx: _Ctx, table: Mapping[str, Any], allowed: frozenset[str], what: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ctx.fail(f"unknown {what} key {key!r}{_suggest(key, allowed)}")
+
+
+def _str(ctx: _Ctx, value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise ctx.fail(f"{what} must be a string, not {_type(value)}")
+    return value
+
+
+def _type(value: object) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def _text(ctx: _Ctx, value: object, what: str, *, required: bool = True) -> Text | None:
+    if value is None:
+        if required:
+            raise ctx.fail(f"missing {what} (a table with en and zh)")
+        return None
+    if isinstance(value, str):
+        return Text(value, value)
+    if not isinstance(value, dict):
+        raise ctx.fail(
+            f"{what} must be a table like {{en = '...', zh = '...'}}, not {_type(value)}"
+        )
+    _unknown_keys(ctx, value, frozenset({"en", "zh"}), what)
+    if "en" not in value:
+        raise ctx.fail(f"{what} needs an 'en' text")
+    en = _str(ctx, value["en"], f"{what}.en")
+    zh = _str(ctx, value.get("zh", en), f"{what}.zh")
+    return Text(en.strip(), zh.strip())
+
+
+def _build(doc: dict[str, Any], where: str, path: Path) -> Lab:
+    ctx = _Ctx(where)
+    _unknown_keys(ctx, doc, TOP_KEYS, "top-level")
+    schema = doc.get("schema", SCHEMA_VERSION)
+    if schema != SCHEMA_VERSION or isinstance(schema, bool):
+        raise ctx.fail(f"schema {schema!r} is not supported (this version reads {SCHEMA_VERSION})")
+    name = _str(ctx, doc.get("name", path.stem), "name")
+    if not NAME_RE.match(name):
+        raise ctx.fail(f"name {name!r} must be lowercase letters, digits, '-' or '_'")
+    title = _text(ctx, doc.get("title"), "title")
+    summary = _text(ctx, doc.get("summary"), "summary")
+    intro = _text(ctx, doc.get("intro"), "intro", required=False)
+    assert title is not None
+    assert summary is not None
+    clients_raw = doc.get("clients", ["client"])
+    if not isinstance(clients_raw, list) or not clients_raw:
+        raise ctx.fail("clients must be a non-empty array of names")
+    clients: list[str] = []
+    for item in clients_raw:
+        c = _str(ctx, item, "each client name")
+        if not NAME_RE.match(c) or c in {"server", "listener", "lab"} or "." in c:
+            raise ctx.fail(f"client name {c!r} is not allowed")
+        if c in clients:
+            raise ctx.fail(f"client {c!r} is listed twice")
+        clients.append(c)
+    echo = doc.get("echo", True)
+    if not isinstance(echo, bool):
+        raise ctx.fail(f"echo must be true or false, not {_type(echo)}")
+    steps_raw = doc.get("step")
+    if not isinstance(steps_raw, list) or not steps_raw:
+        raise ctx.fail("a lab needs at least one [[step]]")
+    if len(steps_raw) > MAX_STEPS:
+        raise ctx.fail(f"{len(steps_raw)} steps; a lab may have {MAX_STEPS} at most")
+    # Port slots are whatever the steps name; 'main' always exists (it is --port).
+    ports = [MAIN_PORT]
+    for raw in steps_raw:
+        if isinstance(raw, dict) and isinstance(raw.get("args"), dict):
+            port = raw["args"].get("port")
+            if isinstance(port, str) and port not in ports:
+                ports.append(port)
+    sides = {listener_side(p) for p in ports}
+    for c in clients:
+        sides.update({c, server_side(c)})
+    steps: list[Step] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(steps_raw, start=1):
+        ctx.step = str(index)
+        step = _step(ctx, raw, index, clients, sides)
+        if step.id in seen:
+            raise ctx.fail(f"duplicate step id {step.id!r}")
+        seen.add(step.id)
+        steps.append(step)
+    return Lab(
+        name=name,
+        title=title,
+        summary=summary,
+        intro=intro,
+        clients=tuple(clients),
+        ports=tuple(ports),
+        echo=echo,
+        steps=tuple(steps),
+        path=path,
+    )
+
+
+def _step(ctx: _Ctx, raw: object, index: int, clients: list[str], sides: set[str]) -> Step:
+    if not isinstance(raw, dict):
+        raise ctx.fail(f"a step must be a table, not {_type(raw)}")
+    sid = raw.get("id", str(index))
+    sid = _str(ctx, sid, "id")
+    if not NAME_RE.match(sid):
+        raise ctx.fail(f"step id {sid!r} must be lowercase letters, digits, '-' or '_'")
+    ctx.step = f"{index} ({sid})"
+    _unknown_keys(ctx, raw, STEP_KEYS, "step")
+    action = _str(ctx, raw.get("action", ""), "action")
+    if action not in ACTIONS:
+        raise ctx.fail(f"unknown action {action!r}{_suggest(action, list(ACTIONS))}")
+    spec = ACTIONS[action]
+    actor = _str(ctx, raw.get("actor", "lab" if action == "observe" else ""), "actor")
+    role = "client" if actor in clients else actor
+    if role not in {"server", "client", "lab"}:
+        known = ["server", "lab", *clients]
+        raise ctx.fail(f"unknown actor {actor!r}{_suggest(actor, known)}")
+    if role not in spec.actors:
+        raise ctx.fail(f"{actor} cannot {action} (only {', '.join(sorted(spec.actors))})")
+    args = _args(ctx, raw.get("args", {}), action, role, clients)
+    expect = _expect(ctx, raw.get("expect", {}), sides)
+    outcome = raw.get("outcome")
+    if outcome is not None:
+        outcome = _str(ctx, outcome, "outcome")
+        if outcome not in OUTCOMES and outcome not in errno.errorcode.values():
+            raise ctx.fail(
+                f"unknown outcome {outcome!r}: use one of {', '.join(OUTCOMES)} "
+                "or an errno name such as ECONNREFUSED"
+            )
+    data = raw.get("data")
+    if data is not None:
+        data = _str(ctx, data, "data")
+    facts = raw.get("facts", {})
+    if not isinstance(facts, dict):
+        raise ctx.fail(f"facts must be a table, not {_type(facts)}")
+    for key, value in facts.items():
+        if not isinstance(value, str | int | float | bool):
+            raise ctx.fail(f"fact {key!r} must be a string, number or boolean")
+    timeout = raw.get("timeout", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise ctx.fail(f"timeout must be a number of seconds, not {_type(timeout)}")
+    if not 0 < timeout <= MAX_TIMEOUT:
+        raise ctx.fail(f"timeout {timeout} must be more than 0 and at most {MAX_TIMEOUT:g} s")
+    hold = raw.get("hold", 0.0)
+    if isinstance(hold, bool) or not isinstance(hold, int | float):
+        raise ctx.fail(f"hold must be a number of seconds, not {_type(hold)}")
+    if not 0 <= hold <= MAX_TIMEOUT:
+        raise ctx.fail(f"hold {hold} must be between 0 and {MAX_TIMEOUT:g} s")
+    if hold and not expect:
+        raise ctx.fail("hold needs an expect table: it keeps checking those states")
+    explain = _text(ctx, raw.get("explain"), "explain")
+    assert explain is not None
+    return Step(
+        index=index,
+        id=sid,
+        actor=actor,
+        action=action,
+        args=args,
+        expect=expect,
+        explain=explain,
+        outcome=outcome,
+        data=data,
+        facts=dict(facts),
+        timeout=float(timeout),
+        hold=float(hold),
+    )
+
+
+def _args(
+    ctx: _Ctx, raw: object, action: str, role: str, clients: list[str]
+) -> dict[str, ArgValue]:
+    if not isinstance(raw, dict):
+        raise ctx.fail(f"args must be a table, not {_type(raw)}")
+    spec = ACTIONS[action]
+    _unknown_keys(ctx, raw, frozenset(spec.args), f"{action} argument")
+    out: dict[str, ArgValue] = {}
+    for key, arg in spec.args.items():
+        if key not in raw:
+            if arg.required:
+                raise ctx.fail(f"{action} needs the argument {key!r}")
+            if arg.default is not None:
+                out[key] = arg.default
+            continue
+        value = raw[key]
+        ok_type = any(
+            isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in arg.types
+        )
+        if not ok_type:
+            kinds = " or ".join(_type(t()) for t in arg.types)
+            raise ctx.fail(f"{action} argument {key!r} must be {kinds}, not {_type(value)}")
+        if arg.choices is not None and value not in arg.choices:
+            shown = (str(c).lower() if isinstance(c, bool) else repr(c) for c in arg.choices)
+            raise ctx.fail(f"{action} argument {key!r} must be one of {', '.join(shown)}")
+        if isinstance(value, int) and not isinstance(value, bool):
+            if arg.minimum is not None and value < arg.minimum:
+                raise ctx.fail(f"{action} argument {key!r} must be at least {arg.minimum}")
+            if arg.maximum is not None and value > arg.maximum:
+                raise ctx.fail(f"{action} argument {key!r} must be at most {arg.maximum}")
+        if key == "port" and not NAME_RE.match(str(value)):
+            raise ctx.fail(f"port slot {value!r} must be a short lowercase name like 'main'")
+        out[key] = value
+    if "conn" in out:
+        if role != "server":
+            if "conn" in raw:
+                raise ctx.fail("only the server takes 'conn' (a client acts on its own socket)")
+            del out["conn"]
+        elif out["conn"] not in clients:
+            conn = str(out["conn"])
+            raise ctx.fail(
+                f"conn {conn!r} is not one of the lab's clients{_suggest(conn, clients)}"
+            )
+    return out
+
+
+def _expect(ctx: _Ctx, raw: object, sides: set[str]) -> dict[str, Expected]:
+    if not isinstance(raw, dict):
+        raise ctx.fail(f"expect must be a table of side = STATE, not {_type(raw)}")
+    out: dict[str, Expected] = {}
+    for side, value in raw.items():
+        if side not in sides:
+            raise ctx.fail(f"unknown side {side!r}{_suggest(side, sides)}")
+        name = _str(ctx, value, f"expect.{side}")
+        if name == ABSENT:
+            out[side] = None
+            continue
+        try:
+            out[side] = TcpState.from_name(name)
+        except KeyError:
+            names = [s.name for s in TcpState] + [ABSENT]
+            raise ctx.fail(f"unknown state {name!r} for {side}{_suggest(name, names)}") from None
+    return out

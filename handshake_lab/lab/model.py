@@ -1,0 +1,191 @@
+"""Labs as data: frozen dataclasses, and the catalogue of actions a lab step may use.
+
+A lab is a list of steps. Each step names an actor (``server``, one of the lab's clients, or
+``lab`` for a step that only observes), an action from ``ACTIONS`` with its arguments, the
+states it expects the kernel to report for each *side*, and an explanation in English and
+Chinese. The runner (``lab.runner``) is the only interpreter of these records.
+
+Sides are the sockets a lab can name in ``expect``:
+
+* ``listener`` - the listening socket on the ``main`` port slot; ``listener.SLOT`` for another.
+* a client's name (``client``, ``filler``, ...) - that client's socket.
+* ``server`` - the server's end of the ``client`` connection; ``server.NAME`` for client NAME.
+
+A side expected ``ABSENT`` must not be in the kernel's table at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from handshake_lab.tcp.states import TcpState
+
+SCHEMA_VERSION = 1
+ABSENT = "ABSENT"
+DEFAULT_TIMEOUT = 2.0
+MAX_TIMEOUT = 300.0
+MAIN_PORT = "main"
+LANGS: tuple[str, ...] = ("en", "zh")
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A text in each language. ``zh`` may fall back to ``en`` in user-written labs."""
+
+    en: str
+    zh: str
+
+    def get(self, lang: str) -> str:
+        return self.zh if lang == "zh" else self.en
+
+
+# A side's expected state: a TcpState, or None for ABSENT.
+Expected = TcpState | None
+ArgValue = str | int | float | bool
+
+
+@dataclass(frozen=True, slots=True)
+class ArgSpec:
+    """One argument of an action: accepted Python types, default, and allowed string values."""
+
+    types: tuple[type, ...]
+    default: ArgValue | None
+    choices: tuple[ArgValue, ...] | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+    required: bool = False
+    help: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSpec:
+    actors: frozenset[str]  # "server", "client" (any client), "lab"
+    args: Mapping[str, ArgSpec]
+    help: str
+
+
+_CONN = ArgSpec(
+    (str,), "client", help="server only: which client's connection (its name); default client"
+)
+_PORT = ArgSpec(
+    (str,), MAIN_PORT, help="port slot name; 'main' is --port, any other name gets a free port"
+)
+
+ACTIONS: Mapping[str, ActionSpec] = {
+    "listen": ActionSpec(
+        frozenset({"server"}),
+        {
+            "port": _PORT,
+            "backlog": ArgSpec((int,), 16, minimum=0, maximum=4096, help="listen() backlog"),
+            "reuse_address": ArgSpec(
+                (bool, str),
+                False,
+                choices=(True, False, "default"),
+                help="SO_REUSEADDR on the listener; 'default' lets asyncio/uvloop decide",
+            ),
+            "accept": ArgSpec(
+                (bool,), True, help="serve (accept) at once; false keeps the accept queue full"
+            ),
+        },
+        "open a listening socket",
+    ),
+    "accept": ActionSpec(
+        frozenset({"server"}),
+        {"port": _PORT},
+        "start accepting on a listener opened with accept=false",
+    ),
+    "unlisten": ActionSpec(
+        frozenset({"server"}), {"port": _PORT}, "close the listening socket (not its connections)"
+    ),
+    "connect": ActionSpec(
+        frozenset({"client"}),
+        {
+            "port": _PORT,
+            "wait": ArgSpec(
+                (bool,), True, help="wait for the handshake; false returns while in SYN_SENT"
+            ),
+        },
+        "connect to the server (127.0.0.1 on the port slot)",
+    ),
+    "send": ActionSpec(
+        frozenset({"server", "client"}),
+        {"data": ArgSpec((str,), None, required=True, help="text to send (UTF-8)"), "conn": _CONN},
+        "send data",
+    ),
+    "recv": ActionSpec(
+        frozenset({"server", "client"}),
+        {"conn": _CONN},
+        "wait for data, EOF or an error from the peer, and show it",
+    ),
+    "send_eof": ActionSpec(
+        frozenset({"server", "client"}),
+        {"conn": _CONN},
+        "half-close: shutdown(SHUT_WR), a FIN; the socket can still receive",
+    ),
+    "close": ActionSpec(
+        frozenset({"server", "client"}), {"conn": _CONN}, "close the socket (FIN)"
+    ),
+    "abort": ActionSpec(
+        frozenset({"server", "client"}),
+        {"conn": _CONN},
+        "abortive close: SO_LINGER {on, 0}, the kernel sends RST",
+    ),
+    "observe": ActionSpec(
+        frozenset({"lab"}), {}, "do nothing; wait (up to timeout) for the expected states"
+    ),
+}
+
+# Outcomes a step may expect. Errno names are also accepted (checked by the loader).
+OUTCOMES: tuple[str, ...] = ("ok", "pending", "data", "EOF")
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    index: int
+    id: str
+    actor: str
+    action: str
+    args: Mapping[str, ArgValue]
+    expect: Mapping[str, Expected]
+    explain: Text
+    outcome: str | None = None
+    data: str | None = None
+    facts: Mapping[str, ArgValue] = field(default_factory=dict)
+    timeout: float = DEFAULT_TIMEOUT
+    hold: float = 0.0  # once matched, the states must stay matched this many seconds
+
+    @property
+    def explain_key(self) -> str:
+        return f"step.{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Lab:
+    name: str
+    title: Text
+    summary: Text
+    clients: tuple[str, ...]
+    ports: tuple[str, ...]
+    echo: bool
+    steps: tuple[Step, ...]
+    path: Path
+    intro: Text | None = None
+
+    def sides(self) -> tuple[str, ...]:
+        """Every side name this lab may expect, in display order."""
+        names = ["listener"] + [f"listener.{p}" for p in self.ports if p != MAIN_PORT]
+        for client in self.clients:
+            names.append(client)
+            names.append(server_side(client))
+        return tuple(names)
+
+
+def server_side(client: str) -> str:
+    """The side name of the server's end of ``client``'s connection."""
+    return "server" if client == "client" else f"server.{client}"
+
+
+def listener_side(slot: str) -> str:
+    return "listener" if slot == MAIN_PORT else f"listener.{slot}"
