@@ -1,0 +1,65 @@
+"""The few words of the user interface, in each language. Explanations live in the labs and
+in ``handshake_lab/text``; these are only headings and verdicts."""
+
+from __future__ import annotations
+
+LABELS: dict[str, dict[str, str]] = {
+    "en": {
+        "step": "Step",
+        "side": "side",
+        "expected": "expected",
+        "kernel": "kernel",
+        "detail": "ss / psutil, 4-tuple",
+        "agrees": "kernel agrees",
+        "disagrees": "kernel disagrees",
+        "why": "Why",
+        "outcome": "outcome",
+        "received": "received",
+        "facts": "read back",
+        "loop": "loop",
+        "topology": "topology",
+        "ports": "ports",
+        "observers": "observers",
+        "passed": "PASSED: the kernel agreed with every step",
+        "failed": "FAILED: the kernel disagreed with step(s)",
+        "absent": "not in the kernel's table",
+        "no_socket": "no socket yet",
+        "press_enter": "Press Enter for step",
+        "settle": "waited",
+        "lab": "Lab",
+        "timer": "timer",
+        "pid": "pid",
+        "no_pid": "no owning process",
+    },
+    "zh": {
+        "step": "步骤",
+        "side": "端",
+        "expected": "预期",
+        "kernel": "内核",
+        "detail": "ss / psutil，四元组",
+        "agrees": "内核一致",
+        "disagrees": "内核不一致",
+        "why": "原因",
+        "outcome": "结果",
+        "received": "收到",
+        "facts": "读回",
+        "loop": "事件循环",
+        "topology": "拓扑",
+        "ports": "端口",
+        "observers": "观测来源",
+        "passed": "通过：每一步内核状态都与预期一致",
+        "failed": "失败：以下步骤内核状态与预期不符",
+        "absent": "内核表中没有",
+        "no_socket": "尚无套接字",
+        "press_enter": "按回车执行步骤",
+        "settle": "等待",
+        "lab": "实验",
+        "timer": "计时器",
+        "pid": "进程",
+        "no_pid": "无所属进程",
+    },
+}
+
+
+def label(key: str, lang: str) -> str:
+    return LABELS.get(lang, LABELS["en"]).get(key, LABELS["en"][key])

@@ -1,0 +1,187 @@
+"""Human output: a header, one small table per step, a verdict. Fits 80 columns.
+
+rich respects NO_COLOR and writes plain text when stdout is not a terminal.
+"""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+from handshake_lab.lab.report import Event, LabResult, LabStarted, SideObservation, StepReport
+from handshake_lab.render.labels import label
+
+WIDTH = 80
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console at most 80 columns wide (narrower if the terminal is)."""
+    console = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if console.width > WIDTH or not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, soft_wrap=False, width=WIDTH)
+    return console
+
+
+def format_timer(timer: dict[str, object] | None) -> str | None:
+    if not timer:
+        return None
+    remaining = timer.get("remaining")
+    if isinstance(remaining, int | float):
+        return f"{timer.get('name')} {remaining:.1f}s"
+    return str(timer.get("name"))
+
+
+def reflow(text: str) -> list[str]:
+    """Paragraphs of ``text`` with line breaks inside a paragraph removed.
+
+    Lab files wrap their explanations at any column; the terminal decides where lines end.
+    Lines starting with "-" or a digit and "." stay separate (lists).
+    """
+    paragraphs: list[str] = []
+    for block in text.strip().split("\n\n"):
+        lines: list[str] = []
+        for raw in block.splitlines():
+            line = raw.strip()
+            if not line:
+                continue
+            is_item = line.startswith(("- ", "* ")) or (line[:1].isdigit() and ". " in line[:4])
+            if lines and not is_item:
+                joiner = "" if _is_cjk(lines[-1][-1:]) and _is_cjk(line[:1]) else " "
+                lines[-1] = lines[-1] + joiner + line
+            else:
+                lines.append(line)
+        paragraphs.extend(lines)
+    return paragraphs
+
+
+def _is_cjk(char: str) -> bool:
+    return bool(char) and ord(char) >= 0x2E80
+
+
+def _arg(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class TableRenderer:
+    def __init__(self, console: Console, lang: str) -> None:
+        self.console = console
+        self.lang = lang
+
+    def _l(self, key: str) -> str:
+        return label(key, self.lang)
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, LabStarted):
+            self._header(event)
+        elif isinstance(event, StepReport):
+            self._step(event)
+        else:
+            self._result(event)
+
+    def _header(self, ev: LabStarted) -> None:
+        c = self.console
+        c.print(Text(f"{self._l('lab')}: {ev.name} - {ev.title}", style="bold"))
+        ports = ", ".join(f"{slot}={port}" for slot, port in ev.ports.items())
+        c.print(
+            f"{self._l('loop')} {escape(ev.versions.get('loop', ev.loop))} | "
+            f"{self._l('topology')} {ev.topology} {ev.host} | {self._l('ports')} {ports}"
+        )
+        c.print(
+            f"{self._l('observers')} {', '.join(ev.observers)} | kernel "
+            f"{escape(ev.versions.get('kernel', '?'))}"
+        )
+        if ev.intro:
+            for paragraph in reflow(ev.intro):
+                c.print()
+                c.print(Text(paragraph))
+
+    def _step(self, ev: StepReport) -> None:
+        c = self.console
+        c.print()
+        head = Text(f"{self._l('step')} {ev.index}/{ev.total_steps}  ", style="bold")
+        head.append(f"{ev.actor}: {ev.action}", style="bold")
+        args = " ".join(f"{k}={_arg(v)}" for k, v in ev.args.items())
+        if args:
+            head.append(f"  {args}")
+        c.print(head)
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, expand=False, show_edge=False)
+        table.add_column(self._l("side"), no_wrap=True, max_width=16)
+        table.add_column(self._l("expected"), no_wrap=True)
+        table.add_column(self._l("kernel"), no_wrap=True)
+        table.add_column(self._l("detail"), overflow="fold", max_width=38)
+        for side, obs in ev.observed.items():
+            expected = ev.expected.get(side, "")
+            state = Text(obs.state)
+            if expected:
+                state.stylize("green" if expected == obs.state and obs.agree else "bold red")
+            table.add_row(side, expected or "-", state, self._detail(obs))
+        if ev.observed:
+            c.print(table)
+        if ev.outcome is not None or ev.expected_outcome is not None:
+            line = f"{self._l('outcome')}: {ev.outcome}"
+            if ev.expected_outcome is not None and ev.expected_outcome != ev.outcome:
+                line += f" ({self._l('expected')} {ev.expected_outcome})"
+            c.print(Padding(Text(line), (0, 0, 0, 2), expand=False))
+        if ev.data is not None:
+            c.print(
+                Padding(
+                    Text(f"{self._l('received')}: {ev.data!r}", style="cyan"),
+                    (0, 0, 0, 2),
+                    expand=False,
+                )
+            )
+        if ev.facts:
+            facts = ", ".join(f"{k}={v}" for k, v in ev.facts.items())
+            c.print(Padding(Text(f"{self._l('facts')}: {facts}"), (0, 0, 0, 2), expand=False))
+        if ev.agrees:
+            c.print(
+                Padding(
+                    Text(f"[ok] {self._l('agrees')}", style="green"), (0, 0, 0, 2), expand=False
+                )
+            )
+        else:
+            c.print(
+                Padding(
+                    Text(f"[!!] {self._l('disagrees')}", style="bold red"),
+                    (0, 0, 0, 2),
+                    expand=False,
+                )
+            )
+        for problem in ev.mismatches:
+            c.print(Padding(Text(f"- {problem}", style="bold red"), (0, 0, 0, 4), expand=False))
+        for i, paragraph in enumerate(reflow(ev.explanation)):
+            prefix = f"{self._l('why')}: " if i == 0 else ""
+            c.print(Padding(Text(prefix + paragraph), (0, 0, 0, 2), expand=False))
+
+    def _detail(self, obs: SideObservation) -> Text:
+        if not obs.sources:
+            return Text(label("no_socket", self.lang), style="dim")
+        if obs.state == "ABSENT" and obs.agree:
+            names = ", ".join(obs.sources)
+            return Text(f"{label('absent', self.lang)} ({names})", style="dim")
+        raw = " / ".join(v if v is not None else "-" for v in obs.sources.values())
+        out = Text(raw)
+        timer = format_timer(obs.timer)
+        if timer:
+            out.append(f"  {timer}", style="yellow")
+        if obs.local:
+            arrow = f"{obs.local} > {obs.remote}" if obs.remote else f"{obs.local} *"
+            out.append("\n" + arrow, style="dim")
+        if obs.note:
+            out.append("\n" + obs.note, style="magenta")
+        return out
+
+    def _result(self, ev: LabResult) -> None:
+        c = self.console
+        c.print()
+        if ev.passed:
+            c.print(Text(f"{self._l('passed')} ({ev.agreed}/{ev.steps})", style="bold green"))
+        else:
+            bad = ", ".join(ev.disagreed_steps)
+            c.print(Text(f"{self._l('failed')}: {bad} ({ev.agreed}/{ev.steps})", style="bold red"))
