@@ -1,5 +1,192 @@
-"""Command-line entry point (filled in by the CLI module)."""
+"""``handshake-lab``: the command line. Thin: parse, call one function, render, exit.
+
+Heavy imports (psutil, asyncio loops, the lab engine) happen inside the commands so that
+``--help`` starts fast. Every ``HandshakeLabError`` becomes one line on stderr and its exit code
+(see ``handshake_lab.errors.ExitStatus``); a traceback appears only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+
+from handshake_lab.errors import ExitStatus, HandshakeLabError
+
+T = TypeVar("T")
+
+
+class Lang(StrEnum):
+    en = "en"
+    zh = "zh"
+
+
+class LoopName(StrEnum):
+    asyncio = "asyncio"
+    uvloop = "uvloop"
+
+
+class Topology(StrEnum):
+    loopback = "loopback"
+
+
+app = typer.Typer(
+    name="handshake-lab",
+    help=(
+        "Watch a real kernel's TCP states while a lab drives real sockets step by step: "
+        "connect, send, half-close, close, abort."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def default_lang() -> str:
+    """The language from the locale (LC_ALL, LC_MESSAGES, LANG, LANGUAGE); else English."""
+    for var in ("LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"):
+        value = os.environ.get(var, "")
+        if value:
+            return "zh" if value.lower().startswith("zh") else "en"
+    return "en"
+
+
+def _fail(exc: BaseException, status: ExitStatus, debug: bool) -> NoReturn:
+    if debug:
+        import traceback  # noqa: PLC0415
+
+        traceback.print_exception(exc, file=sys.stderr)
+    sys.stderr.write(f"handshake-lab: {exc}\n")
+    raise typer.Exit(int(status))
+
+
+def guarded(debug: bool, fn: Callable[[], T]) -> T:
+    """Run ``fn``; turn our errors and Ctrl-C into one stderr line and an exit code."""
+    try:
+        return fn()
+    except HandshakeLabError as exc:
+        _fail(exc, exc.exit_status, debug)
+    except KeyboardInterrupt:
+        sys.stderr.write("handshake-lab: interrupted; every socket was closed\n")
+        raise typer.Exit(int(ExitStatus.INTERRUPTED)) from None
+
+
+LangOpt = Annotated[
+    Lang | None,
+    typer.Option("--lang", "-l", help="Language of the explanations [default: from the locale]."),
+]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
+
+
+@app.command("list")
+def list_labs(lang: LangOpt = None, debug: DebugOpt = False) -> None:
+    """List the built-in labs, one line each."""
+    from handshake_lab.lab.loader import builtin_dir, builtin_names, load_lab  # noqa: PLC0415
+
+    language = lang.value if lang else default_lang()
+
+    def body() -> None:
+        names = builtin_names()
+        width = max((len(n) for n in names), default=0) + 2
+        for name in names:
+            lab = load_lab(builtin_dir() / f"{name}.toml")
+            typer.echo(f"{lab.name:<{width}}{lab.summary.get(language)}")
+
+    guarded(debug, body)
+
+
+@app.command()
+def explain(
+    topic: Annotated[
+        str, typer.Argument(help="A TCP state (FIN_WAIT2, TIME-WAIT, ...) or a lab.")
+    ],
+    lang: LangOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Print the explanation of a TCP state or of a lab, without running anything."""
+    from handshake_lab.cli.explain import explain_topic  # noqa: PLC0415
+
+    language = lang.value if lang else default_lang()
+    guarded(debug, lambda: typer.echo(explain_topic(topic, language)))
+
+
+@app.command()
+def run(
+    lab: Annotated[str, typer.Argument(help="A built-in lab name (see 'list') or a lab file.")],
+    lang: LangOpt = None,
+    loop: Annotated[
+        LoopName, typer.Option("--loop", help="Event loop that runs the sockets.")
+    ] = LoopName.asyncio,
+    topology: Annotated[
+        Topology, typer.Option("--topology", help="Where the endpoints live.")
+    ] = Topology.loopback,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="NDJSON events on stdout instead of tables.")
+    ] = False,
+    step: Annotated[
+        bool, typer.Option("--step", help="Wait for Enter before each step (only on a terminal).")
+    ] = False,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", "-p", min=1, max=65535, help="Server port [default: a free port]."),
+    ] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Run a lab: each step's action, the kernel's states for both ends, and why.
+
+    Exit codes: 0 every step agreed with the kernel; 3 the kernel disagreed; 4 invalid lab
+    file; 5 unknown lab; 6 missing dependency; 7 network error; 130 interrupted.
+    """
+    from handshake_lab.cli.runlab import run_lab_command  # noqa: PLC0415
+
+    language = lang.value if lang else default_lang()
+    status = guarded(
+        debug,
+        lambda: run_lab_command(
+            lab,
+            lang=language,
+            loop=loop.value,
+            topology=topology.value,
+            json_out=json_out,
+            step=step,
+            port=port,
+        ),
+    )
+    raise typer.Exit(int(status))
+
+
+@app.command()
+def doctor(debug: DebugOpt = False) -> None:
+    """Report what this machine offers (ss, psutil, uvloop, root, netns, nft, tracefs)."""
+    from handshake_lab.cli.doctor import doctor_report  # noqa: PLC0415
+
+    status = guarded(debug, doctor_report)
+    raise typer.Exit(int(status))
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        from handshake_lab import __version__  # noqa: PLC0415
+
+        typer.echo(f"handshake-lab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=version_callback, is_eager=True, help="Show version."),
+    ] = False,
+) -> None:
+    """Watch a real kernel's TCP states while a lab drives real sockets."""
 
 
 def main() -> None:
-    raise SystemExit(0)
+    app()

@@ -1,0 +1,64 @@
+"""``explain STATE|LAB``: the explanation alone, generated from the same data the runs use."""
+
+from __future__ import annotations
+
+import difflib
+
+from handshake_lab.errors import LabNotFoundError
+from handshake_lab.lab.loader import builtin_names, find_lab
+from handshake_lab.tcp.states import TcpState
+from handshake_lab.text import state_text
+
+
+def normalise_state(word: str) -> TcpState | None:
+    """Accept Linux (FIN_WAIT2), ss (FIN-WAIT-2) and RFC (FIN-WAIT-2, CLOSED) spellings."""
+    key = word.strip().upper().replace("-", "_")
+    aliases = {
+        "ESTAB": "ESTABLISHED",
+        "FIN_WAIT_1": "FIN_WAIT1",
+        "FIN_WAIT_2": "FIN_WAIT2",
+        "SYN_RECEIVED": "SYN_RECV",
+        "CLOSED": "CLOSE",
+        "UNCONN": "CLOSE",
+    }
+    key = aliases.get(key, key)
+    try:
+        return TcpState[key]
+    except KeyError:
+        return None
+
+
+def explain_topic(topic: str, lang: str) -> str:
+    state = normalise_state(topic)
+    if state is not None:
+        return explain_state(state, lang)
+    if topic.upper() == "ABSENT":
+        text = state_text("ABSENT", lang)
+        return f"ABSENT - {text.title}\n\n{text.body}"
+    looks_like_lab = "/" in topic or topic.endswith(".toml") or topic in builtin_names()
+    if looks_like_lab:
+        lab = find_lab(topic)
+        lines = [f"{lab.name} - {lab.title.get(lang)}", "", lab.summary.get(lang)]
+        if lab.intro is not None:
+            lines += ["", lab.intro.get(lang)]
+        for step in lab.steps:
+            lines += ["", f"{step.index}. {step.actor}: {step.action} ({step.id})"]
+            lines.append(step.explain.get(lang))
+        return "\n".join(lines)
+    options = [s.name for s in TcpState] + builtin_names()
+    close = difflib.get_close_matches(topic, options, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise LabNotFoundError(f"{topic!r} is neither a TCP state nor a lab{hint}")
+
+
+def explain_state(state: TcpState, lang: str) -> str:
+    from handshake_lab.tcp.machine import describe_transitions  # noqa: PLC0415
+
+    text = state_text(state.name, lang)
+    heading = f"{state.name} (RFC 9293: {state.rfc_name}) - {text.title}"
+    lines = [heading, "", text.body]
+    moves = describe_transitions(state, lang)
+    if moves:
+        lines += ["", "Transitions:" if lang != "zh" else "状态转换："]
+        lines += [f"  {m}" for m in moves]
+    return "\n".join(lines)
