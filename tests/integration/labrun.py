@@ -1,0 +1,56 @@
+"""Helpers to run a lab in-process and keep every event, for integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from handshake_lab.lab.model import Lab
+from handshake_lab.lab.report import Event, LabResult, LabStarted, StepReport
+from handshake_lab.lab.runner import LabRun, RunOptions
+from handshake_lab.net.loops import loop_factory
+from handshake_lab.observe.base import Observer
+from handshake_lab.observe.psutil_observer import PsutilObserver
+from handshake_lab.observe.ss import SsObserver
+
+
+@dataclass
+class Recorded:
+    events: list[Event] = field(default_factory=list)
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+    @property
+    def header(self) -> LabStarted:
+        first = self.events[0]
+        assert isinstance(first, LabStarted)
+        return first
+
+    @property
+    def steps(self) -> dict[str, StepReport]:
+        return {e.id: e for e in self.events if isinstance(e, StepReport)}
+
+    @property
+    def result(self) -> LabResult:
+        last = self.events[-1]
+        assert isinstance(last, LabResult)
+        return last
+
+
+def run_lab(
+    lab: Lab,
+    loop: str = "asyncio",
+    observers: list[Observer] | None = None,
+    port: int | None = None,
+) -> Recorded:
+    recorded = Recorded()
+    runner = LabRun(
+        lab,
+        RunOptions(loop=loop, port=port),
+        observers if observers is not None else [SsObserver(), PsutilObserver()],
+        recorded,
+    )
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as r:
+        r.run(runner.run())
+    return recorded

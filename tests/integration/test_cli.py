@@ -1,0 +1,240 @@
+"""The command line as a user meets it: real processes, real exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from handshake_lab.errors import ExitStatus
+from handshake_lab.lab.loader import builtin_names
+
+CLI = [sys.executable, "-m", "handshake_lab"]
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def test_list_prints_every_builtin_lab_with_a_summary() -> None:
+    proc = cli("list")
+    assert proc.returncode == 0
+    lines = proc.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == builtin_names()
+    assert all(len(line.split()) > 2 for line in lines)
+    assert all(len(line) <= 80 for line in lines)
+
+
+def test_list_in_chinese_shows_chinese_summaries() -> None:
+    proc = cli("list", "--lang", "zh")
+    assert proc.returncode == 0
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in proc.stdout)
+
+
+@pytest.mark.parametrize("topic", ["FIN_WAIT2", "fin-wait-2", "TIME-WAIT", "ESTAB", "closed"])
+def test_explain_state_accepts_every_spelling(topic: str) -> None:
+    proc = cli("explain", topic)
+    assert proc.returncode == 0, proc.stderr
+    assert "RFC 9293" in proc.stdout
+    assert "-->" in proc.stdout  # transitions generated from the state machine's table
+
+
+def test_explain_lab_prints_every_step() -> None:
+    proc = cli("explain", "half-close", "--lang", "zh")
+    assert proc.returncode == 0
+    assert "shutdown" in proc.stdout or "SHUT_WR" in proc.stdout
+
+
+def test_explain_unknown_topic_suggests_and_exits_lab_not_found() -> None:
+    proc = cli("explain", "FIN_WAIT3")
+    assert proc.returncode == ExitStatus.LAB_NOT_FOUND
+    assert "did you mean" in one_error_line(proc)
+
+
+def test_run_json_is_ndjson_with_lab_steps_and_result() -> None:
+    proc = cli("run", "half-close", "--json", "--loop", "uvloop")
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert all(e["schema"] == 1 for e in events)
+    assert events[0]["event"] == "lab"
+    assert events[0]["loop"] == "uvloop"
+    assert events[-1]["event"] == "result"
+    assert events[-1]["passed"] is True
+    steps = [e for e in events if e["event"] == "step"]
+    assert [s["index"] for s in steps] == list(range(1, len(steps) + 1))
+    last = steps[-1]
+    client = last["observed"]["client"]
+    assert client["state"] == "TIME_WAIT"
+    assert client["sources"] == {"ss": "TIME-WAIT", "psutil": "TIME_WAIT"}
+    assert 0 < client["timer"]["remaining"] <= 60
+    assert any(s["data"] for s in steps if s["actor"] == "client" and s["action"] == "recv")
+
+
+def test_unknown_lab_exits_5_with_suggestion() -> None:
+    proc = cli("run", "half-clos")
+    assert proc.returncode == ExitStatus.LAB_NOT_FOUND
+    assert "did you mean half-close" in one_error_line(proc)
+
+
+def test_malformed_lab_file_exits_4_naming_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\n[[step]\n')
+    proc = cli("run", str(bad))
+    assert proc.returncode == ExitStatus.LAB_INVALID
+    assert str(bad) in one_error_line(proc)
+
+
+def test_missing_lab_file_exits_5(tmp_path: Path) -> None:
+    proc = cli("run", str(tmp_path / "absent.toml"))
+    assert proc.returncode == ExitStatus.LAB_NOT_FOUND
+    assert "no such lab file" in one_error_line(proc)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--port", "0"],
+        ["--port", "65536"],
+        ["--port", "-1"],
+        ["--port", "http"],
+        ["--loop", "trio"],
+        ["--lang", "fr"],
+        ["--topology", "mars"],
+    ],
+)
+def test_bad_option_values_are_usage_errors(args: list[str]) -> None:
+    proc = cli("run", "half-close", *args)
+    assert proc.returncode == ExitStatus.USAGE
+    assert "Traceback" not in proc.stderr
+
+
+def test_busy_port_is_a_network_error() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = cli("run", "half-close", "--port", str(port))
+    assert proc.returncode == ExitStatus.NETWORK_ERROR
+    assert f"port {port} is in use" in one_error_line(proc)
+
+
+def test_missing_ss_says_which_package_provides_it(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": str(tmp_path)}
+    proc = cli("run", "half-close", env=env)
+    assert proc.returncode == ExitStatus.MISSING_DEPENDENCY
+    assert "iproute2" in one_error_line(proc)
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("= nope")
+    proc = cli("run", str(bad), "--debug")
+    assert proc.returncode == ExitStatus.LAB_INVALID
+    assert "Traceback" in proc.stderr
+
+
+def test_disagreeing_kernel_exits_3(tmp_path: Path) -> None:
+    lab = tmp_path / "wrong.toml"
+    lab.write_text(
+        """
+name = "wrong"
+title = {en = "wrong on purpose"}
+summary = {en = "expects LISTEN to be ESTABLISHED"}
+[[step]]
+actor = "server"
+action = "listen"
+expect = {listener = "ESTABLISHED"}
+timeout = 0.2
+explain = {en = "A listener is never ESTABLISHED."}
+"""
+    )
+    proc = cli("run", str(lab), "--json")
+    assert proc.returncode == ExitStatus.KERNEL_DISAGREED
+    step = json.loads(proc.stdout.splitlines()[1])
+    assert step["agrees"] is False
+    assert step["observed"]["listener"]["state"] == "LISTEN"
+    assert step["mismatches"] == ["listener: expected ESTABLISHED, kernel says LISTEN"]
+
+
+HANGING_LAB = """
+name = "hang"
+title = {en = "waits for a state that never comes"}
+summary = {en = "for interrupt tests"}
+[[step]]
+actor = "server"
+action = "listen"
+expect = {listener = "LISTEN"}
+explain = {en = "listen"}
+[[step]]
+actor = "client"
+action = "connect"
+expect = {client = "ESTABLISHED"}
+explain = {en = "connect"}
+[[step]]
+action = "observe"
+expect = {client = "CLOSING"}
+timeout = 60
+explain = {en = "never happens"}
+"""
+
+
+def _tcp_sockets_on(port: int) -> list[str]:
+    out = subprocess.run(
+        ["ss", "-tanH", f"( sport = :{port} or dport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_closes_every_socket_and_exits_130(tmp_path: Path, sig: signal.Signals) -> None:
+    lab = tmp_path / "hang.toml"
+    lab.write_text(HANGING_LAB)
+    proc = subprocess.Popen(
+        [*CLI, "run", str(lab), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    header = json.loads(proc.stdout.readline())
+    port = header["ports"]["main"]
+    for _ in range(2):  # listen and connect steps have been reported
+        assert json.loads(proc.stdout.readline())["event"] == "step"
+    assert any("LISTEN" in line for line in _tcp_sockets_on(port))
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == ExitStatus.INTERRUPTED, err
+    assert "Traceback" not in err
+    # Cleanup aborts connections (RST), so no listener, no ESTABLISHED, no TIME_WAIT is left.
+    deadline = time.monotonic() + 5
+    while _tcp_sockets_on(port) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _tcp_sockets_on(port) == []

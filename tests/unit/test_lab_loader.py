@@ -1,0 +1,270 @@
+"""The lab loader turns TOML into frozen records or fails with one line naming file and step."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from handshake_lab.errors import ExitStatus, LabInvalidError, LabNotFoundError
+from handshake_lab.lab.loader import find_lab, load_lab, parse_lab
+from handshake_lab.lab.model import ACTIONS
+from handshake_lab.tcp.states import TcpState
+
+HEAD = """
+schema = 1
+name = "tiny"
+title = {en = "Tiny", zh = "小"}
+summary = {en = "a tiny lab", zh = "一个小实验"}
+"""
+
+LISTEN_STEP = """
+[[step]]
+id = "listen"
+actor = "server"
+action = "listen"
+expect = {listener = "LISTEN"}
+explain = {en = "We listen.", zh = "监听。"}
+"""
+
+
+def parse(text: str) -> object:
+    return parse_lab(text.encode(), "tiny.toml")
+
+
+def error_of(text: str) -> LabInvalidError:
+    with pytest.raises(LabInvalidError) as info:
+        parse(text)
+    return info.value
+
+
+def test_valid_lab_becomes_frozen_records_with_defaults() -> None:
+    lab = parse_lab((HEAD + LISTEN_STEP).encode(), "tiny.toml")
+    assert lab.name == "tiny"
+    assert lab.clients == ("client",)
+    assert lab.ports == ("main",)
+    (step,) = lab.steps
+    assert step.expect == {"listener": TcpState.LISTEN}
+    assert step.args["reuse_address"] is False  # explicit default, unlike asyncio's
+    assert step.timeout == 2.0
+    assert step.explain.get("zh") == "监听。"
+
+
+def test_absent_is_expected_as_none() -> None:
+    lab = parse_lab(
+        (HEAD + LISTEN_STEP.replace('{listener = "LISTEN"}', '{client = "ABSENT"}')).encode(),
+        "x.toml",
+    )
+    assert lab.steps[0].expect == {"client": None}
+
+
+def test_zh_falls_back_to_english_in_user_labs() -> None:
+    lab = parse_lab(
+        (HEAD + LISTEN_STEP.replace(', zh = "监听。"', "")).encode(),
+        "x.toml",
+    )
+    assert lab.steps[0].explain.get("zh") == "We listen."
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (
+            HEAD + LISTEN_STEP.replace('"listen"\nexpect', '"lisen"\nexpect'),
+            "unknown action 'lisen' (did you mean 'listen'?)",
+        ),
+        (HEAD + LISTEN_STEP.replace('"LISTEN"', '"LISTENING"'), "unknown state 'LISTENING'"),
+        (HEAD + LISTEN_STEP.replace('"LISTEN"', '"SYN_SEND"'), "did you mean 'SYN_SENT'"),
+        (
+            HEAD + LISTEN_STEP.replace('actor = "server"', 'actor = "sever"'),
+            "unknown actor 'sever'",
+        ),
+        (HEAD + LISTEN_STEP + LISTEN_STEP, "duplicate step id 'listen'"),
+        (HEAD + LISTEN_STEP.replace("expect =", "expcet ="), "unknown step key 'expcet'"),
+        (HEAD + LISTEN_STEP.replace("listener =", "lstener ="), "unknown side 'lstener'"),
+        (HEAD + LISTEN_STEP + 'timeout = "soon"\n', "timeout must be a number"),
+        (HEAD + LISTEN_STEP + "timeout = 0\n", "more than 0"),
+        (HEAD + LISTEN_STEP + "args = {backlog = -1}\n", "at least 0"),
+        (HEAD + LISTEN_STEP + 'args = {backlog = "many"}\n', "must be an integer"),
+        (
+            HEAD + LISTEN_STEP + 'args = {reuse_address = "yes"}\n',
+            "must be one of true, false, 'default'",
+        ),
+        (HEAD + LISTEN_STEP + "args = {colour = 1}\n", "unknown listen argument key 'colour'"),
+        (HEAD + LISTEN_STEP + 'outcome = "EWHATEVER"\n', "unknown outcome 'EWHATEVER'"),
+        (HEAD + LISTEN_STEP.replace("explain =", "#"), "missing explain"),
+        (HEAD, "at least one [[step]]"),
+        (HEAD.replace("schema = 1", "schema = 2") + LISTEN_STEP, "schema 2 is not supported"),
+        (HEAD + "colour = 1\n" + LISTEN_STEP, "unknown top-level key 'colour'"),
+        (HEAD + 'clients = ["server"]\n' + LISTEN_STEP, "client name 'server' is not allowed"),
+        ("this is = = not toml", "not valid TOML"),
+    ],
+)
+def test_bad_lab_is_one_line_error_naming_the_file(text: str, fragment: str) -> None:
+    err = error_of(text)
+    message = str(err)
+    assert fragment in message
+    assert message.startswith("tiny.toml")
+    assert "\n" not in message
+    assert err.exit_status is ExitStatus.LAB_INVALID
+
+
+def test_step_errors_name_the_step_number_and_id() -> None:
+    err = error_of(
+        HEAD
+        + LISTEN_STEP
+        + LISTEN_STEP.replace('id = "listen"', 'id = "two"').replace("LISTEN", "NOPE")
+    )
+    assert "step 2 (two)" in str(err)
+
+
+def test_client_cannot_take_conn_and_server_conn_must_name_a_client() -> None:
+    client_step = """
+[[step]]
+actor = "client"
+action = "close"
+args = {conn = "client"}
+explain = {en = "x"}
+"""
+    assert "only the server takes 'conn'" in str(error_of(HEAD + client_step))
+    server_step = client_step.replace('actor = "client"', 'actor = "server"').replace(
+        '"client"}', '"ghost"}'
+    )
+    assert "conn 'ghost' is not one of the lab's clients" in str(error_of(HEAD + server_step))
+
+
+def test_actor_must_be_allowed_to_take_the_action() -> None:
+    step = LISTEN_STEP.replace('actor = "server"', 'actor = "client"')
+    assert "client cannot listen" in str(error_of(HEAD + step))
+
+
+def test_port_slots_come_from_the_steps_and_make_listener_sides() -> None:
+    text = (
+        HEAD
+        + LISTEN_STEP.replace('{listener = "LISTEN"}', '{"listener.alt" = "LISTEN"}')
+        + 'args = {port = "alt"}\n'
+    )
+    lab = parse_lab(text.encode(), "x.toml")
+    assert lab.ports == ("main", "alt")
+    assert "listener.alt" in lab.sides()
+
+
+def test_non_utf8_file_is_invalid(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_bytes(b'name = "\xff"\n')
+    with pytest.raises(LabInvalidError, match="not UTF-8"):
+        load_lab(path)
+
+
+def test_huge_file_is_refused_before_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "huge.toml"
+    path.write_bytes(b"# " + b"x" * (1 << 20) + b"\n")
+    with pytest.raises(LabInvalidError, match="1 MiB at most"):
+        load_lab(path)
+
+
+def test_deep_nesting_is_an_error_not_a_crash() -> None:
+    deep = HEAD + "x = " + "[" * 5000 + "]" * 5000 + "\n" + LISTEN_STEP
+    with pytest.raises(LabInvalidError):
+        parse(deep)
+
+
+def test_missing_file_is_lab_not_found(tmp_path: Path) -> None:
+    with pytest.raises(LabNotFoundError, match="no such lab file"):
+        find_lab(str(tmp_path / "nope.toml"))
+
+
+def test_unknown_builtin_name_suggests_close_names() -> None:
+    with pytest.raises(LabNotFoundError, match="did you mean half-close"):
+        find_lab("half-clos")
+
+
+def test_every_action_in_the_catalogue_has_help_and_actors() -> None:
+    for name, spec in ACTIONS.items():
+        assert spec.help, name
+        assert spec.actors <= {"server", "client", "lab"}
+
+
+toml_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 70000)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _to_toml_value(value: object) -> str:
+    if value is None:
+        return '""'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value) if not isinstance(value, float) or math.isfinite(value) else "0"
+    if isinstance(value, str):
+        return '"' + value.encode("unicode_escape").decode().replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_to_toml_value(v) for v in value) + "]"
+    assert isinstance(value, dict)
+    return "{" + ", ".join(f'"{k}" = {_to_toml_value(v)}' for k, v in value.items()) + "}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                *"abc",
+                "id",
+                "actor",
+                "action",
+                "args",
+                "expect",
+                "outcome",
+                "timeout",
+                "explain",
+                "facts",
+                "data",
+            ]
+        ),
+        toml_values,
+        max_size=8,
+    )
+)
+def test_fuzzed_steps_only_ever_raise_lab_invalid(step: dict[str, object]) -> None:
+    body = "\n".join(f'"{k}" = {_to_toml_value(v)}' for k, v in step.items())
+    text = HEAD + "\n[[step]]\n" + body + "\n"
+    with contextlib.suppress(LabInvalidError):
+        parse(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzzed_bytes_only_ever_raise_lab_invalid(raw: bytes) -> None:
+    with contextlib.suppress(LabInvalidError):
+        parse_lab(raw, "fuzz.toml")
+
+
+def test_hold_needs_expectations_and_a_sane_duration() -> None:
+    observe = """
+[[step]]
+action = "observe"
+hold = 1.5
+expect = {listener = "LISTEN"}
+explain = {en = "still listening"}
+"""
+    lab = parse_lab((HEAD + observe).encode(), "x.toml")
+    assert lab.steps[0].hold == 1.5
+    assert "hold needs an expect table" in str(
+        error_of(HEAD + observe.replace('expect = {listener = "LISTEN"}', ""))
+    )
+    assert "hold must be a number" in str(error_of(HEAD + observe.replace("1.5", '"long"')))
+    assert "between 0 and" in str(error_of(HEAD + observe.replace("1.5", "-1")))
