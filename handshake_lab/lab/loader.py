@@ -51,7 +51,7 @@ STEP_KEYS = frozenset(
         "data",
         "facts",
         "timeout",
-        "hold",
+        "stay",
         "explain",
     }
 )
@@ -280,13 +280,13 @@ def _step(ctx: _Ctx, raw: object, index: int, clients: list[str], sides: set[str
         raise ctx.fail(f"timeout must be a number of seconds, not {_type(timeout)}")
     if not 0 < timeout <= MAX_TIMEOUT:
         raise ctx.fail(f"timeout {timeout} must be more than 0 and at most {MAX_TIMEOUT:g} s")
-    hold = raw.get("hold", 0.0)
-    if isinstance(hold, bool) or not isinstance(hold, int | float):
-        raise ctx.fail(f"hold must be a number of seconds, not {_type(hold)}")
-    if not 0 <= hold <= MAX_TIMEOUT:
-        raise ctx.fail(f"hold {hold} must be between 0 and {MAX_TIMEOUT:g} s")
-    if hold and not expect:
-        raise ctx.fail("hold needs an expect table: it keeps checking those states")
+    stay = raw.get("stay", 0.0)
+    if isinstance(stay, bool) or not isinstance(stay, int | float):
+        raise ctx.fail(f"stay must be a number of seconds, not {_type(stay)}")
+    if not 0 <= stay <= MAX_TIMEOUT:
+        raise ctx.fail(f"stay {stay} must be between 0 and {MAX_TIMEOUT:g} s")
+    if stay and not expect:
+        raise ctx.fail("stay needs an expect table: it keeps checking those states")
     explain = _text(ctx, raw.get("explain"), "explain")
     assert explain is not None
     return Step(
@@ -301,7 +301,7 @@ def _step(ctx: _Ctx, raw: object, index: int, clients: list[str], sides: set[str
         data=data,
         facts=dict(facts),
         timeout=float(timeout),
-        hold=float(hold),
+        stay=float(stay),
     )
 
 

@@ -154,7 +154,7 @@ class Step:
     data: str | None = None
     facts: Mapping[str, ArgValue] = field(default_factory=dict)
     timeout: float = DEFAULT_TIMEOUT
-    hold: float = 0.0  # once matched, the states must stay matched this many seconds
+    stay: float = 0.0  # once matched, the states must stay matched this many seconds
 
     @property
     def explain_key(self) -> str:

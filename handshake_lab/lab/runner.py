@@ -44,7 +44,7 @@ from handshake_lab.observe.reconcile import Reconciled, reconcile
 from handshake_lab.observe.versions import base_versions
 
 POLL_INTERVAL = 0.005
-HOLD_POLL_INTERVAL = 0.05
+STAY_POLL_INTERVAL = 0.05
 NON_ERROR_OUTCOMES = frozenset({"ok", "pending", "data", "EOF"})
 
 Emit = Callable[[Event], None]
@@ -309,7 +309,7 @@ class LabRun:
         return shown
 
     async def _settle(self, step: Step) -> dict[str, Reconciled | None]:
-        """Poll until the expected states hold (for ``step.hold`` s) or the timeout passes.
+        """Poll until the expected states hold (for ``step.stay`` s) or the timeout passes.
 
         The result is the last observation: on success one where every expectation held, on a
         hold that broke the observation that broke it, on timeout the last one read.
@@ -326,13 +326,13 @@ class LabRun:
             if matched and held_since is None:
                 held_since = now
             done = (
-                (matched and held_since is not None and now - held_since >= step.hold)
+                (matched and held_since is not None and now - held_since >= step.stay)
                 or (not matched and held_since is not None)  # it held, then broke
                 or (not matched and now >= deadline)
             )
             if done:
                 return {side: observed[side] for side in self._sides_to_show(step, observed)}
-            await asyncio.sleep(POLL_INTERVAL if held_since is None else HOLD_POLL_INTERVAL)
+            await asyncio.sleep(POLL_INTERVAL if held_since is None else STAY_POLL_INTERVAL)
 
     @staticmethod
     def _states_match(step: Step, observed: Mapping[str, Reconciled | None]) -> bool:

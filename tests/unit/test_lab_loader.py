@@ -253,18 +253,18 @@ def test_fuzzed_bytes_only_ever_raise_lab_invalid(raw: bytes) -> None:
         parse_lab(raw, "fuzz.toml")
 
 
-def test_hold_needs_expectations_and_a_sane_duration() -> None:
+def test_stay_needs_expectations_and_a_sane_duration() -> None:
     observe = """
 [[step]]
 action = "observe"
-hold = 1.5
+stay = 1.5
 expect = {listener = "LISTEN"}
 explain = {en = "still listening"}
 """
     lab = parse_lab((HEAD + observe).encode(), "x.toml")
-    assert lab.steps[0].hold == 1.5
-    assert "hold needs an expect table" in str(
+    assert lab.steps[0].stay == 1.5
+    assert "stay needs an expect table" in str(
         error_of(HEAD + observe.replace('expect = {listener = "LISTEN"}', ""))
     )
-    assert "hold must be a number" in str(error_of(HEAD + observe.replace("1.5", '"long"')))
+    assert "stay must be a number" in str(error_of(HEAD + observe.replace("1.5", '"long"')))
     assert "between 0 and" in str(error_of(HEAD + observe.replace("1.5", "-1")))
