@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from handshake_lab.errors import NetworkError
 from handshake_lab.lab.model import (
     ABSENT,
     MAIN_PORT,
@@ -37,15 +35,23 @@ from handshake_lab.lab.report import (
     SideObservation,
     StepReport,
 )
-from handshake_lab.net.endpoints import Client, EchoServer, Stream
 from handshake_lab.net.loops import loop_version
-from handshake_lab.observe.base import Address, Observer, SocketRecord
+from handshake_lab.net.placement import (
+    STREAM_ACTIONS,
+    ClientSide,
+    LocalClients,
+    LocalServer,
+    ServerSide,
+    Snapshot,
+)
+from handshake_lab.observe.base import Address, Observer
 from handshake_lab.observe.reconcile import Reconciled, reconcile
 from handshake_lab.observe.versions import base_versions
 
 POLL_INTERVAL = 0.005
 STAY_POLL_INTERVAL = 0.05
 NON_ERROR_OUTCOMES = frozenset({"ok", "pending", "data", "EOF"})
+SERVER, CLIENT = "server", "client"
 
 Emit = Callable[[Event], None]
 Pause = Callable[[Step], Awaitable[None]]
@@ -60,30 +66,6 @@ class RunOptions:
     port: int | None = None
 
 
-def free_port(host: str) -> int:
-    """A port nothing is bound to right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def check_port_free(host: str, port: int) -> None:
-    """Fail early, with a clear line, if ``--port`` cannot be used."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((host, port))
-        except PermissionError as exc:
-            raise NetworkError(
-                f"port {port} needs privileges to bind on {host}; choose a port above 1023"
-            ) from exc
-        except OSError as exc:
-            raise NetworkError(
-                f"port {port} is in use on {host} (a listener, or a TIME_WAIT left by an earlier "
-                "run for up to 60 s); choose another --port or omit it"
-            ) from exc
-
-
 class LabRun:
     """One run of one lab. Create, then ``await run()`` inside the chosen event loop."""
 
@@ -94,38 +76,36 @@ class LabRun:
         observers: Sequence[Observer],
         emit: Emit,
         pause: Pause | None = None,
+        *,
+        server: ServerSide | None = None,
+        clients: ClientSide | None = None,
     ) -> None:
+        """Without ``server``/``clients`` both live here on loopback and share ``observers``."""
         self.lab = lab
         self.options = options
-        self.observers = list(observers)
         self.emit = emit
         self.pause = pause
         self.ports: dict[str, int] = {}
-        self.server = EchoServer(options.host, echo=lab.echo)
-        self.clients = {name: Client(name, options.host) for name in lab.clients}
-        self.client_slot: dict[str, str] = {}
-        self.used_listeners: set[str] = set()
+        self.server: ServerSide = server or LocalServer(options.host, observers, echo=lab.echo)
+        self.clients: ClientSide = clients or LocalClients(options.host, lab.clients, observers)
+        # On loopback both sides read the same table: read it once per poll.
+        self.shared_table = server is None and clients is None
 
     # -- ports ------------------------------------------------------------------------------
 
-    def _allocate_ports(self) -> None:
-        host = self.options.host
+    async def _allocate_ports(self) -> None:
         if self.options.port is not None:
-            check_port_free(host, self.options.port)
-            self.ports[MAIN_PORT] = self.options.port
+            self.ports[MAIN_PORT] = await self.server.reserve_port(self.options.port, ())
         for slot in self.lab.ports:
-            if slot in self.ports:
-                continue
-            port = free_port(host)
-            while port in self.ports.values():
-                port = free_port(host)
-            self.ports[slot] = port
+            if slot not in self.ports:
+                taken = tuple(self.ports.values())
+                self.ports[slot] = await self.server.reserve_port(None, taken)
 
     # -- the run ----------------------------------------------------------------------------
 
     async def run(self) -> LabResult:
         started = time.monotonic()
-        self._allocate_ports()
+        await self._allocate_ports()
         lab = self.lab
         lang = self.options.lang
         versions = base_versions()
@@ -139,9 +119,9 @@ class LabRun:
                 loop=self.options.loop,
                 topology=self.options.topology,
                 lang=lang,
-                host=self.options.host,
+                host=self.server.host,
                 ports=dict(self.ports),
-                observers=[o.name for o in self.observers],
+                observers=self.server.observer_names(),
                 steps=len(lab.steps),
                 versions=versions,
                 path=str(lab.path),
@@ -175,8 +155,7 @@ class LabRun:
         # Shielded and bounded: on Ctrl-C the sockets must still be released, and a stuck
         # close must not keep the user waiting.
         async def release() -> None:
-            for client in self.clients.values():
-                await client.close_all()
+            await self.clients.close_all()
             await self.server.close_all()
 
         with contextlib.suppress(TimeoutError, OSError):
@@ -221,9 +200,10 @@ class LabRun:
         """Perform the step's action. Returns (outcome, received text, facts)."""
         args = step.args
         action = step.action
+        data = str(args["data"]) if "data" in args else None
         if action == "observe":
             return None, None, {}
-        if step.actor == "server":
+        if step.actor == SERVER:
             slot = str(args.get("port", MAIN_PORT))
             if action == "listen":
                 reuse = args.get("reuse_address", False)
@@ -234,70 +214,65 @@ class LabRun:
                     reuse_address=None if reuse == "default" else bool(reuse),
                     accept=bool(args.get("accept", True)),
                 )
-                if outcome == "ok":
-                    self.used_listeners.add(slot)
                 return outcome, None, dict(facts)
             if action == "accept":
                 return await self.server.accept(slot), None, {}
             if action == "unlisten":
                 return await self.server.unlisten(slot), None, {}
-            stream = await self._server_stream(str(args.get("conn", "client")), step.timeout)
-        else:
-            client = self.clients[step.actor]
-            if action == "connect":
-                slot = str(args.get("port", MAIN_PORT))
-                self.client_slot[client.name] = slot
-                outcome = await client.connect(
-                    self.ports[slot], wait=bool(args.get("wait", True)), timeout=step.timeout
-                )
-                return outcome, None, {}
-            if action == "close" and client.stream is None and client.sock is not None:
-                # Closing a socket whose connect is still pending (SYN_SENT).
-                await client.close_all()
-                return "ok", None, {}
-            outcome = await client.wait_connected(step.timeout)
-            stream = client.stream
-            if stream is None:
-                return (outcome if outcome not in NON_ERROR_OUTCOMES else "ENOTCONN"), None, {}
-        if stream is None:
-            return "ENOTCONN", None, {}
-        return await _stream_action(stream, action, args, step.timeout)
-
-    async def _server_stream(self, client_name: str, timeout: float) -> Stream | None:
-        client = self.clients.get(client_name)
-        if client is None or client.local is None:
-            return None
-        return await self.server.connection(client.local, timeout)
+            assert action in STREAM_ACTIONS
+            tup = self.clients.tuple_of(str(args.get("conn", "client")))
+            if tup is None:
+                return "ENOTCONN", None, {}
+            outcome, text = await self.server.stream_action(tup[0], action, data, step.timeout)
+            return outcome, text, {}
+        if action == "connect":
+            slot = str(args.get("port", MAIN_PORT))
+            server = Address(self.server.host, self.ports[slot])
+            outcome = await self.clients.connect(
+                step.actor, server, wait=bool(args.get("wait", True)), timeout=step.timeout
+            )
+            return outcome, None, {}
+        assert action in STREAM_ACTIONS
+        outcome, text = await self.clients.stream_action(step.actor, action, data, step.timeout)
+        return outcome, text, {}
 
     # -- observation ------------------------------------------------------------------------
 
-    def _tuples(self) -> dict[str, tuple[Address, Address | None] | None]:
-        """Each side's 4-tuple as far as we know it (None: no socket yet)."""
-        host = self.options.host
-        tuples: dict[str, tuple[Address, Address | None] | None] = {}
+    def _tuples(self) -> dict[str, tuple[str, tuple[Address, Address | None] | None]]:
+        """Each side: which end's table it is read from, and its 4-tuple (None: no socket)."""
+        host = self.server.host
+        tuples: dict[str, tuple[str, tuple[Address, Address | None] | None]] = {}
         for slot in self.lab.ports:
-            tuples[listener_side(slot)] = (Address(host, self.ports[slot]), None)
-        for name, client in self.clients.items():
-            if client.local is not None and client.remote is not None:
-                tuples[name] = (client.local, client.remote)
-                tuples[server_side(name)] = (client.remote, client.local)
+            tuples[listener_side(slot)] = (SERVER, (Address(host, self.ports[slot]), None))
+        for name in self.lab.clients:
+            tup = self.clients.tuple_of(name)
+            if tup is None:
+                tuples[name] = (CLIENT, None)
+                tuples[server_side(name)] = (SERVER, None)
             else:
-                tuples[name] = None
-                tuples[server_side(name)] = None
+                local, remote = tup
+                tuples[name] = (CLIENT, (local, remote))
+                tuples[server_side(name)] = (SERVER, (remote, local))
         return tuples
 
-    def _snapshot(self) -> dict[str, list[SocketRecord]]:
+    async def _snapshot(self) -> dict[str, Snapshot]:
         ports = sorted(set(self.ports.values()))
-        return {o.name: o.snapshot(ports) for o in self.observers}
+        if self.shared_table:
+            table = await self.server.snapshot(ports)
+            return {SERVER: table, CLIENT: table}
+        server_table, client_table = await asyncio.gather(
+            self.server.snapshot(ports), self.clients.snapshot(ports)
+        )
+        return {SERVER: server_table, CLIENT: client_table}
 
     def _observe(
-        self, snapshots: Mapping[str, Sequence[SocketRecord]], sides: Sequence[str]
+        self, tables: Mapping[str, Snapshot], sides: Sequence[str]
     ) -> dict[str, Reconciled | None]:
         tuples = self._tuples()
         out: dict[str, Reconciled | None] = {}
         for side in sides:
-            tup = tuples.get(side)
-            out[side] = None if tup is None else reconcile(snapshots, tup[0], tup[1])
+            end, tup = tuples[side]
+            out[side] = None if tup is None else reconcile(tables[end], tup[0], tup[1])
         return out
 
     def _sides_to_show(self, step: Step, observed: Mapping[str, Reconciled | None]) -> list[str]:
@@ -319,9 +294,9 @@ class LabRun:
         all_sides = self.lab.sides()
         held_since: float | None = None
         while True:
-            snapshots = await asyncio.to_thread(self._snapshot)
+            tables = await self._snapshot()
             now = loop.time()
-            observed = self._observe(snapshots, all_sides)
+            observed = self._observe(tables, all_sides)
             matched = self._states_match(step, observed)
             if matched and held_since is None:
                 held_since = now
@@ -372,24 +347,6 @@ class LabRun:
             if facts.get(key) != want_value:
                 problems.append(f"{key}: expected {want_value!r}, got {facts.get(key)!r}")
         return problems
-
-
-async def _stream_action(
-    stream: Stream, action: str, args: Mapping[str, object], timeout: float
-) -> tuple[str | None, str | None, dict[str, object]]:
-    if action == "send":
-        return await stream.send(str(args["data"]).encode()), None, {}
-    if action == "recv":
-        outcome, data = await stream.wait_input(timeout)
-        text = data.decode("utf-8", errors="replace") if outcome == "data" else None
-        return outcome, text, {}
-    if action == "send_eof":
-        return stream.send_eof(), None, {}
-    if action == "close":
-        return await stream.close(timeout), None, {}
-    if action == "abort":
-        return await stream.abort(), None, {}
-    raise AssertionError(f"unhandled action {action}")  # the loader rejects unknown actions
 
 
 def _side_observation(side: str, r: Reconciled | None) -> SideObservation:
