@@ -18,6 +18,7 @@ from typing import TypeVar
 import pytest
 
 from handshake_lab.observe.base import Address, Observer, SocketRecord
+from handshake_lab.observe.netlink import NetlinkObserver
 from handshake_lab.observe.psutil_observer import PsutilObserver
 from handshake_lab.observe.reconcile import Reconciled, index, reconcile
 from handshake_lab.observe.ss import SsObserver
@@ -25,7 +26,11 @@ from handshake_lab.tcp.states import TcpState
 
 T = TypeVar("T")
 
-BACKENDS: dict[str, Callable[[], Observer]] = {"ss": SsObserver, "psutil": PsutilObserver}
+BACKENDS: dict[str, Callable[[], Observer]] = {
+    "ss": SsObserver,
+    "psutil": PsutilObserver,
+    "netlink": NetlinkObserver,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
