@@ -32,6 +32,7 @@ class LoopName(StrEnum):
 
 class Topology(StrEnum):
     loopback = "loopback"
+    netns = "netns"
 
 
 app = typer.Typer(
@@ -124,7 +125,11 @@ def run(
         LoopName, typer.Option("--loop", help="Event loop that runs the sockets.")
     ] = LoopName.asyncio,
     topology: Annotated[
-        Topology, typer.Option("--topology", help="Where the endpoints live.")
+        Topology,
+        typer.Option(
+            "--topology",
+            help="Where the endpoints live: loopback, or two network namespaces (root).",
+        ),
     ] = Topology.loopback,
     json_out: Annotated[
         bool, typer.Option("--json", help="NDJSON events on stdout instead of tables.")

@@ -341,6 +341,20 @@ class Client:
         self.stream.start()
         self.outcome = "ok"
 
+    def refresh_local(self) -> None:
+        """Learn our local address from the socket if we do not know it yet.
+
+        The kernel picks the local port inside connect(); depending on the loop and the load,
+        that happens after ``connect`` returned "pending". Reading it when needed means a
+        client in SYN_SENT is never mistaken for a client with no socket.
+        """
+        if self.local is not None or self.sock is None or self.sock.fileno() < 0:
+            return
+        with contextlib.suppress(OSError):
+            name = address_of(self.sock.getsockname())
+            if name.port != 0:
+                self.local = name
+
     async def wait_connected(self, timeout: float) -> str:
         """Wait for a pending connect; ``"pending"`` if it is still in progress."""
         if self._connecting is None:

@@ -26,6 +26,7 @@ from typing import Protocol
 from handshake_lab.errors import NetworkError
 from handshake_lab.net.endpoints import Client, EchoServer, Stream
 from handshake_lab.observe.base import Address, Observer, SocketRecord
+from handshake_lab.observe.scoped import needs_main_thread
 
 Scope = Callable[[], AbstractContextManager[None]]
 Snapshot = dict[str, list[SocketRecord]]
@@ -105,6 +106,18 @@ def read_all(observers: Sequence[Observer], ports: Collection[int]) -> Snapshot:
     return {o.name: o.snapshot(wanted) for o in observers}
 
 
+async def read_observers(observers: Sequence[Observer], ports: Collection[int]) -> Snapshot:
+    """Read every observer without blocking the loop, except those that must run on the main
+    thread (psutil inside a namespace, see ``observe.scoped``): those run inline, briefly."""
+    wanted = sorted(set(ports))
+    inline = [o for o in observers if needs_main_thread(o)]
+    threaded = [o for o in observers if not needs_main_thread(o)]
+    results = await asyncio.to_thread(read_all, threaded, wanted) if threaded else {}
+    for observer in inline:
+        results[observer.name] = observer.snapshot(wanted)
+    return {o.name: results[o.name] for o in observers}
+
+
 async def stream_action(
     stream: Stream, action: str, data: str | None, timeout: float
 ) -> tuple[str, str | None]:
@@ -176,7 +189,7 @@ class LocalServer:
         return await stream_action(stream, action, data, timeout)
 
     async def snapshot(self, ports: Collection[int]) -> Snapshot:
-        return await asyncio.to_thread(read_all, self.observers, ports)
+        return await read_observers(self.observers, ports)
 
     def observer_names(self) -> list[str]:
         return [o.name for o in self.observers]
@@ -209,6 +222,7 @@ class LocalClients:
 
     def tuple_of(self, name: str) -> tuple[Address, Address] | None:
         client = self.clients[name]
+        client.refresh_local()
         if client.local is None or client.remote is None:
             return None
         return client.local, client.remote
@@ -227,7 +241,7 @@ class LocalClients:
         return await stream_action(client.stream, action, data, timeout)
 
     async def snapshot(self, ports: Collection[int]) -> Snapshot:
-        return await asyncio.to_thread(read_all, self.observers, ports)
+        return await read_observers(self.observers, ports)
 
     def observer_names(self) -> list[str]:
         return [o.name for o in self.observers]

@@ -212,25 +212,37 @@ def _tcp_sockets_on(port: int) -> list[str]:
     return [line for line in out.splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def _default_sigint() -> None:
+    # A shell's "cmd &" starts children with SIGINT ignored, and Python then keeps it ignored
+    # (as it should). The test wants what a user at a terminal gets: the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_closes_every_socket_and_exits_130(tmp_path: Path, sig: signal.Signals) -> None:
     lab = tmp_path / "hang.toml"
     lab.write_text(HANGING_LAB)
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [*CLI, "run", str(lab), "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
-    )
-    assert proc.stdout is not None
-    header = json.loads(proc.stdout.readline())
-    port = header["ports"]["main"]
-    for _ in range(2):  # listen and connect steps have been reported
-        assert json.loads(proc.stdout.readline())["event"] == "step"
-    assert any("LISTEN" in line for line in _tcp_sockets_on(port))
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=20)
+        preexec_fn=_default_sigint,  # noqa: PLW1509 - no threads in the child before exec
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            header = json.loads(proc.stdout.readline())
+            port = header["ports"]["main"]
+            for _ in range(2):  # listen and connect steps have been reported
+                assert json.loads(proc.stdout.readline())["event"] == "step"
+            assert any("LISTEN" in line for line in _tcp_sockets_on(port))
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     assert proc.returncode == ExitStatus.INTERRUPTED, err
     assert "Traceback" not in err
     # Cleanup aborts connections (RST), so no listener, no ESTABLISHED, no TIME_WAIT is left.

@@ -1,0 +1,57 @@
+"""Every built-in lab in the two-namespace topology (root): the same asyncio/uvloop code as on
+loopback, sockets created inside the namespaces, each end's table read in its own namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+import pytest
+
+from handshake_lab.cli.runlab import default_observers
+from handshake_lab.lab.loader import builtin_dir, builtin_names, load_lab
+from handshake_lab.lab.model import ABSENT
+from handshake_lab.lab.placements import placed
+from handshake_lab.lab.runner import LabRun, RunOptions
+from handshake_lab.net.loops import loop_factory
+from tests.integration.labrun import Recorded
+
+pytestmark = pytest.mark.root
+
+
+def hslab_namespaces() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return [line.split()[0] for line in out.stdout.splitlines() if line.startswith("hslab-")]
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_builtin_lab_agrees_with_the_kernel_in_namespaces(name: str, loop_name: str) -> None:
+    lab = load_lab(builtin_dir() / f"{name}.toml")
+    recorded = Recorded()
+    with placed("netns", lab, default_observers) as ends:
+        assert ends.host.startswith("198.18.")
+        namespaces = {ends.details["server_ns"], ends.details["client_ns"]}
+        assert namespaces <= set(hslab_namespaces())
+        runner = LabRun(
+            lab,
+            RunOptions(loop=loop_name, topology="netns", host=ends.host),
+            ends.observers,
+            recorded,
+            server=ends.server,
+            clients=ends.clients,
+        )
+        with asyncio.Runner(loop_factory=loop_factory(loop_name)) as r:
+            r.run(runner.run())
+    assert not namespaces & set(hslab_namespaces())
+    for step in lab.steps:
+        report = recorded.steps[step.id]
+        assert report.mismatches == [], (step.id, report.mismatches)
+        for side, expected in step.expect.items():
+            observed = report.observed[side]
+            assert observed.state == (expected.name if expected else ABSENT), (step.id, side)
+            if expected is not None:
+                assert observed.local is not None
+                assert observed.local.startswith("198.18.0."), (step.id, side)
+                # psutil sees the namespace's sockets (it must be read on the main thread).
+                assert observed.sources["psutil"] == expected.name, (step.id, side)
+    assert recorded.result.passed
