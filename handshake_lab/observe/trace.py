@@ -1,0 +1,802 @@
+"""The kernel's transition stream: tracepoints instead of polling.
+
+Polling ``ss``/psutil shows a state only if it lasts until the next poll; on loopback a whole
+handshake takes ~100 us, so most states are never seen. The tracepoint
+``sock:inet_sock_set_state`` fires on every ``tcp_set_state()`` call, with a timestamp, and the
+``tcp:*`` tracepoints add retransmits and resets. This module reads them through tracefs.
+
+Theory of operation
+-------------------
+``TraceFollower`` creates a private ftrace instance ``/sys/kernel/tracing/instances/hslab-<run
+id>`` (its own ring buffer and event switches: the host's top-level trace settings are never
+touched), sets its ``trace_clock`` to ``mono`` so event times are CLOCK_MONOTONIC seconds and
+compare with ``time.monotonic()``, installs a per-event filter in the kernel (``sport == P ||
+dport == P`` for each port; events are global across network namespaces and carry no netns
+field, so the port filter is what keeps the volume down), enables the events and reads the
+instance's ``trace_pipe`` on a background thread. ``stop()`` disables the events and removes
+the instance. The ``hslab-`` prefix lets ``doctor --cleanup`` remove an instance a crashed run
+left behind.
+
+Parsing (``parse_trace_line``) is pure and tested on captured lines
+(``tests/unit/data/trace/``). Lines look like this (Linux 6.18, ``trace_clock=mono``)::
+
+    python-9949 [001] ..s2. 846.361384: inet_sock_set_state: family=AF_INET
+        protocol=IPPROTO_TCP sport=34259 dport=35794 saddr=127.0.0.1 daddr=127.0.0.1
+        saddrv6=::ffff:127.0.0.1 daddrv6=::ffff:127.0.0.1 oldstate=TCP_LISTEN
+        newstate=TCP_SYN_RECV
+    <idle>-0 [000] .Ns2. 849.080152: tcp_retransmit_skb: skbaddr=... skaddr=...
+        family=AF_INET sport=35836 dport=34259 saddr=... daddr=... saddrv6=... daddrv6=...
+        state=TCP_SYN_SENT err=0
+    python-9949 [001] ..s1. 846.563412: tcp_send_reset: skbaddr=... skaddr=...
+        src=127.0.0.1:34259 dest=127.0.0.1:35812 state=UNKNOWN reason=NO_SOCKET
+
+(one line each; wrapped here). The task name and pid are whoever was on the CPU, often
+``<idle>-0`` or ``ksoftirqd``: they say nothing about which program owns the socket.
+
+What the stream cannot see (fill these from ``ss``)
+---------------------------------------------------
+- TIME_WAIT: the active closer is reported FIN_WAIT2 -> CLOSE (or CLOSING -> CLOSE); the
+  timewait mini-socket that replaces it has no ``tcp_set_state()`` call.
+- Request sockets: a half-open server side (SYN received, SYN-ACK sent) lives in a request
+  socket that is not traced. The child socket is reported LISTEN -> SYN_RECV -> ESTABLISHED
+  microseconds apart, when the handshake *completes*.
+- CLOSE -> SYN_SENT is reported with sport=0: connect() picks the port afterwards.
+- Address fields: for an AF_INET6 socket the IPv4 fields are garbage and vice versa; the
+  parser reads the family's own fields only.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import errno
+import functools
+import os
+import re
+import select
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Literal, NamedTuple
+
+from handshake_lab.errors import MissingDependencyError, ObserverError
+from handshake_lab.observe.aliases import UnknownStateError, address, normalise_host
+from handshake_lab.observe.base import Address
+from handshake_lab.tcp.states import TcpState
+
+SOURCE = "trace"
+
+TRACEFS = Path("/sys/kernel/tracing")
+"""Where tracefs is (or gets) mounted."""
+
+INSTANCE_PREFIX = "hslab-"
+"""Every instance this tool creates is named ``hslab-<run id>``; cleanup relies on it."""
+
+TraceKind = Literal["state", "retransmit", "retransmit_synack", "send_reset", "receive_reset"]
+
+EVENTS: Mapping[str, TraceKind] = MappingProxyType(
+    {
+        "sock/inet_sock_set_state": "state",
+        "tcp/tcp_retransmit_skb": "retransmit",
+        "tcp/tcp_retransmit_synack": "retransmit_synack",
+        "tcp/tcp_send_reset": "send_reset",
+        "tcp/tcp_receive_reset": "receive_reset",
+    }
+)
+"""The tracepoints we enable (``system/name`` under ``events/``) and the kind each yields."""
+
+_KIND_BY_NAME: Mapping[str, TraceKind] = MappingProxyType(
+    {path.split("/", 1)[1]: kind for path, kind in EVENTS.items()}
+)
+
+TRACE: Mapping[str, TcpState] = MappingProxyType({f"TCP_{s.name}": s for s in TcpState})
+"""Alias table of the tracepoints: ``__print_symbolic`` prints ``TCP_<tcp_states.h name>``.
+
+Every value of ``include/net/tcp_states.h``, ``TCP_NEW_SYN_RECV`` included, spelled exactly as
+the kernel's print format does (``TCP_FIN_WAIT1``, ``TCP_CLOSE``).
+"""
+
+
+def from_trace(spelling: str) -> TcpState:
+    """``"TCP_FIN_WAIT2"`` -> ``TcpState.FIN_WAIT2``; raise ``UnknownStateError`` otherwise."""
+    try:
+        return TRACE[spelling]
+    except KeyError:
+        raise UnknownStateError(SOURCE, spelling) from None
+
+
+class TraceParseError(ObserverError):
+    """A line of one of our events did not have the shape its format promises."""
+
+    def __init__(self, line: str, problem: str) -> None:
+        self.line = line
+        self.problem = problem
+        shown = line if len(line) <= 200 else line[:200] + "..."
+        super().__init__(f"unreadable trace line ({problem}): {shown!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEvent:
+    """One tracepoint hit.
+
+    ``time`` is CLOCK_MONOTONIC seconds (compare with ``time.monotonic()``). ``local`` is the
+    socket's own end (for ``send_reset``: the end that sent the RST); ``remote`` is ``None``
+    when the kernel reports no peer (a listener: dport 0 and an unspecified address).
+    ``old``/``new`` are set for ``state`` events only. ``state`` is the socket's state at a
+    retransmit or a sent RST (``None`` if the kernel had no socket, e.g. RST to a closed port).
+    ``reason`` is the ``tcp_send_reset`` reason (``NO_SOCKET``, ``TCP_ABORT_ON_CLOSE``, ...).
+    """
+
+    time: float
+    kind: TraceKind
+    local: Address
+    remote: Address | None
+    old: TcpState | None = None
+    new: TcpState | None = None
+    state: TcpState | None = None
+    reason: str | None = None
+
+    @property
+    def ports(self) -> tuple[int, int]:
+        """(local port, remote port); the remote port is 0 for a listener."""
+        return (self.local.port, 0 if self.remote is None else self.remote.port)
+
+
+# comm-pid [(tgid)] [cpu] [flags] timestamp: event: body
+_LINE = re.compile(
+    r"\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[(?P<cpu>\d+)\]\s+"
+    r"(?:\S+\s+)?(?P<ts>\d+\.\d+):\s+(?P<event>\w+):\s(?P<body>.*)"
+)
+_LOST = re.compile(r"CPU:(?P<cpu>\d+) \[LOST (?P<count>\d+) EVENTS\]")
+_SOCKADDR = re.compile(r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<v4>[0-9.]+)):(?P<port>\d+)")
+_UNSPECIFIED = frozenset({"0.0.0.0", "::"})
+
+
+class _Line(NamedTuple):
+    time: float
+    event: str
+    body: str
+
+
+def _split(line: str) -> _Line | None:
+    """The timestamp, event name and body of a trace_pipe line; ``None`` for other lines."""
+    match = _LINE.fullmatch(line.rstrip("\r\n"))
+    if match is None:
+        return None
+    return _Line(float(match["ts"]), match["event"], match["body"])
+
+
+def parse_lost_line(line: str) -> int | None:
+    """``CPU:0 [LOST 2916 EVENTS]`` -> 2916: the ring buffer overflowed; else ``None``."""
+    match = _LOST.fullmatch(line.strip())
+    return None if match is None else int(match["count"])
+
+
+def _fields(line: str, body: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for token in body.split():
+        key, sep, value = token.partition("=")
+        if not sep or not key or key in fields:
+            raise TraceParseError(line, f"bad field {token!r}")
+        fields[key] = value
+    return fields
+
+
+def _get(line: str, fields: Mapping[str, str], key: str) -> str:
+    try:
+        return fields[key]
+    except KeyError:
+        raise TraceParseError(line, f"no {key}=") from None
+
+
+def _port(line: str, text: str) -> int:
+    if not text.isdecimal() or not text.isascii():
+        raise TraceParseError(line, f"bad port {text!r}")
+    port = int(text)
+    if port > 65535:
+        raise TraceParseError(line, f"bad port {text!r}")
+    return port
+
+
+# The same few hosts recur on every line; ipaddress parsing is most of the parse cost.
+_normalised_host = functools.lru_cache(maxsize=512)(normalise_host)
+
+
+def _address(line: str, host: str, port_text: str) -> Address:
+    port = _port(line, port_text)
+    try:
+        return Address(_normalised_host(host), port)
+    except ValueError:
+        raise TraceParseError(line, f"bad address {host!r}") from None
+
+
+def _is_unspecified(host: str) -> bool:
+    return host in _UNSPECIFIED
+
+
+def _ends(line: str, fields: Mapping[str, str]) -> tuple[Address, Address | None]:
+    """The socket's (local, remote) from ``sport/saddr...`` or from ``src/dest``."""
+    if "src" in fields or "dest" in fields:
+        ends: list[Address] = []
+        for key in ("src", "dest"):
+            match = _SOCKADDR.fullmatch(_get(line, fields, key))
+            if match is None:
+                raise TraceParseError(line, f"bad {key}=")
+            ends.append(_address(line, match["v6"] or match["v4"], match["port"]))
+        local, remote = ends
+    else:
+        family = fields.get("family")
+        if family == "AF_INET":
+            suffix = ""
+        elif family == "AF_INET6":
+            suffix = "v6"
+        elif family is None:
+            # Older formats without family: the v6 fields hold a mapped address for IPv4.
+            suffix = "v6" if "saddrv6" in fields else ""
+        else:
+            raise TraceParseError(line, f"unknown family {family!r}")
+        sport = _get(line, fields, "sport")
+        dport = _get(line, fields, "dport")
+        local = _address(line, _get(line, fields, "saddr" + suffix), sport)
+        remote = _address(line, _get(line, fields, "daddr" + suffix), dport)
+    if remote.port == 0 and _is_unspecified(remote.host):
+        return local, None
+    return local, remote
+
+
+def _state(line: str, spelling: str) -> TcpState:
+    try:
+        return from_trace(spelling)
+    except UnknownStateError as error:
+        raise UnknownStateError(SOURCE, spelling, context=line[:200]) from error
+
+
+def parse_trace_line(line: str) -> TraceEvent | None:
+    """Parse one ``trace_pipe`` line of the events in ``EVENTS``.
+
+    Returns ``None`` for anything that is not one of those events (headers, markers, ``LOST``
+    lines, other events) and for ``inet_sock_set_state`` of other protocols (SCTP, MPTCP).
+    Raises ``TraceParseError`` / ``UnknownStateError`` (both ``ObserverError``) for a line
+    of one of our events that does not have its documented shape.
+    """
+    split = _split(line)
+    if split is None:
+        return None
+    kind = _KIND_BY_NAME.get(split.event)
+    if kind is None:
+        return None
+    fields = _fields(line, split.body)
+    if kind == "state" and _get(line, fields, "protocol") != "IPPROTO_TCP":
+        return None
+    local, remote = _ends(line, fields)
+    old = new = state = None
+    reason = None
+    if kind == "state":
+        old = _state(line, _get(line, fields, "oldstate"))
+        new = _state(line, _get(line, fields, "newstate"))
+    elif "state" in fields and fields["state"] != "UNKNOWN":
+        state = _state(line, fields["state"])
+    if kind == "send_reset":
+        reason = fields.get("reason")
+    return TraceEvent(split.time, kind, local, remote, old, new, state, reason)
+
+
+def parse_trace(text: str) -> list[TraceEvent]:
+    """Every event of ``text`` (many lines), in order; see ``parse_trace_line``."""
+    events: list[TraceEvent] = []
+    for line in text.splitlines():
+        event = parse_trace_line(line)
+        if event is not None:
+            events.append(event)
+    return events
+
+
+# -- time spent in each state ------------------------------------------------------------
+
+
+class StateSpan(NamedTuple):
+    """One stay of one socket (4-tuple) in one state; ``left_at`` is ``None`` if still there."""
+
+    local: Address
+    remote: Address | None
+    state: TcpState
+    entered_at: float
+    left_at: float | None
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.left_at is None else self.left_at - self.entered_at
+
+
+def durations(events: Iterable[TraceEvent]) -> list[StateSpan]:
+    """Time spent in each state per 4-tuple, from the ``state`` events (others are ignored).
+
+    Each transition ends the open span of its 4-tuple and opens one in the new state; CLOSE
+    opens none (the socket is gone). Sorted by ``entered_at``.
+
+    What this cannot report, so the caller fills it from ``ss``:
+
+    - TIME_WAIT. An active closer's FIN_WAIT2 (or CLOSING) span ends with -> CLOSE when the
+      timewait mini-socket takes over: TIME_WAIT starts at that ``left_at`` (unless the
+      connection was reset) and lasts 60 s.
+    - The real half-open time of a server. The SYN_RECV span of an accepted connection starts
+      when the handshake completed (the child socket is created then); the time the request
+      socket waited for the final ACK is not traced.
+    - A state entered before the follower started: the first event of a 4-tuple that is not
+      CLOSE -> X only ends a stay whose start is unknown, so no span is reported for it.
+
+    CLOSE -> SYN_SENT comes with local port 0. Its span is matched to the first later event
+    from SYN_SENT with the same local host and remote end (oldest first, as connect() picks
+    ports in call order) and takes that event's local port; until then it keeps port 0.
+    """
+    state_events = sorted((e for e in events if e.kind == "state"), key=lambda e: e.time)
+    spans: list[_Span] = []
+    open_spans: dict[tuple[Address, Address | None], _Span] = {}
+    unbound: dict[tuple[str, Address | None], deque[_Span]] = {}
+    for event in state_events:
+        if event.new is None:
+            continue
+        key = (event.local, event.remote)
+        if event.new == TcpState.SYN_SENT and event.local.port == 0:
+            span = _Span(event.local, event.remote, event.new, event.time)
+            unbound.setdefault((event.local.host, event.remote), deque()).append(span)
+            spans.append(span)
+            continue
+        ending = open_spans.pop(key, None)
+        if ending is None and event.old == TcpState.SYN_SENT:
+            waiting = unbound.get((event.local.host, event.remote))
+            if waiting:
+                ending = waiting.popleft()
+                ending.local = event.local
+        if ending is not None:
+            ending.left_at = event.time
+        if event.new != TcpState.CLOSE:
+            span = _Span(event.local, event.remote, event.new, event.time)
+            open_spans[key] = span
+            spans.append(span)
+    result = [StateSpan(s.local, s.remote, s.state, s.entered_at, s.left_at) for s in spans]
+    result.sort(key=lambda s: s.entered_at)
+    return result
+
+
+@dataclass(slots=True)
+class _Span:
+    local: Address
+    remote: Address | None
+    state: TcpState
+    entered_at: float
+    left_at: float | None = None
+
+
+# -- tracefs: capability, mount, the follower ------------------------------------------------
+
+NEED_ROOT = "the kernel transition stream needs root: tracefs is root-only"
+DEFAULT_BUFFER_KB = 4096
+"""Ring buffer per CPU of our instance. A lab's few events fit in any size; a busy port
+(``watch``) makes ~8 events per connection and the Python reader parses ~100k lines/s, so
+bursts are absorbed here. An overflow is counted in ``lost_events``, never silent."""
+BATCH_DELAY = 0.002
+"""Seconds the reader lets events accumulate after a read: bounds the extra latency."""
+_RUN_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_mount_lock = threading.Lock()
+
+
+def _tracefs_ready(root: Path) -> bool:
+    return (root / "instances").is_dir() and (root / "events").is_dir()
+
+
+def _kernel_has_tracefs() -> bool:
+    try:
+        text = Path("/proc/filesystems").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    return any(line.split()[-1:] == ["tracefs"] for line in text.splitlines())
+
+
+def trace_capability(root: Path = TRACEFS) -> tuple[bool, str]:
+    """Can this process follow the transition stream? ``(ok, one-line reason)``.
+
+    Changes nothing: if tracefs is not mounted yet, it says it will be mounted on first use
+    (the events cannot be checked until then).
+    """
+    if os.geteuid() != 0:
+        return False, f"{NEED_ROOT} (running as uid {os.geteuid()})"
+    if not _tracefs_ready(root):
+        if not _kernel_has_tracefs():
+            return False, "this kernel has no tracefs (CONFIG_TRACING is off)"
+        if not root.is_dir():
+            return False, f"{root} does not exist: cannot mount tracefs there"
+        return True, f"tracefs is not mounted; it will be mounted at {root} on first use"
+    if not (root / "events" / "sock" / "inet_sock_set_state").is_dir():
+        return False, "the kernel has no tracepoint sock:inet_sock_set_state (Linux >= 4.16)"
+    if not os.access(root / "instances", os.W_OK):
+        return False, f"cannot create trace instances in {root / 'instances'} (not real root?)"
+    missing = [name for name in EVENTS if not (root / "events" / name).is_dir()]
+    if missing:
+        return True, f"tracefs ready at {root}; missing optional events: {', '.join(missing)}"
+    return True, f"tracefs ready at {root}"
+
+
+def ensure_tracefs(root: Path = TRACEFS) -> None:
+    """Mount tracefs at ``root`` unless it is mounted already; root only.
+
+    The mount is left in place on exit: it is the kernel's standard location (systemd mounts
+    it at boot) and other runs may be using it.
+    """
+    if _tracefs_ready(root):
+        return
+    if os.geteuid() != 0:
+        raise MissingDependencyError(f"{NEED_ROOT} (running as uid {os.geteuid()})")
+    with _mount_lock:
+        if _tracefs_ready(root):
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        result = libc.mount(b"nodev", os.fsencode(root), b"tracefs", 0, None)
+        if result != 0:
+            code = ctypes.get_errno()
+            raise MissingDependencyError(
+                f"cannot mount tracefs at {root}: {os.strerror(code)}"
+                " (tracefs is not available inside a user namespace)"
+            )
+    if not _tracefs_ready(root):
+        raise MissingDependencyError(f"tracefs mounted at {root} but has no instances/ or events/")
+
+
+def _has_port_fields(format_path: Path) -> bool:
+    try:
+        text = format_path.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    return "field:__u16 sport;" in text and "field:__u16 dport;" in text
+
+
+def port_filter(ports: Collection[int], *, tcp_only: bool = False) -> str:
+    """The kernel filter expression for ``ports``: ``sport == P || dport == P ...``."""
+    terms = " || ".join(f"sport == {p} || dport == {p}" for p in sorted(set(ports)))
+    return f"protocol == 6 && ({terms})" if tcp_only else terms
+
+
+class TraceFollower:
+    """Follow TCP state transitions (and retransmits, resets) on ``ports``, live.
+
+    Use as a context manager, or call ``start()`` and make sure ``stop()`` runs::
+
+        with TraceFollower([port], run_id) as follower:
+            ...  # drive the sockets
+            follower.flush()
+            events = follower.drain()
+
+    ``hosts`` (optional) keeps only events with one end on one of those addresses: the kernel
+    filter is by port only, and events from every network namespace reach the stream.
+    """
+
+    def __init__(
+        self,
+        ports: Collection[int],
+        run_id: str,
+        *,
+        hosts: Collection[str] | None = None,
+        root: Path = TRACEFS,
+        buffer_kb: int = DEFAULT_BUFFER_KB,
+    ) -> None:
+        if not ports:
+            raise ValueError("TraceFollower needs at least one port")
+        for port in ports:
+            if not 1 <= port <= 65535:
+                raise ValueError(f"port {port} out of range 1..65535")
+        if _RUN_ID.fullmatch(run_id) is None:
+            raise ValueError(f"run id {run_id!r} must be 1-64 of [A-Za-z0-9_.-]")
+        if buffer_kb < 4:
+            raise ValueError(f"buffer_kb {buffer_kb} too small (at least 4)")
+        self.ports = frozenset(ports)
+        self.buffer_kb = buffer_kb
+        self.run_id = run_id
+        self.hosts = None if hosts is None else frozenset(address(h, 0).host for h in hosts)
+        self.name = f"{INSTANCE_PREFIX}{run_id}"
+        self.root = root
+        self.path = root / "instances" / self.name
+        self.enabled: list[str] = []
+        """The events (``system/name``) enabled in the instance."""
+        self.missing: list[str] = []
+        """Events of ``EVENTS`` this kernel does not have."""
+        self.lost_events = 0
+        """Events the kernel dropped because the ring buffer overflowed (``[LOST n EVENTS]``)."""
+        self._cond = threading.Condition()
+        self._events: list[TraceEvent] = []
+        self._error: ObserverError | None = None
+        self._markers: set[str] = set()
+        self._marker_count = 0
+        self._created = False
+        self._started = False
+        self._stopped = False
+        self._stop_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._fd: int | None = None
+        self._wake: tuple[int, int] | None = None
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> TraceFollower:
+        """Create the instance, set its clock and filters, enable the events, start reading."""
+        if self._started:
+            raise RuntimeError("a TraceFollower starts once")
+        self._started = True
+        ensure_tracefs(self.root)
+        if not (self.root / "events" / "sock" / "inet_sock_set_state").is_dir():
+            raise MissingDependencyError(
+                "the kernel has no tracepoint sock:inet_sock_set_state (Linux >= 4.16)"
+            )
+        try:
+            self.path.mkdir()
+        except FileExistsError:
+            raise ObserverError(
+                f"trace instance {self.path} already exists: another run uses this run id, "
+                "or a crashed run left it (doctor --cleanup removes it)"
+            ) from None
+        except PermissionError as error:
+            raise MissingDependencyError(f"{NEED_ROOT}: cannot create {self.path}") from error
+        except OSError as error:
+            raise ObserverError(f"cannot create trace instance {self.path}: {error}") from error
+        self._created = True
+        atexit.register(self._stop_at_exit)
+        try:
+            self._configure()
+        except BaseException as error:
+            try:
+                self.stop()
+            except ObserverError as cleanup:
+                error.add_note(f"cleanup also failed: {cleanup}")
+            raise
+        return self
+
+    def _configure(self) -> None:
+        self._write("trace_clock", "mono")
+        self._write("buffer_size_kb", str(self.buffer_kb))
+        for name, kind in EVENTS.items():
+            event_dir = self.path / "events" / name
+            if not event_dir.is_dir():
+                self.missing.append(name)
+                continue
+            if kind == "state":
+                self._write(f"events/{name}/filter", port_filter(self.ports, tcp_only=True))
+            elif _has_port_fields(event_dir / "format"):
+                self._write(f"events/{name}/filter", port_filter(self.ports))
+            # else (tcp_send_reset since 6.10: src/dest sockaddrs only): filtered here.
+        read_fd = os.open(self.path / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._fd = read_fd
+        self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._thread = threading.Thread(
+            target=self._read_loop, name=f"hslab-trace-{self.run_id}", daemon=True
+        )
+        self._thread.start()
+        for name in EVENTS:
+            if name not in self.missing:
+                self._write(f"events/{name}/enable", "1")
+                self.enabled.append(name)
+        self._write("tracing_on", "1")
+
+    def stop(self) -> None:
+        """Disable the events, stop reading, remove the instance. Idempotent.
+
+        Events already in the ring buffer are read before the reader stops, so ``drain()``
+        after ``stop()`` still returns them. Raises ``ObserverError`` if the instance could
+        not be removed (``doctor --cleanup`` removes it later).
+        """
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        atexit.unregister(self._stop_at_exit)
+        problems: list[str] = []
+        for name in reversed(self.enabled):
+            try:
+                (self.path / "events" / name / "enable").write_text("0", encoding="ascii")
+            except OSError as error:
+                if error.errno != errno.ENOENT:
+                    problems.append(f"disable {name}: {error.strerror}")
+        self._stopping.set()
+        if self._wake is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._wake[1], b"x")
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            if self._thread.is_alive():
+                problems.append("the reader thread did not stop within 5 s")
+        for fd in (self._fd, *(self._wake or ())):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._fd = self._wake = None
+        if self._created:
+            problem = self._remove_instance()
+            if problem is not None:
+                problems.append(problem)
+        with self._cond:
+            self._cond.notify_all()
+        if problems:
+            raise ObserverError(f"trace instance {self.name}: " + "; ".join(problems))
+
+    def _stop_at_exit(self) -> None:
+        # A follower nobody stopped (a crash path that skipped __exit__): remove the instance
+        # on interpreter exit. A kill -9 or an unhandled SIGTERM skips this too; the hslab-
+        # prefix lets ``doctor --cleanup`` remove what is left.
+        with contextlib.suppress(ObserverError):
+            self.stop()
+
+    def _remove_instance(self) -> str | None:
+        # rmdir fails with EBUSY while any process still has a file of the instance open
+        # (our reader closes first; a shell `cat trace_pipe` would keep it busy): retry briefly.
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                self.path.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                if error.errno == errno.EBUSY and time.monotonic() < deadline:
+                    self._stopping.wait(0.05)
+                    continue
+                return f"cannot remove {self.path}: {error.strerror}"
+            self._created = False
+            return None
+
+    def __enter__(self) -> TraceFollower:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.stop()
+            return
+        try:
+            self.stop()
+        except ObserverError as cleanup:
+            exc.add_note(f"trace cleanup also failed: {cleanup}")
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _write(self, relative: str, value: str) -> None:
+        target = self.path / relative
+        try:
+            target.write_text(value, encoding="ascii")
+        except OSError as error:
+            hint = " (the kernel rejected it)" if error.errno == errno.EINVAL else ""
+            raise ObserverError(
+                f"cannot write {value!r} to {target}: {error.strerror}{hint}"
+            ) from error
+
+    def _read_loop(self) -> None:
+        if self._fd is None or self._wake is None:
+            raise RuntimeError("the reader runs only after start() opened trace_pipe")
+        fd, wake = self._fd, self._wake[0]
+        pending = b""
+        try:
+            while True:
+                stopping = self._stopping.is_set()
+                if not stopping:
+                    # The timeout bounds latency should a wake-up be missed.
+                    select.select([fd, wake], [], [], 0.1)
+                chunk = self._read_available(fd)
+                if chunk:
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    self._handle(lines)
+                    # Batch: the kernel wakes us per event, and a Python wake-up per event
+                    # costs the traced program (same process, same GIL) ~30 us each.
+                    self._stopping.wait(BATCH_DELAY)
+                elif stopping:
+                    return
+        except OSError as error:
+            with self._cond:
+                self._error = ObserverError(f"reading {self.path / 'trace_pipe'}: {error}")
+                self._cond.notify_all()
+
+    @staticmethod
+    def _read_available(fd: int) -> bytes:
+        try:
+            return os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return b""
+
+    def _handle(self, raw_lines: list[bytes]) -> None:
+        events: list[TraceEvent] = []
+        markers: list[str] = []
+        error: ObserverError | None = None
+        lost_total = 0
+        for raw in raw_lines:
+            line = raw.decode("utf-8", errors="replace")
+            lost = parse_lost_line(line)
+            if lost is not None:
+                lost_total += lost
+                continue
+            split = _split(line)
+            if split is not None and split.event == "tracing_mark_write":
+                markers.append(split.body.strip())
+                continue
+            try:
+                event = parse_trace_line(line)
+            except ObserverError as problem:
+                error = error or problem
+                continue
+            if event is not None and self._wanted(event):
+                events.append(event)
+        with self._cond:
+            self._events.extend(events)
+            self._markers.update(markers)
+            self.lost_events += lost_total
+            if error is not None and self._error is None:
+                self._error = error
+            self._cond.notify_all()
+
+    def _wanted(self, event: TraceEvent) -> bool:
+        ends = [event.local] if event.remote is None else [event.local, event.remote]
+        if not any(end.port in self.ports for end in ends):
+            return False
+        return self.hosts is None or any(end.host in self.hosts for end in ends)
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def drain(self) -> list[TraceEvent]:
+        """The events read since the last ``drain()``, oldest first.
+
+        Raises ``ObserverError`` (once) if a line could not be parsed or reading failed; the
+        events stay buffered for the next call.
+        """
+        with self._cond:
+            self._raise_pending()
+            events, self._events = self._events, []
+            return events
+
+    def wait_for(self, match: Callable[[TraceEvent], bool], timeout: float) -> TraceEvent | None:
+        """The first undrained event for which ``match`` is true, waiting up to ``timeout`` s.
+
+        Does not consume events. Returns ``None`` on timeout.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                self._raise_pending()
+                for event in self._events:
+                    if match(event):
+                        return event
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping.is_set():
+                    return None
+                self._cond.wait(remaining)
+
+    def flush(self, timeout: float = 2.0) -> None:
+        """Return once every event the kernel recorded before this call has been read.
+
+        Writes a marker into the instance's ring buffer and waits for the reader to reach it.
+        Raises ``ObserverError`` if it does not arrive within ``timeout`` seconds.
+        """
+        if not self._started or self._stopped:
+            raise ObserverError("flush() needs a running TraceFollower")
+        self._marker_count += 1
+        token = f"hslab-sync-{self.run_id}-{self._marker_count}"
+        self._write("trace_marker", token)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while token not in self._markers:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._error is not None:
+                    break
+                self._cond.wait(remaining)
+            if token in self._markers:
+                self._markers.discard(token)
+                return
+            self._raise_pending()
+        raise ObserverError(f"trace stream {self.name} did not catch up within {timeout} s")
