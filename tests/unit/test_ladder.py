@@ -1,0 +1,95 @@
+"""The ladder diagram: exact text for a small conversation, and the 80-column limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from handshake_lab.capture.conversation import conversation
+from handshake_lab.render.ladder import Annotation, ladder_lines, render_ladder
+from tests.unit.test_capture_conversation import C, S, pkt, session
+
+
+def test_handshake_ladder_with_state_annotations_exact_text() -> None:
+    conv = conversation(session()[:4])
+    annotations: list[Annotation] = [
+        (-0.0002, "server", "LISTEN"),
+        (-0.0001, "client", "SYN_SENT"),
+        (0.00006, "client", "ESTABLISHED"),
+        (0.00006, "server", "SYN_RECV"),
+        (0.00011, "server", "ESTABLISHED"),
+    ]
+
+    text = render_ladder(conv, annotations)
+
+    assert text == "\n".join(
+        [
+            "client 127.0.0.1:40000 <-> server 127.0.0.1:8080",
+            "   t (ms) client       |                                          | server",
+            "   -0.200              |                                          | LISTEN",
+            "   -0.100 SYN_SENT     |                                          |",
+            "    0.000              |--SYN seq=0------------------------------>|",
+            "    0.050 ESTABLISHED  |<--SYN,ACK seq=0 ack=1--------------------| SYN_RECV",
+            "    0.100              |--ACK seq=1 ack=1------------------------>| ESTABLISHED",
+            "    1.000              |--PSH,ACK seq=1 ack=1 len=5-------------->|",
+        ]
+    )
+
+
+def test_a_second_state_for_the_same_side_and_row_gets_its_own_row() -> None:
+    conv = conversation(session()[:1])
+    lines = ladder_lines(conv, [(0.0, "client", "SYN_SENT"), (0.0, "client", "CLOSE")])
+
+    assert lines[2:] == [
+        "    0.000 SYN_SENT     |--SYN seq=0------------------------------>|",
+        "    0.000 CLOSE        |                                          |",
+    ]
+
+
+def test_long_labels_wrap_above_a_bare_arrow_and_no_line_exceeds_80_columns() -> None:
+    # Mid-stream capture: bases are the first seqs seen, so later numbers have 10 digits.
+    far = 4_294_967_295
+    packets = [
+        pkt(C, S, "ACK", 0, 0, t=0.0),
+        pkt(S, C, "ACK", 0, 1, t=0.001),
+        pkt(C, S, "FIN,PSH,ACK,URG,ECE,CWR", far, far, 65_535_000, t=86_400.0),
+        pkt(S, C, "RST,ACK", far, far, t=99_999.0),
+    ]
+    conv = conversation(packets)
+    annotations: list[Annotation] = [(86_400.5, "client", "A_VERY_LONG_STATE_NAME")]
+
+    lines = ladder_lines(conv, annotations)
+
+    assert max(len(line) for line in lines) <= 80
+    text = "\n".join(lines)
+    assert "seq=4294967295" in text
+    assert "ack=4294967295" in text
+    assert "len=65535000" in text
+    assert "A_VERY_LONG_" in text  # cut to the 12-column state field
+    # the wrapped label is followed by a bare arrow pointing at the server
+    idx = next(i for i, line in enumerate(lines) if "FIN,PSH,ACK,URG,ECE,CWR" in line)
+    assert lines[idx + 1].strip().startswith("|  ")
+    assert lines[idx + 2].endswith("->|")
+    assert "|<--RST,ACK seq=4294967295 ack=4294967295--|" in lines[-1]  # fits exactly
+    assert "8.64e+07" in lines[idx] or "86400000" in lines[idx]
+
+
+def test_ipv6_title_splits_onto_two_lines_when_too_wide() -> None:
+    a = ("2001:db8:aaaa:bbbb:cccc:dddd:eeee:1", 65535)
+    b = ("2001:db8:aaaa:bbbb:cccc:dddd:eeee:2", 65534)
+    conv = conversation([pkt(a, b, "SYN", 1)])
+
+    lines = ladder_lines(conv)
+
+    assert lines[:2] == [
+        "client [2001:db8:aaaa:bbbb:cccc:dddd:eeee:1]:65535",
+        "server [2001:db8:aaaa:bbbb:cccc:dddd:eeee:2]:65534",
+    ]
+    assert max(len(line) for line in lines) <= 80
+
+
+@pytest.mark.parametrize("width", [58, 64, 100])
+def test_width_is_respected(width: int) -> None:
+    lines = ladder_lines(conversation(session()), width=width)
+    assert max(len(line) for line in lines) <= width
+    # the server's bar sits where the server column (13 wide) begins
+    assert all(line.endswith("|") and len(line) == width - 13 for line in lines[2:])
