@@ -42,6 +42,12 @@ class HandshakeLabError(Exception):
     exit_status: ExitStatus = ExitStatus.ERROR
 
 
+class UsageError(HandshakeLabError):
+    """A combination of options (or of options and lab) that cannot work."""
+
+    exit_status = ExitStatus.USAGE
+
+
 class LabNotFoundError(HandshakeLabError):
     exit_status = ExitStatus.LAB_NOT_FOUND
 

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
 import typer
@@ -125,12 +126,13 @@ def run(
         LoopName, typer.Option("--loop", help="Event loop that runs the sockets.")
     ] = LoopName.asyncio,
     topology: Annotated[
-        Topology,
+        Topology | None,
         typer.Option(
             "--topology",
-            help="Where the endpoints live: loopback, or two network namespaces (root).",
+            help="Where the endpoints live: loopback, or two network namespaces (root) "
+            "[default: the lab's first].",
         ),
-    ] = Topology.loopback,
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="NDJSON events on stdout instead of tables.")
     ] = False,
@@ -140,6 +142,22 @@ def run(
     port: Annotated[
         int | None,
         typer.Option("--port", "-p", min=1, max=65535, help="Server port [default: a free port]."),
+    ] = None,
+    pcap: Annotated[
+        Path | None,
+        typer.Option(
+            "--pcap",
+            help="Write the captured segments to FILE (pcap; needs root).",
+            dir_okay=False,
+        ),
+    ] = None,
+    capture: Annotated[
+        bool | None,
+        typer.Option("--capture/--no-capture", help="Capture segments [default: when permitted]."),
+    ] = None,
+    trace: Annotated[
+        bool | None,
+        typer.Option("--trace/--no-trace", help="Follow kernel transitions [default: when root]."),
     ] = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -157,10 +175,13 @@ def run(
             lab,
             lang=language,
             loop=loop.value,
-            topology=topology.value,
+            topology=topology.value if topology else None,
             json_out=json_out,
             step=step,
             port=port,
+            pcap=pcap,
+            capture=capture,
+            trace=trace,
         ),
     )
     raise typer.Exit(int(status))

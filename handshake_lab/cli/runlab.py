@@ -7,11 +7,13 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from handshake_lab.errors import ExitStatus, Interrupted
+from handshake_lab.errors import ExitStatus, Interrupted, UsageError
+from handshake_lab.lab.evidence import Evidence
 from handshake_lab.lab.loader import find_lab
 from handshake_lab.lab.model import Step
-from handshake_lab.lab.placements import placed
+from handshake_lab.lab.placements import Placed, placed
 from handshake_lab.lab.runner import Emit, LabRun, Pause, RunOptions
 from handshake_lab.net.loops import loop_factory
 from handshake_lab.observe.base import Observer
@@ -56,25 +58,83 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def make_evidence(
+    ends: Placed, *, capture: bool | None, trace: bool | None, pcap: Path | None
+) -> Evidence | None:
+    """Capture and trace when asked, or by default when the machine allows it."""
+    want_capture = capture if capture is not None else True
+    want_trace = trace if trace is not None else True
+    if pcap is not None:
+        want_capture = True
+    if not (want_capture or want_trace):
+        return None
+    from handshake_lab.lab.evidence import Evidence  # noqa: PLC0415
+    from handshake_lab.topo.registry import new_run_id  # noqa: PLC0415
+
+    run_id = ends.details.get("run_id") or new_run_id()
+    if ends.topology == "netns":
+        from handshake_lab.capture.sniffer import default_socket_factory  # noqa: PLC0415
+        from handshake_lab.topo.netns import in_netns  # noqa: PLC0415
+
+        client_ns = ends.details["client_ns"]
+
+        def factory() -> object:
+            with in_netns(client_ns):
+                return default_socket_factory()
+
+        return Evidence(
+            capture=want_capture,
+            trace=want_trace,
+            run_id=run_id,
+            interface=ends.details["client_veth"],
+            socket_factory=factory,
+            hosts={ends.host, ends.details["client_addr"]},
+            require_capture=pcap is not None or capture is True,
+        )
+    return Evidence(
+        capture=want_capture,
+        trace=want_trace,
+        run_id=run_id,
+        interface="lo",
+        hosts={ends.host},
+        require_capture=pcap is not None or capture is True,
+    )
+
+
 def run_lab_command(
     name: str,
     *,
     lang: str,
     loop: str,
-    topology: str,
+    topology: str | None,
     json_out: bool,
     step: bool,
     port: int | None,
+    pcap: Path | None = None,
+    capture: bool | None = None,
+    trace: bool | None = None,
 ) -> ExitStatus:
     lab = find_lab(name)
+    chosen = topology or lab.topologies[0]
+    if chosen not in lab.topologies:
+        raise UsageError(f"lab {lab.name} runs only with --topology {' or '.join(lab.topologies)}")
     factory = loop_factory(loop)
     default_observers()  # fail early, before building anything, if ss or psutil is unusable
-    emit: Emit = JsonLinesRenderer() if json_out else TableRenderer(make_console(), lang)
+    renderer = None if json_out else TableRenderer(make_console(), lang)
+    emit: Emit = JsonLinesRenderer() if renderer is None else renderer
     pause = make_pause(lang) if step and sys.stdin.isatty() else None
-    with sigterm_as_interrupt(), placed(topology, lab, default_observers) as ends:
-        options = RunOptions(lang=lang, loop=loop, topology=topology, port=port, host=ends.host)
+    with sigterm_as_interrupt(), placed(chosen, lab, default_observers) as ends:
+        evidence = make_evidence(ends, capture=capture, trace=trace, pcap=pcap)
+        options = RunOptions(lang=lang, loop=loop, topology=chosen, port=port, host=ends.host)
         runner = LabRun(
-            lab, options, ends.observers, emit, pause, server=ends.server, clients=ends.clients
+            lab,
+            options,
+            ends.observers,
+            emit,
+            pause,
+            server=ends.server,
+            clients=ends.clients,
+            evidence=evidence,
         )
 
         async def main() -> bool:
@@ -94,4 +154,11 @@ def run_lab_command(
                 passed = r.run(main())
         except asyncio.CancelledError as exc:
             raise Interrupted("terminated; every socket was closed") from exc
+        if evidence is not None and evidence.packets:
+            if pcap is not None:
+                from handshake_lab.capture.pcap import write_pcap  # noqa: PLC0415
+
+                write_pcap(pcap, evidence.packets)
+            if renderer is not None:
+                renderer.ladders(evidence.packets, evidence.events)
     return ExitStatus.OK if passed else ExitStatus.KERNEL_DISAGREED

@@ -22,12 +22,16 @@ from handshake_lab.lab.model import (
     ABSENT,
     ACTIONS,
     DEFAULT_TIMEOUT,
+    HOLD_KINDS,
     MAIN_PORT,
     MAX_TIMEOUT,
+    NETNS_ONLY_ACTIONS,
     OUTCOMES,
     SCHEMA_VERSION,
+    TOPOLOGIES,
     ArgValue,
     Expected,
+    Hold,
     Lab,
     Step,
     Text,
@@ -39,7 +43,23 @@ from handshake_lab.tcp.states import TcpState
 MAX_FILE_BYTES = 1 << 20
 MAX_STEPS = 500
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-TOP_KEYS = frozenset({"schema", "name", "title", "summary", "intro", "clients", "echo", "step"})
+SYSCTL_RE = re.compile(r"^net\.(ipv4|core)\.[a-z0-9_.]{1,60}$")
+TOP_KEYS = frozenset(
+    {
+        "schema",
+        "name",
+        "title",
+        "summary",
+        "intro",
+        "clients",
+        "echo",
+        "topologies",
+        "sysctls",
+        "step",
+    }
+)
+HOLD_KEYS = frozenset({"id", "kind", "at", "port", "count", "hook"})
+COMPARISON_RE = re.compile(r"^(>=|<=|>|<|==)\s*(-?\d+)$")
 STEP_KEYS = frozenset(
     {
         "id",
@@ -52,6 +72,8 @@ STEP_KEYS = frozenset(
         "facts",
         "timeout",
         "stay",
+        "hold",
+        "release",
         "explain",
     }
 )
@@ -199,6 +221,10 @@ def _build(doc: dict[str, Any], where: str, path: Path) -> Lab:
     echo = doc.get("echo", True)
     if not isinstance(echo, bool):
         raise ctx.fail(f"echo must be true or false, not {_type(echo)}")
+    topologies = _topologies(ctx, doc.get("topologies", list(TOPOLOGIES)))
+    sysctls = _sysctls(ctx, doc.get("sysctls", {}))
+    if sysctls and "loopback" in topologies:
+        raise ctx.fail("sysctls apply inside the lab's namespaces: set topologies = ['netns']")
     steps_raw = doc.get("step")
     if not isinstance(steps_raw, list) or not steps_raw:
         raise ctx.fail("a lab needs at least one [[step]]")
@@ -216,11 +242,25 @@ def _build(doc: dict[str, Any], where: str, path: Path) -> Lab:
         sides.update({c, server_side(c)})
     steps: list[Step] = []
     seen: set[str] = set()
+    holds_seen: set[str] = set()
     for index, raw in enumerate(steps_raw, start=1):
         ctx.step = str(index)
-        step = _step(ctx, raw, index, clients, sides)
+        step = _step(ctx, raw, index, clients, sides, ports)
         if step.id in seen:
             raise ctx.fail(f"duplicate step id {step.id!r}")
+        if step.action in NETNS_ONLY_ACTIONS and "loopback" in topologies:
+            raise ctx.fail(f"{step.action} needs topologies = ['netns']")
+        if step.holds and "loopback" in topologies:
+            raise ctx.fail(
+                "holds are nftables rules in the lab's namespaces: set topologies = ['netns']"
+            )
+        for hold_id in step.release:
+            if hold_id not in holds_seen:
+                raise ctx.fail(f"release {hold_id!r}: no earlier step declares that hold")
+        for hold in step.holds:
+            if hold.id in holds_seen:
+                raise ctx.fail(f"hold id {hold.id!r} is used twice")
+            holds_seen.add(hold.id)
         seen.add(step.id)
         steps.append(step)
     return Lab(
@@ -233,10 +273,89 @@ def _build(doc: dict[str, Any], where: str, path: Path) -> Lab:
         echo=echo,
         steps=tuple(steps),
         path=path,
+        topologies=topologies,
+        sysctls=sysctls,
     )
 
 
-def _step(ctx: _Ctx, raw: object, index: int, clients: list[str], sides: set[str]) -> Step:
+def _topologies(ctx: _Ctx, raw: object) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ctx.fail("topologies must be a non-empty array, e.g. ['netns']")
+    out: list[str] = []
+    for item in raw:
+        name = _str(ctx, item, "each topology")
+        if name not in TOPOLOGIES:
+            raise ctx.fail(f"unknown topology {name!r}{_suggest(name, TOPOLOGIES)}")
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+def _sysctls(ctx: _Ctx, raw: object) -> dict[str, dict[str, str | int]]:
+    if not isinstance(raw, dict):
+        raise ctx.fail(
+            f"sysctls must be a table {{server = {{...}}, client = {{...}}}}, not {_type(raw)}"
+        )
+    _unknown_keys(ctx, raw, frozenset({"server", "client"}), "sysctls")
+    out: dict[str, dict[str, str | int]] = {}
+    for side, table in raw.items():
+        if not isinstance(table, dict):
+            raise ctx.fail(f"sysctls.{side} must be a table of key = value")
+        values: dict[str, str | int] = {}
+        for key, value in table.items():
+            if not SYSCTL_RE.match(key):
+                raise ctx.fail(f"sysctl {key!r}: only net.ipv4.* and net.core.* keys are allowed")
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise ctx.fail(f"sysctl {key!r} must be a string or an integer")
+            values[key] = value
+        out[side] = values
+    return out
+
+
+def _holds(ctx: _Ctx, raw: object, ports: list[str]) -> tuple[Hold, ...]:
+    items = raw if isinstance(raw, list) else [raw]
+    holds: list[Hold] = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise ctx.fail(
+                "hold must be a table like {id = 'h', kind = 'drop_syn', at = 'server'}, "
+                f"not {_type(item)}"
+            )
+        _unknown_keys(ctx, item, HOLD_KEYS, "hold")
+        hold_id = _str(ctx, item.get("id", ""), "hold id")
+        if not NAME_RE.match(hold_id):
+            raise ctx.fail(f"hold id {hold_id!r} must be a short lowercase name")
+        kind = _str(ctx, item.get("kind", ""), "hold kind")
+        if kind not in HOLD_KINDS:
+            raise ctx.fail(f"unknown hold kind {kind!r}{_suggest(kind, HOLD_KINDS)}")
+        at = _str(ctx, item.get("at", ""), "hold at")
+        if at not in {"server", "client"}:
+            raise ctx.fail(f"hold at {at!r}: must be 'server' or 'client' (whose namespace)")
+        port = _str(ctx, item.get("port", MAIN_PORT), "hold port")
+        if port not in ports:
+            raise ctx.fail(f"hold port slot {port!r} is not used by any step")
+        count = item.get("count")
+        if count is not None and (
+            isinstance(count, bool) or not isinstance(count, int) or count < 1
+        ):
+            raise ctx.fail("hold count must be a whole number of segments, at least 1")
+        if kind == "hold_fin" and count is not None:
+            raise ctx.fail("hold_fin holds until released; use drop_fin with a count")
+        hook = _str(ctx, item.get("hook", "input"), "hold hook")
+        if hook not in {"input", "output"}:
+            raise ctx.fail(f"hold hook {hook!r}: must be 'input' or 'output'")
+        holds.append(Hold(id=hold_id, kind=kind, at=at, port=port, count=count, hook=hook))
+    return tuple(holds)
+
+
+def _release(ctx: _Ctx, raw: object) -> tuple[str, ...]:
+    items = raw if isinstance(raw, list) else [raw]
+    return tuple(_str(ctx, item, "each released hold id") for item in items)
+
+
+def _step(
+    ctx: _Ctx, raw: object, index: int, clients: list[str], sides: set[str], ports: list[str]
+) -> Step:
     if not isinstance(raw, dict):
         raise ctx.fail(f"a step must be a table, not {_type(raw)}")
     sid = raw.get("id", str(index))
@@ -275,6 +394,8 @@ def _step(ctx: _Ctx, raw: object, index: int, clients: list[str], sides: set[str
     for key, value in facts.items():
         if not isinstance(value, str | int | float | bool):
             raise ctx.fail(f"fact {key!r} must be a string, number or boolean")
+        if isinstance(value, str) and value[:1] in "<>=" and not COMPARISON_RE.match(value):
+            raise ctx.fail(f"fact {key!r}: comparison {value!r} must look like '>=1'")
     timeout = raw.get("timeout", DEFAULT_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise ctx.fail(f"timeout must be a number of seconds, not {_type(timeout)}")
@@ -302,6 +423,8 @@ def _step(ctx: _Ctx, raw: object, index: int, clients: list[str], sides: set[str
         facts=dict(facts),
         timeout=float(timeout),
         stay=float(stay),
+        holds=_holds(ctx, raw["hold"], ports) if "hold" in raw else (),
+        release=_release(ctx, raw["release"]) if "release" in raw else (),
     )
 
 

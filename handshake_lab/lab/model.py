@@ -135,7 +135,66 @@ ACTIONS: Mapping[str, ActionSpec] = {
     "observe": ActionSpec(
         frozenset({"lab"}), {}, "do nothing; wait (up to timeout) for the expected states"
     ),
+    "sysctl": ActionSpec(
+        frozenset({"server", "client"}),
+        {
+            "key": ArgSpec((str,), None, required=True, help="e.g. net.ipv4.tcp_tw_reuse"),
+            "value": ArgSpec((str, int), None, required=True, help="the new value"),
+        },
+        "set a sysctl inside this side's namespace (netns topology only)",
+    ),
+    "counters": ActionSpec(
+        frozenset({"server", "client"}),
+        {},
+        "read this side's TCP counters (/proc/net/netstat, snmp) into facts",
+    ),
+    "churn": ActionSpec(
+        frozenset({"client"}),
+        {
+            "port": _PORT,
+            "count": ArgSpec((int,), 10, minimum=1, maximum=5000, help="connections to make"),
+        },
+        "connect and close (client first) COUNT times; each leaves a TIME_WAIT",
+    ),
+    "self_connect": ActionSpec(
+        frozenset({"client"}),
+        {},
+        "bind a socket and connect it to its own address: a simultaneous open",
+    ),
+    "stale_syn": ActionSpec(
+        frozenset({"client"}),
+        {
+            "port": _PORT,
+            "seq": ArgSpec((int,), None, minimum=0, maximum=2**32 - 1, help="its sequence number"),
+        },
+        "send a raw SYN no socket owns (an old duplicate); netns topology only",
+    ),
 }
+
+HOLD_KINDS: tuple[str, ...] = (
+    "drop_syn",
+    "drop_synack",
+    "drop_pure_ack",
+    "drop_fin",
+    "drop_ack_of_fin",
+    "hold_fin",
+    "drop_rst",
+)
+TOPOLOGIES: tuple[str, ...] = ("loopback", "netns")
+NETNS_ONLY_ACTIONS = frozenset({"sysctl", "stale_syn"})
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """An nftables drop installed in one side's namespace before the step's action."""
+
+    id: str
+    kind: str
+    at: str  # "server" or "client": whose input (or output) hook
+    port: str = MAIN_PORT  # port slot the rule filters on
+    count: int | None = None  # drop only the first COUNT matches; None: until released
+    hook: str = "input"
+
 
 # Outcomes a step may expect. Errno names are also accepted (checked by the loader).
 OUTCOMES: tuple[str, ...] = ("ok", "pending", "data", "EOF")
@@ -155,6 +214,8 @@ class Step:
     facts: Mapping[str, ArgValue] = field(default_factory=dict)
     timeout: float = DEFAULT_TIMEOUT
     stay: float = 0.0  # once matched, the states must stay matched this many seconds
+    holds: tuple[Hold, ...] = ()
+    release: tuple[str, ...] = ()
 
     @property
     def explain_key(self) -> str:
@@ -172,6 +233,8 @@ class Lab:
     steps: tuple[Step, ...]
     path: Path
     intro: Text | None = None
+    topologies: tuple[str, ...] = TOPOLOGIES
+    sysctls: Mapping[str, Mapping[str, str | int]] = field(default_factory=dict)
 
     def sides(self) -> tuple[str, ...]:
         """Every side name this lab may expect, in display order."""

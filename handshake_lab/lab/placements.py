@@ -61,7 +61,7 @@ def placed(
     if not ok:
         raise MissingDependencyError(f"--topology netns unavailable: {reason}")
     stale_cleanup()  # leftovers of runs that were SIGKILLed
-    sysctls = sysctls or {}
+    sysctls = sysctls if sysctls is not None else lab.sysctls
     pair = NetnsPair(server_sysctls=sysctls.get("server"), client_sysctls=sysctls.get("client"))
     with pair:
 
@@ -80,12 +80,14 @@ def placed(
             scoped(pair.server_ns),
             echo=lab.echo,
             scope=scope_of(pair.server_ns),
+            netns=pair.server_ns,
         )
         clients = LocalClients(
             pair.client_addr,
             lab.clients,
             scoped(pair.client_ns),
             scope=scope_of(pair.client_ns),
+            netns=pair.client_ns,
         )
         yield Placed(
             "netns",
@@ -96,6 +98,8 @@ def placed(
             details={
                 "server_ns": pair.server_ns,
                 "client_ns": pair.client_ns,
+                "client_veth": pair.client_veth,
+                "client_addr": pair.client_addr,
                 "run_id": pair.run_id,
             },
         )

@@ -44,6 +44,8 @@ class LabStarted:
     versions: dict[str, str]
     intro: str | None = None
     path: str | None = None
+    evidence: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,9 @@ class StepReport:
     action_ms: float
     settle_ms: float
     total_steps: int = 0
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    holds: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +85,7 @@ class LabResult:
     duration_s: float
     settle_s: float
     disagreed_steps: list[str] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
 
 Event = LabStarted | StepReport | LabResult

@@ -16,13 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from handshake_lab.lab.evidence import (
+    Evidence,
+    name_endpoints,
+    segment_records,
+    transition_records,
+)
+from handshake_lab.lab.loader import COMPARISON_RE
 from handshake_lab.lab.model import (
     ABSENT,
     MAIN_PORT,
+    Hold,
     Lab,
     Step,
     listener_side,
@@ -79,6 +88,7 @@ class LabRun:
         *,
         server: ServerSide | None = None,
         clients: ClientSide | None = None,
+        evidence: Evidence | None = None,
     ) -> None:
         """Without ``server``/``clients`` both live here on loopback and share ``observers``."""
         self.lab = lab
@@ -90,6 +100,10 @@ class LabRun:
         self.clients: ClientSide = clients or LocalClients(options.host, lab.clients, observers)
         # On loopback both sides read the same table: read it once per poll.
         self.shared_table = server is None and clients is None
+        self.evidence = evidence
+        self.t0 = time.monotonic()
+        self.holds: dict[str, Hold] = {}
+        self.released: set[str] = set()
 
     # -- ports ------------------------------------------------------------------------------
 
@@ -104,8 +118,10 @@ class LabRun:
     # -- the run ----------------------------------------------------------------------------
 
     async def run(self) -> LabResult:
-        started = time.monotonic()
+        started = self.t0 = time.monotonic()
         await self._allocate_ports()
+        if self.evidence is not None:
+            await asyncio.to_thread(self.evidence.start, sorted(set(self.ports.values())))
         lab = self.lab
         lang = self.options.lang
         versions = base_versions()
@@ -125,6 +141,8 @@ class LabRun:
                 steps=len(lab.steps),
                 versions=versions,
                 path=str(lab.path),
+                evidence=self.evidence.describe() if self.evidence else {},
+                notes=list(self.evidence.notes) if self.evidence else [],
             )
         )
         reports: list[StepReport] = []
@@ -147,6 +165,10 @@ class LabRun:
             duration_s=round(time.monotonic() - started, 3),
             settle_s=round(sum(r.settle_ms for r in reports) / 1000, 3),
             disagreed_steps=disagreed,
+            checks=[
+                {"name": c.name, "ok": c.ok, "detail": c.detail}
+                for c in (self.evidence.checks() if self.evidence else [])
+            ],
         )
         self.emit(result)
         return result
@@ -160,14 +182,25 @@ class LabRun:
 
         with contextlib.suppress(TimeoutError, OSError):
             await asyncio.wait_for(asyncio.shield(release()), 5.0)
+        if self.evidence is not None:
+            await asyncio.shield(asyncio.to_thread(self.evidence.stop))
 
     async def _run_step(self, step: Step) -> StepReport:
         t0 = time.monotonic()
+        await self._apply_holds(step)
         outcome, data, facts = await self._act(step)
         t1 = time.monotonic()
         observed = await self._settle(step)
         t2 = time.monotonic()
+        holds = await self._hold_counts(step, facts)
+        segments: list[dict[str, object]] = []
+        transitions: list[dict[str, object]] = []
+        if self.evidence is not None:
+            segments, transitions = await self._evidence()
         mismatches = self._mismatches(step, observed, outcome, data, facts)
+        shown_facts = {
+            k: v for k, v in facts.items() if step.action != "counters" or k in step.facts
+        }
         return StepReport(
             index=step.index,
             id=step.id,
@@ -183,7 +216,7 @@ class LabRun:
             expected_outcome=step.outcome,
             data=data,
             expected_data=step.data,
-            facts=facts,
+            facts=shown_facts,
             expected_facts=dict(step.facts),
             agrees=not mismatches,
             mismatches=mismatches,
@@ -192,7 +225,65 @@ class LabRun:
             action_ms=round((t1 - t0) * 1000, 3),
             settle_ms=round((t2 - t1) * 1000, 3),
             total_steps=len(self.lab.steps),
+            segments=segments,
+            transitions=transitions,
+            holds=holds,
         )
+
+    # -- holds and evidence -----------------------------------------------------------------
+
+    def _side_for(self, at: str) -> ServerSide | ClientSide:
+        return self.server if at == SERVER else self.clients
+
+    async def _apply_holds(self, step: Step) -> None:
+        """Release what the step releases, then install its holds, before its action."""
+        for hold_id in step.release:
+            hold = self.holds[hold_id]
+            await self._side_for(hold.at).ns_op("release_hold", {"id": hold_id})
+            self.released.add(hold_id)
+        for hold in step.holds:
+            await self._side_for(hold.at).ns_op(
+                "add_hold",
+                {
+                    "id": hold.id,
+                    "kind": hold.kind,
+                    "port": self.ports[hold.port],
+                    "count": hold.count,
+                    "hook": hold.hook,
+                },
+            )
+            self.holds[hold.id] = hold
+
+    async def _hold_counts(
+        self, step: Step, facts: dict[str, object]
+    ) -> dict[str, dict[str, object]]:
+        """Read the nft counter of every hold so far: a drop is proved, never assumed."""
+        out: dict[str, dict[str, object]] = {}
+        for hold_id, hold in self.holds.items():
+            count = await self._side_for(hold.at).ns_op("dropped", {"id": hold_id})
+            facts[f"dropped.{hold_id}"] = count
+            out[hold_id] = {
+                "kind": hold.kind,
+                "at": hold.at,
+                "dropped": count,
+                "active": hold_id not in self.released,
+            }
+        return out
+
+    async def _evidence(self) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+        assert self.evidence is not None
+        packets, events = await asyncio.to_thread(self.evidence.collect)
+        tuples = {side: tup for side, (_, tup) in self._tuples().items()}
+        names = name_endpoints(tuples)
+        segments = segment_records(packets, self.evidence.packets, names, self.t0)
+        keyed: dict[tuple[tuple[str, int], tuple[str, int] | None], str] = {}
+        for side, tup in tuples.items():
+            if tup is not None:
+                local, remote = tup
+                remote_key = (remote.host, remote.port) if remote else None
+                keyed[((local.host, local.port), remote_key)] = side
+        transitions = transition_records(events, keyed, self.evidence.packets, self.t0)
+        return segments, transitions
 
     # -- actions ----------------------------------------------------------------------------
 
@@ -203,6 +294,14 @@ class LabRun:
         data = str(args["data"]) if "data" in args else None
         if action == "observe":
             return None, None, {}
+        if action in {"sysctl", "counters"}:
+            side = self._side_for(SERVER if step.actor == SERVER else CLIENT)
+            if action == "sysctl":
+                await side.ns_op("sysctl", {"key": args["key"], "value": args["value"]})
+                return "ok", None, {}
+            counters = await side.ns_op("counters", {})
+            assert isinstance(counters, dict)
+            return "ok", None, dict(counters)
         if step.actor == SERVER:
             slot = str(args.get("port", MAIN_PORT))
             if action == "listen":
@@ -232,6 +331,25 @@ class LabRun:
                 step.actor, server, wait=bool(args.get("wait", True)), timeout=step.timeout
             )
             return outcome, None, {}
+        if action == "churn":
+            slot = str(args.get("port", MAIN_PORT))
+            server = Address(self.server.host, self.ports[slot])
+            await self.server.set_close_on_eof(True)
+            try:
+                outcome, made = await self.clients.churn(
+                    server, int(args.get("count", 10)), step.timeout
+                )
+            finally:
+                await self.server.set_close_on_eof(False)
+            return outcome, None, {"connected": made}
+        if action == "self_connect":
+            return await self.clients.self_connect(step.actor, step.timeout), None, {}
+        if action == "stale_syn":
+            slot = str(args.get("port", MAIN_PORT))
+            server = Address(self.server.host, self.ports[slot])
+            seq = int(args["seq"]) if "seq" in args else secrets.randbits(32)
+            outcome = await self.clients.stale_syn(step.actor, server, seq)
+            return outcome, None, {"seq": seq}
         assert action in STREAM_ACTIONS
         outcome, text = await self.clients.stream_action(step.actor, action, data, step.timeout)
         return outcome, text, {}
@@ -344,9 +462,25 @@ class LabRun:
         if step.data is not None and data != step.data:
             problems.append(f"data: expected {step.data!r}, got {data!r}")
         for key, want_value in step.facts.items():
-            if facts.get(key) != want_value:
+            if not fact_matches(want_value, facts.get(key)):
                 problems.append(f"{key}: expected {want_value!r}, got {facts.get(key)!r}")
         return problems
+
+
+def fact_matches(want: object, got: object) -> bool:
+    """Compare a fact: equal, or a comparison string like ``">=1"`` against a number."""
+    if isinstance(want, str):
+        match = COMPARISON_RE.match(want)
+        if match and isinstance(got, int | float) and not isinstance(got, bool):
+            op, number = match.group(1), int(match.group(2))
+            return {
+                ">=": got >= number,
+                "<=": got <= number,
+                ">": got > number,
+                "<": got < number,
+                "==": got == number,
+            }[op]
+    return want == got
 
 
 def _side_observation(side: str, r: Reconciled | None) -> SideObservation:

@@ -27,6 +27,7 @@ import contextlib
 import errno
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from handshake_lab.observe.base import Address
@@ -66,6 +67,7 @@ class Stream:
     eof_reported: bool = False
     error: str | None = None
     closed: bool = False
+    on_eof: Callable[[Stream], None] | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
 
@@ -78,6 +80,8 @@ class Stream:
                 chunk = await self.reader.read(READ_CHUNK)
                 if not chunk:
                     self.eof = True
+                    if self.on_eof is not None:
+                        self.on_eof(self)
                     return
                 self.received += chunk
                 if self.echo and not self.closed and not self.writer.is_closing():
@@ -189,6 +193,9 @@ class EchoServer:
     def __init__(self, host: str, *, echo: bool = True) -> None:
         self.host = host
         self.echo = echo
+        # While set, a connection that reads EOF is closed at once (churn: many short
+        # connections whose client closes first and must end in TIME_WAIT on its side).
+        self.close_on_eof = False
         self.listeners: dict[str, Listener] = {}
         self.connections: dict[Address, Stream] = {}
         self._accepted = asyncio.Condition()
@@ -266,11 +273,16 @@ class EchoServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         peer = address_of(writer.get_extra_info("peername"))
-        stream = Stream(reader, writer, echo=self.echo)
+        stream = Stream(reader, writer, echo=self.echo, on_eof=self._eof)
         self.connections[peer] = stream
         stream.start()
         async with self._accepted:
             self._accepted.notify_all()
+
+    def _eof(self, stream: Stream) -> None:
+        if self.close_on_eof:
+            stream.closed = True
+            stream.writer.close()
 
     async def connection(self, peer: Address, timeout: float) -> Stream | None:
         """The accepted connection from ``peer``, waiting up to ``timeout`` for the accept."""
@@ -303,12 +315,20 @@ class Client:
         self.outcome: str | None = None
         self._connecting: asyncio.Task[None] | None = None
 
-    async def connect(self, port: int, *, wait: bool, timeout: float) -> str:
+    async def connect(
+        self, port: int, *, wait: bool, timeout: float, bind: tuple[str, int] | None = None
+    ) -> str:
         if self.sock is not None:
             return "EISCONN"
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
+        if bind is not None:
+            try:
+                sock.bind(bind)
+            except OSError as exc:
+                sock.close()
+                return errno_name(exc)
         self.sock = sock
         self.remote = Address(self.host, port)
         self._connecting = asyncio.ensure_future(self._connect(loop, sock, port))

@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from handshake_lab.errors import NetworkError
-from handshake_lab.net.endpoints import Client, EchoServer, Stream
+from handshake_lab.errors import MissingDependencyError, NetworkError
+from handshake_lab.net.endpoints import Client, EchoServer, Stream, errno_name
+from handshake_lab.net.raw import send_raw_syn
 from handshake_lab.observe.base import Address, Observer, SocketRecord
 from handshake_lab.observe.scoped import needs_main_thread
 
@@ -57,6 +58,10 @@ class ServerSide(Protocol):
 
     async def close_all(self) -> None: ...
 
+    async def set_close_on_eof(self, enabled: bool) -> None: ...
+
+    async def ns_op(self, op: str, args: Mapping[str, object]) -> object: ...
+
 
 class ClientSide(Protocol):
     host: str
@@ -74,6 +79,14 @@ class ClientSide(Protocol):
     def observer_names(self) -> list[str]: ...
 
     async def close_all(self) -> None: ...
+
+    async def churn(self, server: Address, count: int, timeout: float) -> tuple[str, int]: ...
+
+    async def self_connect(self, name: str, timeout: float) -> str: ...
+
+    async def stale_syn(self, name: str, server: Address, seq: int) -> str: ...
+
+    async def ns_op(self, op: str, args: Mapping[str, object]) -> object: ...
 
 
 def free_port(host: str) -> int:
@@ -136,6 +149,84 @@ async def stream_action(
     raise ValueError(f"not a stream action: {action}")
 
 
+def read_tcp_counters() -> dict[str, int]:
+    """The calling thread's namespace's TCP counters (``/proc/thread-self/net/{snmp,netstat}``).
+
+    ``thread-self`` matters: ``/proc/net`` follows the main thread's namespace (see
+    ``observe.scoped``). Keys are ``Group.Name``, e.g. ``TcpExt.ListenOverflows``.
+    """
+    counters: dict[str, int] = {}
+    for name in ("snmp", "netstat"):
+        with open(f"/proc/thread-self/net/{name}", encoding="ascii") as fh:
+            lines = fh.read().splitlines()
+        for header, values in zip(lines[::2], lines[1::2], strict=False):
+            group, _, names = header.partition(":")
+            if not group.startswith("Tcp"):
+                continue
+            for key, value in zip(names.split(), values.partition(":")[2].split(), strict=False):
+                counters[f"{group}.{key}"] = int(value)
+    return counters
+
+
+class NamespaceOps:
+    """What a lab may do to one end's namespace: nft holds, sysctls, counters.
+
+    Only in a namespace the tool made (``netns`` set): on loopback every operation would touch
+    the host, which this tool never does, so they fail with a clear message instead.
+    """
+
+    def __init__(self, netns: str | None, scope: Scope) -> None:
+        self.netns = netns
+        self.scope = scope
+        self.holds: dict[str, object] = {}
+
+    def _need_netns(self, what: str) -> str:
+        if self.netns is None:
+            raise MissingDependencyError(
+                f"{what} works only inside the lab's namespaces: use --topology netns (root)"
+            )
+        return self.netns
+
+    def run(self, op: str, args: Mapping[str, object]) -> object:
+        """Perform ``op`` (blocking; call it in a thread). Returns the op's result."""
+        from handshake_lab.topo import nft  # noqa: PLC0415 - netns only
+        from handshake_lab.topo.pair import set_sysctl  # noqa: PLC0415
+
+        if op == "add_hold":
+            ns = self._need_netns("a hold")
+            count = args.get("count")
+            handle = nft.add_hold(
+                ns,
+                str(args["kind"]),
+                int(str(args["port"])),
+                int(str(count)) if count is not None else None,
+                hook="output" if args.get("hook") == "output" else "input",
+            )
+            self.holds[str(args["id"])] = handle
+            return None
+        if op == "release_hold":
+            held = self.holds[str(args["id"])]
+            assert isinstance(held, nft.HoldHandle)
+            nft.release(held)
+            return None
+        if op == "dropped":
+            held = self.holds[str(args["id"])]
+            assert isinstance(held, nft.HoldHandle)
+            return nft.dropped(held)
+        if op == "sysctl":
+            ns = self._need_netns("sysctl")
+            value = args["value"]
+            set_sysctl(ns, str(args["key"]), value if isinstance(value, int) else str(value))
+            return None
+        if op == "counters":
+            with self.scope():
+                return read_tcp_counters()
+        raise ValueError(f"unknown namespace operation {op!r}")
+
+    async def arun(self, op: str, args: Mapping[str, object]) -> object:
+        return await asyncio.to_thread(self.run, op, args)
+
+
 class LocalServer:
     """The server side in this process: loopback, or inside a namespace via ``scope``."""
 
@@ -146,11 +237,13 @@ class LocalServer:
         *,
         echo: bool = True,
         scope: Scope = contextlib.nullcontext,
+        netns: str | None = None,
     ) -> None:
         self.host = host
         self.observers = list(observers)
         self.scope = scope
         self.server = EchoServer(host, echo=echo)
+        self.ops = NamespaceOps(netns, scope)
 
     async def reserve_port(self, port: int | None, taken: Collection[int]) -> int:
         """``port`` if it can be bound here (else ``NetworkError``), or a free one."""
@@ -197,6 +290,12 @@ class LocalServer:
     async def close_all(self) -> None:
         await self.server.close_all()
 
+    async def set_close_on_eof(self, enabled: bool) -> None:
+        self.server.close_on_eof = enabled
+
+    async def ns_op(self, op: str, args: Mapping[str, object]) -> object:
+        return await self.ops.arun(op, args)
+
 
 class LocalClients:
     """The lab's clients in this process: loopback, or inside a namespace via ``scope``."""
@@ -208,11 +307,13 @@ class LocalClients:
         observers: Sequence[Observer],
         *,
         scope: Scope = contextlib.nullcontext,
+        netns: str | None = None,
     ) -> None:
         self.host = host
         self.observers = list(observers)
         self.scope = scope
         self.clients = {name: Client(name, host) for name in names}
+        self.ops = NamespaceOps(netns, scope)
 
     async def connect(self, name: str, server: Address, *, wait: bool, timeout: float) -> str:
         client = self.clients[name]
@@ -249,3 +350,65 @@ class LocalClients:
     async def close_all(self) -> None:
         for client in self.clients.values():
             await client.close_all()
+
+    async def ns_op(self, op: str, args: Mapping[str, object]) -> object:
+        return await self.ops.arun(op, args)
+
+    async def churn(self, server: Address, count: int, timeout: float) -> tuple[str, int]:
+        """Open and close COUNT connections, the client closing first (each leaves a
+        TIME_WAIT here). Returns (outcome, connections made): the first error stops it."""
+        loop = asyncio.get_running_loop()
+        made = 0
+        for _ in range(count):
+            with self.scope():
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                await asyncio.wait_for(
+                    loop.sock_connect(sock, (server.host, server.port)), timeout
+                )
+                made += 1
+                # FIN first; the server (close_on_eof) answers with its FIN; then close.
+                sock.shutdown(socket.SHUT_WR)
+                await asyncio.wait_for(_wait_eof(loop, sock), timeout)
+            except (OSError, TimeoutError) as exc:
+                sock.close()
+                return errno_name(exc), made
+            sock.close()
+        return "ok", made
+
+    async def self_connect(self, name: str, timeout: float) -> str:
+        """Connect a socket to its own address: both SYNs cross, a simultaneous open."""
+        client = self.clients[name]
+        with self.scope():
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((self.host, 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        with self.scope():
+            return await client.connect(port, wait=True, timeout=timeout, bind=(self.host, port))
+
+    async def stale_syn(self, name: str, server: Address, seq: int) -> str:
+        """A SYN from a port no socket here owns: the kernel will answer the SYN-ACK with RST."""
+        client = self.clients[name]
+        with self.scope():
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            probe.bind((self.host, 0))
+            sport = probe.getsockname()[1]
+            probe.close()
+            try:
+                send_raw_syn(self.host, server.host, sport, server.port, seq)
+            except PermissionError as exc:
+                raise MissingDependencyError(
+                    "a raw SYN needs CAP_NET_RAW: run as root with --topology netns"
+                ) from exc
+            except OSError as exc:
+                return errno_name(exc)
+        client.local = Address(self.host, sport)
+        client.remote = server
+        return "ok"
+
+
+async def _wait_eof(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    while await loop.sock_recv(sock, 4096):
+        pass

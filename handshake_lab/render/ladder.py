@@ -86,17 +86,22 @@ def _arrow(label: str, to_server: bool, width: int) -> str:
     return body + "-" * (width - len(body))
 
 
+NEAREST_ROW_S = 0.005
+"""An annotation further than this from every packet gets a row of its own."""
+
+
 def _rows(conv: Conversation, annotations: Iterable[Annotation]) -> list[_Row]:
     rows = [_Row(e.packet.timestamp, e) for e in conv.entries]
     extra: list[_Row] = []
     for when, side, state in sorted(annotations, key=lambda a: a[0]):
-        # the last packet row at or before this annotation
+        # The packet row nearest in time. Not "the last one before": a change the application
+        # causes (close() -> FIN_WAIT1) is traced a few microseconds BEFORE the segment it
+        # sends is captured, while a change a segment causes is traced just after it.
         target: _Row | None = None
-        for row in rows:
-            if row.time <= when:
-                target = row
-            else:
-                break
+        if rows:
+            nearest = min(rows, key=lambda row: (abs(row.time - when), row.time))
+            if abs(nearest.time - when) <= NEAREST_ROW_S:
+                target = nearest
         if target is not None and side not in target.states:
             target.states[side] = state
         else:

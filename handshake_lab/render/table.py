@@ -5,6 +5,9 @@ rich respects NO_COLOR and writes plain text when stdout is not a terminal.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Literal
+
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -12,7 +15,9 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from handshake_lab.capture.decode import Packet
 from handshake_lab.lab.report import Event, LabResult, LabStarted, SideObservation, StepReport
+from handshake_lab.observe.trace import TraceEvent
 from handshake_lab.render.labels import label
 
 WIDTH = 80
@@ -96,6 +101,12 @@ class TableRenderer:
             f"{self._l('observers')} {', '.join(ev.observers)} | kernel "
             f"{escape(ev.versions.get('kernel', '?'))}"
         )
+        for note in ev.notes:
+            c.print(Text(f"note: {note}", style="yellow"))
+        if ev.evidence:
+            c.print(
+                f"packets: {ev.evidence.get('capture')} | transitions: {ev.evidence.get('trace')}"
+            )
         if ev.intro:
             for paragraph in reflow(ev.intro):
                 c.print()
@@ -139,6 +150,20 @@ class TableRenderer:
         if ev.facts:
             facts = ", ".join(f"{k}={v}" for k, v in ev.facts.items())
             c.print(Padding(Text(f"{self._l('facts')}: {facts}"), (0, 0, 0, 2), expand=False))
+        for hold_id, hold in ev.holds.items():
+            released = "" if hold.get("active") else ", released"
+            line = (
+                f"hold {hold_id} ({hold.get('kind')} at {hold.get('at')}{released}): "
+                f"nft counter {hold.get('dropped')} dropped"
+            )
+            c.print(Padding(Text(line, style="yellow"), (0, 0, 0, 2), expand=False))
+        for seg in ev.segments:
+            line = f"{seg['t_ms']:>9.3f} ms  {seg['from']} > {seg['to']}  {seg['label']}"
+            c.print(Padding(Text(line, style="blue"), (0, 0, 0, 2), expand=False))
+        for tr in ev.transitions:
+            cause = f" (after {tr['cause']})" if tr.get("cause") else ""
+            line = f"{tr['t_ms']:>9.3f} ms  {tr['side']}: {tr['old']} -> {tr['new']}{cause}"
+            c.print(Padding(Text(line, style="magenta"), (0, 0, 0, 2), expand=False))
         if ev.agrees:
             c.print(
                 Padding(
@@ -177,9 +202,36 @@ class TableRenderer:
             out.append("\n" + obs.note, style="magenta")
         return out
 
+    def ladders(self, packets: Sequence[Packet], events: Sequence[TraceEvent] = ()) -> None:
+        """A ladder diagram per captured connection, after the run, with each end's state
+        changes from the transition stream beside the arrows."""
+        from handshake_lab.capture.conversation import conversations  # noqa: PLC0415
+        from handshake_lab.render.ladder import Annotation, ladder_lines  # noqa: PLC0415
+
+        for conv in conversations(packets):
+            ends: dict[tuple[str, int], Literal["client", "server"]] = {
+                conv.client: "client",
+                conv.server: "server",
+            }
+            notes: list[Annotation] = []
+            for ev in events:
+                if ev.kind != "state" or ev.new is None or ev.remote is None:
+                    continue
+                side = ends.get((ev.local.host, ev.local.port))
+                peer = (ev.remote.host, ev.remote.port)
+                if side is not None and peer in ends and ends[peer] != side:
+                    notes.append((ev.time, side, ev.new.name))
+            self.console.print()
+            for line in ladder_lines(conv, notes, width=WIDTH):
+                self.console.print(Text(line), no_wrap=True, overflow="ignore")
+
     def _result(self, ev: LabResult) -> None:
         c = self.console
         c.print()
+        for check in ev.checks:
+            mark = "[ok]" if check["ok"] else "[!!]"
+            style = "green" if check["ok"] else "bold red"
+            c.print(Text(f"{mark} wire: {check['name']}: {check['detail']}", style=style))
         if ev.passed:
             c.print(Text(f"{self._l('passed')} ({ev.agreed}/{ev.steps})", style="bold green"))
         else:

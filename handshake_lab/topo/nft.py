@@ -30,6 +30,8 @@ available for recipes that drop at the sender.
   close whose FIN it should catch, in the namespace of the side that sends the FIN. A peer that
   answers with FIN|ACK (closing at once) is not a pure ACK and is not matched.
 - ``drop_fin``: ``tcp flags & fin == fin`` (any FIN, with or without data or ACK).
+- ``drop_rst``: ``tcp flags & rst == rst`` (the stale-SYN lab holds the RST that would end the
+  server's half-open request, so its SYN_RECV can be seen).
 - ``hold_fin``: the ``drop_fin`` match, meant to last until ``release`` (``count`` must be
   None): the sender's FIN retransmission (~200 ms, doubling) delivers it after release.
 
@@ -76,6 +78,7 @@ class HoldKind(StrEnum):
     DROP_FIN = "drop_fin"
     DROP_ACK_OF_FIN = "drop_ack_of_fin"
     HOLD_FIN = "hold_fin"
+    DROP_RST = "drop_rst"
 
 
 _FLAG_MATCH: dict[HoldKind, str] = {
@@ -85,6 +88,7 @@ _FLAG_MATCH: dict[HoldKind, str] = {
     HoldKind.DROP_ACK_OF_FIN: f"tcp flags & ({_FLAG_MASK}) == ack",
     HoldKind.DROP_FIN: "tcp flags & fin == fin",
     HoldKind.HOLD_FIN: "tcp flags & fin == fin",
+    HoldKind.DROP_RST: "tcp flags & rst == rst",
 }
 
 _NEEDS_EMPTY_PAYLOAD = frozenset({HoldKind.DROP_PURE_ACK, HoldKind.DROP_ACK_OF_FIN})

@@ -25,14 +25,28 @@ def test_handshake_ladder_with_state_annotations_exact_text() -> None:
         [
             "client 127.0.0.1:40000 <-> server 127.0.0.1:8080",
             "   t (ms) client       |                                          | server",
-            "   -0.200              |                                          | LISTEN",
-            "   -0.100 SYN_SENT     |                                          |",
-            "    0.000              |--SYN seq=0------------------------------>|",
+            "    0.000 SYN_SENT     |--SYN seq=0------------------------------>| LISTEN",
             "    0.050 ESTABLISHED  |<--SYN,ACK seq=0 ack=1--------------------| SYN_RECV",
             "    0.100              |--ACK seq=1 ack=1------------------------>| ESTABLISHED",
             "    1.000              |--PSH,ACK seq=1 ack=1 len=5-------------->|",
         ]
     )
+
+
+def test_a_state_the_application_causes_sits_on_the_row_of_the_segment_it_sends() -> None:
+    # close() is traced as ESTABLISHED -> FIN_WAIT1 a few microseconds before its FIN is
+    # captured; "the last packet before" would put it on the previous, unrelated row.
+    fin = pkt(C, S, "FIN,ACK", 1006, 5001, t=0.030)
+    conv = conversation([*session()[:4], fin])
+    lines = ladder_lines(conv, [(0.02998, "client", "FIN_WAIT1")])
+    row = next(line for line in lines if "FIN_WAIT1" in line)
+    assert "FIN,ACK" in row
+
+
+def test_a_state_far_from_every_segment_gets_its_own_row() -> None:
+    conv = conversation(session()[:1])
+    lines = ladder_lines(conv, [(-1.0, "server", "LISTEN")])
+    assert lines[2] == "-1000.000              |                                          | LISTEN"
 
 
 def test_a_second_state_for_the_same_side_and_row_gets_its_own_row() -> None:

@@ -1,0 +1,241 @@
+"""Evidence beside the polled states: the segments on the wire and the kernel's transitions.
+
+Polling ``ss``/psutil sees states; it cannot see the segments that caused them, nor states that
+last microseconds. When the machine allows it (CAP_NET_RAW for AF_PACKET, real root and tracefs
+for the ``sock:inet_sock_set_state`` tracepoint) a run also captures its segments and follows its
+transitions; what is unavailable is said in ``notes`` instead of silently missing. Both are
+optional: a lab's verdict comes from the polled states and outcomes alone.
+
+The trace instance is recorded in the run's registry before it is created, so a run killed
+with SIGKILL leaves a record that ``doctor --cleanup`` (or the next run) acts on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+from handshake_lab.capture.conversation import (
+    Check,
+    check_fin_acks,
+    check_handshake,
+    conversations,
+)
+from handshake_lab.capture.decode import Packet
+from handshake_lab.errors import HandshakeLabError
+from handshake_lab.observe.base import Address
+from handshake_lab.observe.trace import TraceEvent
+
+SocketFactory = Callable[[], Any]
+
+
+class Evidence:
+    """Optional packet capture and transition stream for one run."""
+
+    def __init__(
+        self,
+        *,
+        capture: bool,
+        trace: bool,
+        run_id: str,
+        interface: str = "lo",
+        socket_factory: SocketFactory | None = None,
+        hosts: Collection[str] | None = None,
+        require_capture: bool = False,
+    ) -> None:
+        self.want_capture = capture
+        self.want_trace = trace
+        self.run_id = run_id
+        self.interface = interface
+        self.socket_factory = socket_factory
+        self.hosts = hosts
+        self.require_capture = require_capture
+        self.notes: list[str] = []
+        self.packets: list[Packet] = []
+        self.events: list[TraceEvent] = []
+        self.capture_on = False
+        self.trace_on = False
+        self._sniffer: Any = None
+        self._follower: Any = None
+        self._registry: Any = None
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "capture": f"AF_PACKET on {self.interface}" if self.capture_on else "off",
+            "trace": "sock:inet_sock_set_state" if self.trace_on else "off",
+        }
+
+    def start(self, ports: Collection[int]) -> None:
+        """Start what is wanted and possible; record why anything is off."""
+        if self.want_capture:
+            self._start_capture(ports)
+        if self.want_trace:
+            self._start_trace(ports)
+
+    def _start_capture(self, ports: Collection[int]) -> None:
+        from handshake_lab.capture.sniffer import Sniffer  # noqa: PLC0415
+
+        kwargs: dict[str, Any] = {"ports": sorted(ports)}
+        if self.socket_factory is not None:
+            kwargs["socket_factory"] = self.socket_factory
+        sniffer = Sniffer(self.interface, **kwargs)
+        try:
+            sniffer.start()
+        except HandshakeLabError as exc:
+            if self.require_capture:
+                raise
+            self.notes.append(f"packets not captured: {exc}")
+            return
+        self._sniffer = sniffer
+        self.capture_on = True
+
+    def _start_trace(self, ports: Collection[int]) -> None:
+        from handshake_lab.observe.trace import TraceFollower, trace_capability  # noqa: PLC0415
+        from handshake_lab.topo.registry import KernelObject, RunRegistry  # noqa: PLC0415
+
+        ok, reason = trace_capability()
+        if not ok:
+            self.notes.append(f"no transition stream: {reason}")
+            return
+        follower = TraceFollower(sorted(ports), self.run_id, hosts=self.hosts)
+        registry = RunRegistry(self.run_id)
+        registry.record(KernelObject("trace_instance", follower.name))
+        try:
+            follower.start()
+        except HandshakeLabError as exc:
+            registry.forget(KernelObject("trace_instance", follower.name))
+            registry.remove_file()
+            self.notes.append(f"no transition stream: {exc}")
+            return
+        self._follower = follower
+        self._registry = registry
+        self.trace_on = True
+
+    def collect(self) -> tuple[list[Packet], list[TraceEvent]]:
+        """What arrived since the previous call (blocking briefly: call it in a thread)."""
+        packets: list[Packet] = []
+        events: list[TraceEvent] = []
+        if self._follower is not None:
+            with contextlib.suppress(HandshakeLabError):
+                self._follower.flush(timeout=0.5)
+            events = list(self._follower.drain())
+            self.events.extend(events)
+        if self._sniffer is not None:
+            packets = list(self._sniffer.drain())
+            self.packets.extend(packets)
+        return packets, events
+
+    def stop(self) -> None:
+        """Stop everything started; idempotent."""
+        sniffer, self._sniffer = self._sniffer, None
+        if sniffer is not None:
+            with contextlib.suppress(Exception):
+                sniffer.stop()
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            from handshake_lab.topo.registry import KernelObject  # noqa: PLC0415
+
+            follower.stop()
+            if self._registry is not None:
+                self._registry.forget(KernelObject("trace_instance", follower.name))
+                self._registry.remove_file()
+
+    def checks(self) -> list[Check]:
+        """The seed's arithmetic computed from the wire, per captured connection."""
+        found: list[Check] = []
+        for conv in conversations(self.packets):
+            c_host, c_port = conv.client
+            s_host, s_port = conv.server
+            tup = (c_host, c_port, s_host, s_port)
+            packets = [e.packet for e in conv.entries]
+            for check in check_handshake(packets, tup) + check_fin_acks(packets, tup):
+                found.append(
+                    Check(
+                        check.name, check.ok, f"{c_host}:{c_port}>{s_host}:{s_port} {check.detail}"
+                    )
+                )
+        return found
+
+
+def name_endpoints(
+    tuples: Mapping[str, tuple[Address, Address | None] | None],
+) -> dict[tuple[str, int], str]:
+    """Map each known socket end (host, port) to its side name, for labelling segments."""
+    names: dict[tuple[str, int], str] = {}
+    for side, tup in tuples.items():
+        if tup is None:
+            continue
+        local, remote = tup
+        if remote is None:  # a listener: its address names the server end
+            names.setdefault((local.host, local.port), "server")
+        elif not side.startswith(("server", "listener")):
+            names[(local.host, local.port)] = side
+    return names
+
+
+def segment_records(
+    new: Sequence[Packet],
+    every: Sequence[Packet],
+    names: Mapping[tuple[str, int], str],
+    t0: float,
+) -> list[dict[str, Any]]:
+    """JSON-ready segments with Wireshark-style relative numbers (bases over the whole run)."""
+    entries = {id(e.packet): e for conv in conversations(every) for e in conv.entries}
+    out: list[dict[str, Any]] = []
+    for p in new:
+        entry = entries.get(id(p))
+        out.append(
+            {
+                "t_ms": round((p.timestamp - t0) * 1000, 3),
+                "from": names.get((p.src, p.src_port), f"{p.src}:{p.src_port}"),
+                "to": names.get((p.dst, p.dst_port), f"{p.dst}:{p.dst_port}"),
+                "src": f"{p.src}:{p.src_port}",
+                "dst": f"{p.dst}:{p.dst_port}",
+                "flags": p.segment.flags_text,
+                "seq": p.seq,
+                "ack": p.ack,
+                "rel_seq": entry.rel_seq if entry else None,
+                "rel_ack": entry.rel_ack if entry else None,
+                "len": p.payload_len,
+                "win": p.window,
+                "label": entry.label if entry else p.segment.flags_text,
+            }
+        )
+    return out
+
+
+def transition_records(
+    events: Sequence[TraceEvent],
+    sides: Mapping[tuple[tuple[str, int], tuple[str, int] | None], str],
+    packets: Sequence[Packet],
+    t0: float,
+) -> list[dict[str, Any]]:
+    """JSON-ready state transitions, each with the segment that most likely caused it: the last
+    segment that side received at or shortly before the transition (none for an app call)."""
+    out: list[dict[str, Any]] = []
+    for ev in events:
+        if ev.kind != "state" or ev.old is None or ev.new is None:
+            continue
+        local = (ev.local.host, ev.local.port)
+        remote = (ev.remote.host, ev.remote.port) if ev.remote else None
+        side = sides.get((local, remote)) or sides.get((local, None)) or f"{ev.local}"
+        cause = None
+        for p in reversed(packets):
+            if p.timestamp > ev.time + 0.0005:
+                continue
+            if ev.time - p.timestamp > 0.25:
+                break
+            if (p.dst, p.dst_port) == local and (remote is None or (p.src, p.src_port) == remote):
+                cause = p.segment.flags_text
+                break
+        out.append(
+            {
+                "t_ms": round((ev.time - t0) * 1000, 3),
+                "side": side,
+                "old": ev.old.name,
+                "new": ev.new.name,
+                "cause": cause,
+            }
+        )
+    return out

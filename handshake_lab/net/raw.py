@@ -1,0 +1,65 @@
+"""A raw TCP segment for the stale-SYN lab: a SYN that no socket on the sender owns.
+
+RFC 9293 section 3.5 explains the three-way handshake by an old duplicate SYN arriving at a
+listener: the listener answers SYN-ACK, the supposed sender's kernel has no such connection and
+answers RST, and the listener drops the half-open connection. To show that on a real kernel we
+send such a SYN ourselves with a raw socket (``SOCK_RAW``/``IPPROTO_TCP``: the kernel adds the IP
+header, we supply the TCP header and its checksum). Raw sockets need CAP_NET_RAW, which the lab
+has inside its own namespaces.
+
+Hand-written rather than taken from a packet library (scapy) because it is one 20-byte header
+and a checksum; ``tests/unit/test_raw_segment.py`` checks it against the capture decoder.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+
+from handshake_lab.tcp.segments import Flags
+
+TCP_HEADER = struct.Struct("!HHIIBBHHH")
+
+
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071): one's complement of the one's complement sum."""
+    if len(data) % 2:
+        data += b"\0"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def tcp_segment(
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    *,
+    seq: int,
+    ack: int = 0,
+    flags: Flags = Flags.SYN,
+    window: int = 64240,
+) -> bytes:
+    """A 20-byte TCP header (no options, no payload) with a correct IPv4 checksum."""
+    header = TCP_HEADER.pack(sport, dport, seq, ack, 5 << 4, int(flags), window, 0, 0)
+    pseudo = struct.pack(
+        "!4s4sBBH",
+        ipaddress.IPv4Address(src).packed,
+        ipaddress.IPv4Address(dst).packed,
+        0,
+        socket.IPPROTO_TCP,
+        len(header),
+    )
+    csum = checksum(pseudo + header)
+    return header[:16] + struct.pack("!H", csum) + header[18:]
+
+
+def send_raw_syn(src: str, dst: str, sport: int, dport: int, seq: int) -> None:
+    """Send one SYN from ``src:sport`` to ``dst:dport`` through a raw socket (CAP_NET_RAW)."""
+    segment = tcp_segment(src, dst, sport, dport, seq=seq)
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP) as raw:
+        raw.bind((src, 0))
+        raw.sendto(segment, (dst, 0))
