@@ -309,6 +309,19 @@ def check_handshake(packets: Iterable[Packet], four_tuple: FourTuple | None = No
         return checks
     tp = third.packet
     want_k = seq_add(k, 1)
+    if Flags.RST in tp.flags:
+        # The "client" had no such connection (an old duplicate SYN): it resets the SYN-ACK
+        # instead of acknowledging it. RFC 9293 3.5: the RST's seq is the SYN-ACK's ack.
+        ok = tp.seq == synack.ack
+        checks.append(
+            Check(
+                "handshake.reset",
+                ok,
+                f"third segment RST seq={tp.seq}: the SYN's sender has no such connection"
+                + ("; seq equals the SYN-ACK's ack" if ok else f", expected {synack.ack}"),
+            )
+        )
+        return checks
     acked = Flags.ACK in tp.flags and tp.ack == want_k
     checks.append(
         Check(

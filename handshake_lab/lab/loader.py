@@ -74,6 +74,7 @@ STEP_KEYS = frozenset(
         "stay",
         "hold",
         "release",
+        "only",
         "explain",
     }
 )
@@ -248,11 +249,15 @@ def _build(doc: dict[str, Any], where: str, path: Path) -> Lab:
         step = _step(ctx, raw, index, clients, sides, ports)
         if step.id in seen:
             raise ctx.fail(f"duplicate step id {step.id!r}")
-        if step.action in NETNS_ONLY_ACTIONS and "loopback" in topologies:
-            raise ctx.fail(f"{step.action} needs topologies = ['netns']")
-        if step.holds and "loopback" in topologies:
+        if step.only is not None and step.only not in topologies:
+            raise ctx.fail(f"only = {step.only!r} but the lab's topologies are {list(topologies)}")
+        runs_on_loopback = "loopback" in topologies and step.only in (None, "loopback")
+        if step.action in NETNS_ONLY_ACTIONS and runs_on_loopback:
+            raise ctx.fail(f"{step.action} needs the netns topology: add only = 'netns'")
+        if step.holds and runs_on_loopback:
             raise ctx.fail(
-                "holds are nftables rules in the lab's namespaces: set topologies = ['netns']"
+                "holds are nftables rules in the lab's namespaces: add only = 'netns' "
+                "(or topologies = ['netns'])"
             )
         for hold_id in step.release:
             if hold_id not in holds_seen:
@@ -348,6 +353,15 @@ def _holds(ctx: _Ctx, raw: object, ports: list[str]) -> tuple[Hold, ...]:
     return tuple(holds)
 
 
+def _only(ctx: _Ctx, raw: object) -> str | None:
+    if raw is None:
+        return None
+    name = _str(ctx, raw, "only")
+    if name not in TOPOLOGIES:
+        raise ctx.fail(f"only {name!r}: must be one of {', '.join(TOPOLOGIES)}")
+    return name
+
+
 def _release(ctx: _Ctx, raw: object) -> tuple[str, ...]:
     items = raw if isinstance(raw, list) else [raw]
     return tuple(_str(ctx, item, "each released hold id") for item in items)
@@ -423,6 +437,7 @@ def _step(
         facts=dict(facts),
         timeout=float(timeout),
         stay=float(stay),
+        only=_only(ctx, raw.get("only")),
         holds=_holds(ctx, raw["hold"], ports) if "hold" in raw else (),
         release=_release(ctx, raw["release"]) if "release" in raw else (),
     )

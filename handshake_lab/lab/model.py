@@ -106,6 +106,11 @@ ACTIONS: Mapping[str, ActionSpec] = {
             "wait": ArgSpec(
                 (bool,), True, help="wait for the handshake; false returns while in SYN_SENT"
             ),
+            "retry": ArgSpec(
+                (bool,),
+                False,
+                help="retry every 50 ms while connect() fails (EADDRNOTAVAIL...), up to timeout",
+            ),
         },
         "connect to the server (127.0.0.1 on the port slot)",
     ),
@@ -216,6 +221,7 @@ class Step:
     stay: float = 0.0  # once matched, the states must stay matched this many seconds
     holds: tuple[Hold, ...] = ()
     release: tuple[str, ...] = ()
+    only: str | None = None  # run this step only in this topology
 
     @property
     def explain_key(self) -> str:
@@ -235,6 +241,10 @@ class Lab:
     intro: Text | None = None
     topologies: tuple[str, ...] = TOPOLOGIES
     sysctls: Mapping[str, Mapping[str, str | int]] = field(default_factory=dict)
+
+    def steps_for(self, topology: str) -> tuple[Step, ...]:
+        """The steps that run in ``topology`` (steps marked ``only`` for another are skipped)."""
+        return tuple(s for s in self.steps if s.only is None or s.only == topology)
 
     def sides(self) -> tuple[str, ...]:
         """Every side name this lab may expect, in display order."""

@@ -56,6 +56,7 @@ from handshake_lab.net.placement import (
 from handshake_lab.observe.base import Address, Observer
 from handshake_lab.observe.reconcile import Reconciled, reconcile
 from handshake_lab.observe.versions import base_versions
+from handshake_lab.tcp.states import TcpState
 
 POLL_INTERVAL = 0.005
 STAY_POLL_INTERVAL = 0.05
@@ -104,6 +105,7 @@ class LabRun:
         self.t0 = time.monotonic()
         self.holds: dict[str, Hold] = {}
         self.released: set[str] = set()
+        self.steps = lab.steps_for(options.topology)
 
     # -- ports ------------------------------------------------------------------------------
 
@@ -138,7 +140,7 @@ class LabRun:
                 host=self.server.host,
                 ports=dict(self.ports),
                 observers=self.server.observer_names(),
-                steps=len(lab.steps),
+                steps=len(self.steps),
                 versions=versions,
                 path=str(lab.path),
                 evidence=self.evidence.describe() if self.evidence else {},
@@ -147,10 +149,10 @@ class LabRun:
         )
         reports: list[StepReport] = []
         try:
-            for step in lab.steps:
+            for position, step in enumerate(self.steps, start=1):
                 if self.pause is not None:
                     await self.pause(step)
-                report = await self._run_step(step)
+                report = await self._run_step(step, position)
                 reports.append(report)
                 self.emit(report)
         finally:
@@ -185,7 +187,7 @@ class LabRun:
         if self.evidence is not None:
             await asyncio.shield(asyncio.to_thread(self.evidence.stop))
 
-    async def _run_step(self, step: Step) -> StepReport:
+    async def _run_step(self, step: Step, position: int) -> StepReport:
         t0 = time.monotonic()
         await self._apply_holds(step)
         outcome, data, facts = await self._act(step)
@@ -202,7 +204,7 @@ class LabRun:
             k: v for k, v in facts.items() if step.action != "counters" or k in step.facts
         }
         return StepReport(
-            index=step.index,
+            index=position,
             id=step.id,
             actor=step.actor,
             action=step.action,
@@ -224,7 +226,7 @@ class LabRun:
             explanation=step.explain.get(self.options.lang),
             action_ms=round((t1 - t0) * 1000, 3),
             settle_ms=round((t2 - t1) * 1000, 3),
-            total_steps=len(self.lab.steps),
+            total_steps=len(self.steps),
             segments=segments,
             transitions=transitions,
             holds=holds,
@@ -328,7 +330,11 @@ class LabRun:
             slot = str(args.get("port", MAIN_PORT))
             server = Address(self.server.host, self.ports[slot])
             outcome = await self.clients.connect(
-                step.actor, server, wait=bool(args.get("wait", True)), timeout=step.timeout
+                step.actor,
+                server,
+                wait=bool(args.get("wait", True)),
+                timeout=step.timeout,
+                retry=bool(args.get("retry", False)),
             )
             return outcome, None, {}
         if action == "churn":
@@ -341,7 +347,14 @@ class LabRun:
                 )
             finally:
                 await self.server.set_close_on_eof(False)
-            return outcome, None, {"connected": made}
+            table = await self.clients.snapshot([server.port])
+            first = next(iter(table.values()), [])
+            time_wait = sum(
+                1
+                for r in first
+                if r.state is TcpState.TIME_WAIT and r.remote is not None and r.remote == server
+            )
+            return outcome, None, {"connected": made, "time_wait": time_wait}
         if action == "self_connect":
             return await self.clients.self_connect(step.actor, step.timeout), None, {}
         if action == "stale_syn":

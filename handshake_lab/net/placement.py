@@ -33,6 +33,7 @@ Scope = Callable[[], AbstractContextManager[None]]
 Snapshot = dict[str, list[SocketRecord]]
 STREAM_ACTIONS = frozenset({"send", "recv", "send_eof", "close", "abort"})
 NON_ERROR = frozenset({"ok", "pending", "data", "EOF"})
+RETRY_INTERVAL = 0.05
 
 
 class ServerSide(Protocol):
@@ -66,7 +67,9 @@ class ServerSide(Protocol):
 class ClientSide(Protocol):
     host: str
 
-    async def connect(self, name: str, server: Address, *, wait: bool, timeout: float) -> str: ...
+    async def connect(
+        self, name: str, server: Address, *, wait: bool, timeout: float, retry: bool = False
+    ) -> str: ...
 
     def tuple_of(self, name: str) -> tuple[Address, Address] | None: ...
 
@@ -315,11 +318,23 @@ class LocalClients:
         self.clients = {name: Client(name, host) for name in names}
         self.ops = NamespaceOps(netns, scope)
 
-    async def connect(self, name: str, server: Address, *, wait: bool, timeout: float) -> str:
-        client = self.clients[name]
-        client.host = server.host
-        with self.scope():
-            return await client.connect(server.port, wait=wait, timeout=timeout)
+    async def connect(
+        self, name: str, server: Address, *, wait: bool, timeout: float, retry: bool = False
+    ) -> str:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            client = self.clients[name]
+            client.host = server.host
+            with self.scope():
+                outcome = await client.connect(server.port, wait=wait, timeout=timeout)
+            if not retry or outcome in NON_ERROR or loop.time() >= deadline:
+                return outcome
+            # A bounded retry: the kernel refused (e.g. EADDRNOTAVAIL until a TIME_WAIT may be
+            # reused); start again with a fresh socket.
+            await client.close_all()
+            self.clients[name] = Client(name, self.host)
+            await asyncio.sleep(RETRY_INTERVAL)
 
     def tuple_of(self, name: str) -> tuple[Address, Address] | None:
         client = self.clients[name]

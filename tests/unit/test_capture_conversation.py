@@ -270,3 +270,17 @@ def test_unacknowledged_fin_fails_and_retransmits_are_checked_once() -> None:
 def test_no_fin_gives_no_fin_checks() -> None:
     assert check_fin_acks(session()[:4]) == []
     assert check_fin_acks([]) == []
+
+
+def test_a_syn_ack_answered_by_rst_is_reported_as_a_reset_handshake() -> None:
+    # The stale-SYN lab: the SYN's "sender" has no connection and resets the SYN-ACK.
+    packets = [
+        pkt(C, S, "SYN", 1000, 0, t=0.0),
+        pkt(S, C, "SYN,ACK", 5000, 1001, t=0.001),
+        pkt(C, S, "RST", 1001, 0, t=0.002),
+    ]
+    checks = {c.name: c for c in check_handshake(packets)}
+    assert checks["handshake.reset"].ok
+    assert "handshake.ack_ack" not in checks
+    doctored = [*packets[:2], pkt(C, S, "RST", 999, 0, t=0.002)]
+    assert not {c.name: c for c in check_handshake(doctored)}["handshake.reset"].ok
