@@ -11,6 +11,8 @@ import contextlib
 import errno
 import socket
 import struct
+from collections.abc import Callable
+from typing import cast
 
 import pytest
 from hypothesis import given, settings
@@ -23,6 +25,7 @@ from handshake_lab.observe.netlink import (
     ALL_STATES_MASK,
     Decoder,
     NetlinkError,
+    NetlinkObserver,
     NetlinkRecord,
     dump_request,
     exact_request,
@@ -295,3 +298,100 @@ def test_truncated_or_corrupted_replies_raise_only_observer_error(
 def test_random_bytes_raise_only_observer_error(data: bytes) -> None:
     with contextlib.suppress(ObserverError):
         parse_messages(data)
+
+
+def test_fast_builders_make_the_same_objects_as_the_constructors() -> None:
+    from handshake_lab.observe import netlink  # noqa: PLC0415
+
+    assert netlink._RECORD_SETTERS  # the fast path is live for the current base.py
+    local, remote = netlink._new_address("::1", 80), Address("::1", 81)
+    assert local == Address("::1", 80)
+    args = ("netlink", TcpState.LISTEN, "10", local, remote, Timer("on", 0.2, 1), None)
+    fast = netlink._new_record(*args, 1, 2, 3, 4, 5)
+    assert fast == NetlinkRecord(*args, 1, 2, 3, 4, 5)
+    assert hash(fast.local) == hash(Address("::1", 80))
+
+
+def test_same_bytes_in_two_families_are_two_hosts() -> None:
+    raw = v4("127.0.0.1")  # also the IPv6 address 7f00:1::
+    reply = nlmsg(SOCK_DIAG_BY_FAMILY, diag_msg(src=raw)) + nlmsg(
+        SOCK_DIAG_BY_FAMILY, diag_msg(family=socket.AF_INET6, src=raw)
+    )
+    assert [r.local.host for r in parse_messages(reply)] == ["127.0.0.1", "7f00:1::"]
+
+
+def test_one_pass_dump_request_is_the_tcpdiag_getsock_layout() -> None:
+    request = dump_request(socket.AF_UNSPEC, 1 << 10, None, seq=2)
+    assert struct.unpack_from("=IHH", request) == (16 + 60, 18, 0x301)
+    assert request[16:20] == bytes(4)  # family AF_UNSPEC, src_len, dst_len, ext
+    assert struct.unpack_from("=II", request, 16 + 52) == (1 << 10, 0)  # states, dbs
+
+
+def test_replies_to_the_one_pass_request_decode_like_sock_diag_ones() -> None:
+    [record] = parse_messages(nlmsg(18, diag_msg(state=6, timer=3, expires=1500)) + done())
+    assert (record.state, record.timer) == (TcpState.TIME_WAIT, Timer("timewait", 1.5, 0))
+
+
+class ScriptedSocket:
+    """Stands in for the netlink socket: answers each request with a scripted reply."""
+
+    def __init__(self, answer: Callable[[bytes], bytes]) -> None:
+        self.answer = answer
+        self.sent: list[bytes] = []
+        self.pending = b""
+
+    def send(self, data: bytes) -> int:
+        self.sent.append(data)
+        self.pending = self.answer(data)
+        return len(data)
+
+    def recv_into(self, buffer: bytearray) -> int:
+        size = len(self.pending)
+        buffer[:size] = self.pending
+        return size
+
+    def settimeout(self, timeout: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_observer_falls_back_to_one_request_per_family_if_the_old_request_is_refused() -> None:
+    def answer(request: bytes) -> bytes:
+        kind, seq = (
+            struct.unpack_from("=H", request, 4)[0],
+            struct.unpack_from("=I", request, 8)[0],
+        )
+        if kind == 18:
+            return error(errno.EINVAL, seq=seq)
+        family = request[16]
+        src = v4("127.0.0.1") if family == socket.AF_INET else v6("::1")
+        return nlmsg(20, diag_msg(family=family, src=src, dst=src), seq) + done(seq)
+
+    fake = ScriptedSocket(answer)
+    observer = NetlinkObserver(socket_factory=lambda: cast(socket.socket, fake))
+    hosts = [r.local.host for r in observer.snapshot()]
+    assert hosts == ["127.0.0.1", "::1"]
+    assert [struct.unpack_from("=H", r, 4)[0] for r in fake.sent] == [18, 20, 20]
+    observer.snapshot()
+    assert [struct.unpack_from("=H", r, 4)[0] for r in fake.sent[3:]] == [20, 20]
+
+
+def test_observer_maps_permission_errors_and_keeps_going_after_them() -> None:
+    def answer(request: bytes) -> bytes:
+        return error(errno.EPERM, seq=struct.unpack_from("=I", request, 8)[0])
+
+    observer = NetlinkObserver(socket_factory=lambda: cast(socket.socket, ScriptedSocket(answer)))
+    with pytest.raises(ObserverError, match="needs more privileges"):
+        observer.snapshot()
+    with pytest.raises(ObserverError, match="Operation not permitted"):
+        observer.lookup(Address("127.0.0.1", 1), Address("127.0.0.1", 2))
+
+
+def test_lookup_of_a_missing_socket_is_none() -> None:
+    def answer(request: bytes) -> bytes:
+        return error(errno.ENOENT, seq=struct.unpack_from("=I", request, 8)[0])
+
+    observer = NetlinkObserver(socket_factory=lambda: cast(socket.socket, ScriptedSocket(answer)))
+    assert observer.lookup(Address("127.0.0.1", 1), Address("127.0.0.1", 2)) is None
