@@ -188,11 +188,25 @@ def run(
 
 
 @app.command()
-def doctor(debug: DebugOpt = False) -> None:
+def doctor(
+    cleanup: Annotated[
+        bool,
+        typer.Option(
+            "--cleanup",
+            help="Remove leftovers this tool created (hslab- prefix) and nothing else.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="With --cleanup: list what would be removed.")
+    ] = False,
+    debug: DebugOpt = False,
+) -> None:
     """Report what this machine offers (ss, psutil, uvloop, root, netns, nft, tracefs)."""
-    from handshake_lab.cli.doctor import doctor_report  # noqa: PLC0415
+    from handshake_lab.cli.doctor import cleanup_command, doctor_report  # noqa: PLC0415
 
-    status = guarded(debug, doctor_report)
+    if dry_run and not cleanup:
+        raise typer.BadParameter("--dry-run goes with --cleanup", param_hint="--dry-run")
+    status = guarded(debug, (lambda: cleanup_command(dry_run)) if cleanup else doctor_report)
     raise typer.Exit(int(status))
 
 

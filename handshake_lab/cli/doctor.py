@@ -1,72 +1,76 @@
-"""``doctor``: what this machine offers, and what each missing piece costs."""
+"""``doctor``: what this machine offers and what each missing piece costs; ``--cleanup``.
+
+Checks change nothing on the machine. ``--cleanup`` removes only kernel objects whose names
+carry this tool's prefix (``hslab-`` namespaces, ``hslab-`` trace instances) and that no live
+run owns; ``--dry-run`` lists them instead. Anything without the prefix is never touched.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import typer
 
-from handshake_lab.errors import ExitStatus
+from handshake_lab.errors import ExitStatus, HandshakeLabError
 
 
-def _check(name: str, ok: bool, detail: str, cost: str) -> tuple[str, bool, str]:
-    return name, ok, detail if ok else f"{detail} - {cost}"
+def _line(ok: bool, name: str, detail: str) -> None:
+    typer.echo(f"{'ok' if ok else '--'}  {name:<9} {detail}")
 
 
 def doctor_report() -> ExitStatus:
-    checks: list[tuple[str, bool, str]] = []
     ss = shutil.which("ss")
-    checks.append(
-        _check(
-            "ss",
-            ss is not None,
-            ss or "not found",
-            "labs cannot run: install iproute2 (apt install iproute2)",
-        )
-    )
+    _line(ss is not None, "ss", ss or "not found - labs cannot run: apt install iproute2")
     try:
         import psutil  # noqa: PLC0415
 
-        checks.append(("psutil", True, str(psutil.__version__)))
+        _line(True, "psutil", str(psutil.__version__))
+        psutil_ok = True
     except ImportError:
-        checks.append(("psutil", False, "missing - labs cannot run: pip install psutil"))
+        _line(False, "psutil", "missing - labs cannot run: pip install psutil")
+        psutil_ok = False
     try:
         import uvloop  # noqa: PLC0415
 
-        checks.append(("uvloop", True, str(getattr(uvloop, "__version__", "?"))))
+        _line(True, "uvloop", str(getattr(uvloop, "__version__", "?")))
     except ImportError:
-        checks.append(("uvloop", False, "missing - --loop uvloop unavailable: pip install uvloop"))
+        _line(False, "uvloop", "missing - --loop uvloop unavailable: pip install uvloop")
     root = os.geteuid() == 0
-    checks.append(
-        _check(
-            "root",
-            root,
-            "running as root" if root else "not root",
-            "loopback labs work; netns topology and packet holds need root or a user namespace",
-        )
+    _line(root, "root", "yes" if root else f"no (uid {os.geteuid()}): loopback labs still work")
+
+    from handshake_lab.topo.caps import netns_capability, nft_available  # noqa: PLC0415
+
+    ok, reason = netns_capability()
+    _line(ok, "netns", reason)
+    nft = nft_available()
+    _line(nft, "nft", "available" if nft else "not found - no packet holds: apt install nftables")
+    raw = root  # AF_PACKET and raw sockets need CAP_NET_RAW
+    _line(
+        raw, "capture", "AF_PACKET available" if raw else "needs root: no packet lists or --pcap"
     )
-    ip = shutil.which("ip")
-    checks.append(_check("ip", ip is not None, ip or "not found", "no netns topology (iproute2)"))
-    nft = shutil.which("nft")
-    checks.append(
-        _check(
-            "nft", nft is not None, nft or "not found", "no packet holds (apt install nftables)"
-        )
-    )
-    tracefs = Path("/sys/kernel/tracing/events/sock/inet_sock_set_state").exists()
-    checks.append(
-        _check(
-            "tracefs",
-            tracefs and root,
-            "sock:inet_sock_set_state available" if tracefs else "not mounted or not readable",
-            "no transition stream; states come from polling ss/psutil only",
-        )
-    )
-    width = max(len(c[0]) for c in checks)
-    for name, ok, detail in checks:
-        typer.echo(f"{'ok ' if ok else '-- '} {name:<{width}}  {detail}")
-    essential = {"ss", "psutil"}
-    missing = [name for name, ok, _ in checks if name in essential and not ok]
-    return ExitStatus.MISSING_DEPENDENCY if missing else ExitStatus.OK
+
+    from handshake_lab.observe.trace import trace_capability  # noqa: PLC0415
+
+    ok, reason = trace_capability()
+    _line(ok, "tracefs", reason if ok else f"{reason} - no transition stream; polling only")
+    return ExitStatus.OK if ss is not None and psutil_ok else ExitStatus.MISSING_DEPENDENCY
+
+
+def cleanup_command(dry_run: bool) -> ExitStatus:
+    """Remove (or list) prefixed leftovers of runs that are no longer alive."""
+    from handshake_lab.topo.registry import cleanup_leftovers  # noqa: PLC0415
+
+    if os.geteuid() != 0:
+        typer.echo("nothing to do: only root can create (and so leave) namespaces and traces")
+        return ExitStatus.OK
+    try:
+        objects = cleanup_leftovers(dry_run)
+    except HandshakeLabError:
+        raise
+    verb = "would remove" if dry_run else "removed"
+    for obj in objects:
+        typer.echo(f"{verb} {obj}")
+    if not objects:
+        typer.echo("no leftovers with the hslab- prefix")
+    return ExitStatus.OK

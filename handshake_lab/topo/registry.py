@@ -445,6 +445,24 @@ def filter_owned(names: Iterable[str]) -> list[str]:
     return sorted(name for name in names if is_owned_name(name))
 
 
+def named_after_live_pid(name: str) -> bool:
+    """True if a dash-separated part of ``name`` is the pid of a running process.
+
+    Our names carry the creator's pid (``hslab-<pid>-<hex>-srv``, ``hslab-bench-<pid>``). A
+    registry records them before creation, but a name is the last line of defence: an object
+    whose creator is still running is never a leftover, recorded or not. (A reused pid keeps an
+    object a little longer; it is removed once that pid is gone.)
+    """
+    for part in name.split("-")[1:]:
+        if part.isdigit() and 0 < int(part) < 2**22:
+            with contextlib.suppress(OSError):
+                os.kill(int(part), 0)
+                return True
+            if Path(f"/proc/{part}").exists():
+                return True
+    return False
+
+
 def cleanup_leftovers(
     dry_run: bool,
     *,
@@ -476,7 +494,11 @@ def cleanup_leftovers(
         candidates += [KernelObject("netns", name) for name in list_netns()]
     if "trace_instance" in kinds:
         candidates += [KernelObject("trace_instance", path.name) for path in trace_instances()]
-    chosen = [obj for obj in candidates if obj not in live]
+    chosen = [
+        obj
+        for obj in candidates
+        if obj not in live and (include_live or not named_after_live_pid(obj.name))
+    ]
     removed = _remove_all(chosen, dry_run)
     if not dry_run:
         for entry in entries:

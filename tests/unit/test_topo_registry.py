@@ -168,11 +168,11 @@ def test_cleanup_leftovers_dry_run_lists_only_prefixed_names(
 ) -> None:
     netns_dir = tmp_path / "netns"
     netns_dir.mkdir()
-    for name in ["blue", "hslab", "hslabx", "hslab-1-abcd-srv", "hslab-2-live-cli"]:
+    for name in ["blue", "hslab", "hslabx", "hslab-4194303-abcd-srv", "hslab-2-live-cli"]:
         (netns_dir / name).touch()
     instances = tmp_path / "instances"
     instances.mkdir()
-    for name in ["mytrace", "hslab-1-abcd-trace"]:
+    for name in ["mytrace", "hslab-4194303-abcd-trace"]:
         (instances / name).mkdir()
     monkeypatch.setattr(registry, "NETNS_RUN_DIR", netns_dir)
     monkeypatch.setattr(registry, "TRACE_INSTANCE_DIRS", (instances,))
@@ -181,15 +181,15 @@ def test_cleanup_leftovers_dry_run_lists_only_prefixed_names(
 
     listed = cleanup_leftovers(dry_run=True, directory=tmp_path / "reg")
     assert [str(obj) for obj in listed] == [
-        "trace_instance hslab-1-abcd-trace",
-        "netns hslab-1-abcd-srv",
+        "trace_instance hslab-4194303-abcd-trace",
+        "netns hslab-4194303-abcd-srv",
     ]
     everything = cleanup_leftovers(dry_run=True, include_live=True, directory=tmp_path / "reg")
     assert KernelObject("netns", "hslab-2-live-cli") in everything
     assert sorted(p.name for p in netns_dir.iterdir()) == [
         "blue",
         "hslab",
-        "hslab-1-abcd-srv",
+        "hslab-4194303-abcd-srv",
         "hslab-2-live-cli",
         "hslabx",
     ]
@@ -206,3 +206,14 @@ def test_registry_dir_is_per_user_when_not_root(
     assert registry.registry_dir().name == f"hslab-{os.getuid()}"
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     assert registry.registry_dir() == Path("/run/hslab")
+
+
+def test_a_name_carrying_a_live_pid_is_never_a_leftover() -> None:
+    import os  # noqa: PLC0415
+
+    from handshake_lab.topo.registry import named_after_live_pid  # noqa: PLC0415
+
+    assert named_after_live_pid(f"hslab-bench-{os.getpid()}")
+    assert named_after_live_pid(f"hslab-{os.getpid()}-ab12-srv")
+    assert not named_after_live_pid("hslab-4194303-ab12-srv")  # above pid_max: no such pid
+    assert not named_after_live_pid("hslab-ab12-srv")
