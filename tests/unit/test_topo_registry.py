@@ -189,8 +189,8 @@ def test_cleanup_leftovers_dry_run_lists_only_prefixed_names(
     assert sorted(p.name for p in netns_dir.iterdir()) == [
         "blue",
         "hslab",
-        "hslab-4194303-abcd-srv",
         "hslab-2-live-cli",
+        "hslab-4194303-abcd-srv",
         "hslabx",
     ]
     assert live.path.exists()
