@@ -113,6 +113,7 @@ def agent_command(
     lab sockets, ss and psutil - lives in that network namespace.
     """
     from handshake_lab.cli.runlab import default_observers  # noqa: PLC0415
+    from handshake_lab.lab.placements import fast_observer  # noqa: PLC0415
 
     host = check_bind(bind)
     if not 0 <= port <= 65535:
@@ -122,6 +123,7 @@ def agent_command(
         enter_netns_for_good(netns)
     token, origin = agent_token(token_file)
     observers = default_observers()
+    fast = fast_observer(None)  # netlink in the agent's namespace, for the runner's polling
     _configure_logging(debug)
     config = AgentConfig(
         host=host,
@@ -132,7 +134,7 @@ def agent_command(
         line_timeout=line_timeout,
         idle_timeout=idle_timeout,
     )
-    agent = Agent(config, observers)
+    agent = Agent(config, observers, [fast] if fast is not None else [])
 
     async def main() -> None:
         running = asyncio.get_running_loop()

@@ -135,6 +135,7 @@ def run_lab_command(
             server=ends.server,
             clients=ends.clients,
             evidence=evidence,
+            shared_table=ends.shared_table or None,
         )
 
         async def main() -> bool:

@@ -36,6 +36,20 @@ class Placed:
     clients: ClientSide | None = None
     host: str = LOOPBACK_HOST
     details: dict[str, str] = field(default_factory=dict)
+    shared_table: bool = False
+
+
+def fast_observer(netns: str | None) -> Observer | None:
+    """The netlink observer for polling (in ``netns``), or None where it cannot work."""
+    from handshake_lab.errors import HandshakeLabError  # noqa: PLC0415
+    from handshake_lab.observe.netlink import NetlinkObserver  # noqa: PLC0415
+
+    try:
+        observer = NetlinkObserver(netns=netns)
+        observer.snapshot([])
+    except (HandshakeLabError, OSError):
+        return None
+    return observer
 
 
 @contextmanager
@@ -48,7 +62,18 @@ def placed(
 ) -> Iterator[Placed]:
     """Yield the lab's two ends for ``topology``; remove whatever was created on exit."""
     if topology == "loopback":
-        yield Placed("loopback", make_observers())
+        observers = make_observers()
+        fast = fast_observer(None)
+        if fast is None:
+            yield Placed("loopback", observers)
+            return
+        yield Placed(
+            "loopback",
+            observers,
+            server=LocalServer(LOOPBACK_HOST, observers, echo=lab.echo, fast_observers=[fast]),
+            clients=LocalClients(LOOPBACK_HOST, lab.clients, observers),
+            shared_table=True,
+        )
         return
     if topology != "netns":
         raise ValueError(f"unknown topology {topology!r}")
@@ -81,6 +106,7 @@ def placed(
             echo=lab.echo,
             scope=scope_of(pair.server_ns),
             netns=pair.server_ns,
+            fast_observers=[f] if (f := fast_observer(pair.server_ns)) else [],
         )
         clients = LocalClients(
             pair.client_addr,
@@ -88,6 +114,7 @@ def placed(
             scoped(pair.client_ns),
             scope=scope_of(pair.client_ns),
             netns=pair.client_ns,
+            fast_observers=[f] if (f := fast_observer(pair.client_ns)) else [],
         )
         yield Placed(
             "netns",

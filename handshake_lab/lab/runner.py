@@ -90,6 +90,7 @@ class LabRun:
         server: ServerSide | None = None,
         clients: ClientSide | None = None,
         evidence: Evidence | None = None,
+        shared_table: bool | None = None,
     ) -> None:
         """Without ``server``/``clients`` both live here on loopback and share ``observers``."""
         self.lab = lab
@@ -100,7 +101,9 @@ class LabRun:
         self.server: ServerSide = server or LocalServer(options.host, observers, echo=lab.echo)
         self.clients: ClientSide = clients or LocalClients(options.host, lab.clients, observers)
         # On loopback both sides read the same table: read it once per poll.
-        self.shared_table = server is None and clients is None
+        self.shared_table = (
+            shared_table if shared_table is not None else server is None and clients is None
+        )
         self.evidence = evidence
         self.t0 = time.monotonic()
         self.holds: dict[str, Hold] = {}
@@ -386,13 +389,13 @@ class LabRun:
                 tuples[server_side(name)] = (SERVER, (remote, local))
         return tuples
 
-    async def _snapshot(self) -> dict[str, Snapshot]:
+    async def _snapshot(self, *, fast: bool = False) -> dict[str, Snapshot]:
         ports = sorted(set(self.ports.values()))
         if self.shared_table:
-            table = await self.server.snapshot(ports)
+            table = await self.server.snapshot(ports, fast=fast)
             return {SERVER: table, CLIENT: table}
         server_table, client_table = await asyncio.gather(
-            self.server.snapshot(ports), self.clients.snapshot(ports)
+            self.server.snapshot(ports, fast=fast), self.clients.snapshot(ports, fast=fast)
         )
         return {SERVER: server_table, CLIENT: client_table}
 
@@ -425,6 +428,16 @@ class LabRun:
         all_sides = self.lab.sides()
         held_since: float | None = None
         while True:
+            # Poll with the fast observer (netlink, a fraction of a millisecond); once it sees
+            # the expected states, confirm with every observer (ss and psutil side by side),
+            # which is what the report shows. Without a fast observer both reads are the same.
+            fast_match = False
+            if step.expect and loop.time() < deadline:
+                quick = self._observe(await self._snapshot(fast=True), all_sides)
+                fast_match = self._states_match(step, quick)
+            if step.expect and not fast_match and loop.time() < deadline and held_since is None:
+                await asyncio.sleep(POLL_INTERVAL)
+                continue
             tables = await self._snapshot()
             now = loop.time()
             observed = self._observe(tables, all_sides)

@@ -53,7 +53,7 @@ class ServerSide(Protocol):
         self, peer: Address, action: str, data: str | None, timeout: float
     ) -> tuple[str, str | None]: ...
 
-    async def snapshot(self, ports: Collection[int]) -> Snapshot: ...
+    async def snapshot(self, ports: Collection[int], *, fast: bool = False) -> Snapshot: ...
 
     def observer_names(self) -> list[str]: ...
 
@@ -77,7 +77,7 @@ class ClientSide(Protocol):
         self, name: str, action: str, data: str | None, timeout: float
     ) -> tuple[str, str | None]: ...
 
-    async def snapshot(self, ports: Collection[int]) -> Snapshot: ...
+    async def snapshot(self, ports: Collection[int], *, fast: bool = False) -> Snapshot: ...
 
     def observer_names(self) -> list[str]: ...
 
@@ -241,9 +241,11 @@ class LocalServer:
         echo: bool = True,
         scope: Scope = contextlib.nullcontext,
         netns: str | None = None,
+        fast_observers: Sequence[Observer] = (),
     ) -> None:
         self.host = host
         self.observers = list(observers)
+        self.fast_observers = list(fast_observers)
         self.scope = scope
         self.server = EchoServer(host, echo=echo)
         self.ops = NamespaceOps(netns, scope)
@@ -284,7 +286,10 @@ class LocalServer:
             return "ENOTCONN", None
         return await stream_action(stream, action, data, timeout)
 
-    async def snapshot(self, ports: Collection[int]) -> Snapshot:
+    async def snapshot(self, ports: Collection[int], *, fast: bool = False) -> Snapshot:
+        """Every observer's view; with ``fast``, only the fast poller's (netlink) if any."""
+        if fast and self.fast_observers:
+            return await read_observers(self.fast_observers, ports)
         return await read_observers(self.observers, ports)
 
     def observer_names(self) -> list[str]:
@@ -311,9 +316,11 @@ class LocalClients:
         *,
         scope: Scope = contextlib.nullcontext,
         netns: str | None = None,
+        fast_observers: Sequence[Observer] = (),
     ) -> None:
         self.host = host
         self.observers = list(observers)
+        self.fast_observers = list(fast_observers)
         self.scope = scope
         self.clients = {name: Client(name, host) for name in names}
         self.ops = NamespaceOps(netns, scope)
@@ -356,7 +363,10 @@ class LocalClients:
             return (outcome if outcome not in NON_ERROR else "ENOTCONN"), None
         return await stream_action(client.stream, action, data, timeout)
 
-    async def snapshot(self, ports: Collection[int]) -> Snapshot:
+    async def snapshot(self, ports: Collection[int], *, fast: bool = False) -> Snapshot:
+        """Every observer's view; with ``fast``, only the fast poller's (netlink) if any."""
+        if fast and self.fast_observers:
+            return await read_observers(self.fast_observers, ports)
         return await read_observers(self.observers, ports)
 
     def observer_names(self) -> list[str]:
