@@ -32,6 +32,8 @@ class ExitStatus(IntEnum):
     """An observer, a library or a privilege the command needs is not available."""
     NETWORK_ERROR = 7
     """A socket operation failed in a way the lab did not ask for (busy port, ...)."""
+    QUIZ_WRONG = 8
+    """``--quiz``: the kernel agreed with the lab, but some predictions were wrong."""
     INTERRUPTED = 130
     """Ctrl-C or SIGTERM: every socket and kernel object was cleaned up before exit."""
 

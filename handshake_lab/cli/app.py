@@ -159,12 +159,26 @@ def run(
         bool | None,
         typer.Option("--trace/--no-trace", help="Follow kernel transitions [default: when root]."),
     ] = None,
+    quiz: Annotated[
+        bool,
+        typer.Option("--quiz", help="Predict each step's states before it runs; graded."),
+    ] = False,
+    answers: Annotated[
+        Path | None,
+        typer.Option(
+            "--answers",
+            help="Predictions from a TOML file ([STEP_ID] side = STATE ...): implies --quiz.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Run a lab: each step's action, the kernel's states for both ends, and why.
 
     Exit codes: 0 every step agreed with the kernel; 3 the kernel disagreed; 4 invalid lab
-    file; 5 unknown lab; 6 missing dependency; 7 network error; 130 interrupted.
+    file; 5 unknown lab; 6 missing dependency; 7 network error; 8 quiz predictions wrong;
+    130 interrupted.
     """
     from handshake_lab.cli.runlab import run_lab_command  # noqa: PLC0415
 
@@ -182,6 +196,8 @@ def run(
             pcap=pcap,
             capture=capture,
             trace=trace,
+            quiz=quiz,
+            answers=answers,
         ),
     )
     raise typer.Exit(int(status))

@@ -14,7 +14,8 @@ from handshake_lab.lab.evidence import Evidence
 from handshake_lab.lab.loader import find_lab
 from handshake_lab.lab.model import Step
 from handshake_lab.lab.placements import Placed, placed
-from handshake_lab.lab.runner import Emit, LabRun, Pause, RunOptions
+from handshake_lab.lab.quiz import Question, Quiz, normalise_state_answer
+from handshake_lab.lab.runner import Ask, Emit, LabRun, Pause, RunOptions
 from handshake_lab.net.loops import loop_factory
 from handshake_lab.observe.base import Observer
 from handshake_lab.observe.psutil_observer import PsutilObserver
@@ -56,6 +57,25 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def make_ask(lang: str) -> Ask:
+    """Ask each question on the terminal; unknown state spellings are asked again."""
+
+    async def ask(step: Step, questions: list[Question]) -> None:
+        sys.stderr.write(f"\n-- predict step {step.index}: {step.actor}: {step.action}\n")
+        for q in questions:
+            while True:
+                sys.stderr.write(f"   {q.text} ")
+                sys.stderr.flush()
+                line = (await asyncio.to_thread(sys.stdin.readline)).strip()
+                if q.kind != "state" or normalise_state_answer(line) is not None:
+                    q.answer = line
+                    break
+                sys.stderr.write("   (a state name such as SYN_SENT, FIN-WAIT-2 or ABSENT)\n")
+
+    del lang
+    return ask
 
 
 def make_evidence(
@@ -113,8 +133,15 @@ def run_lab_command(
     pcap: Path | None = None,
     capture: bool | None = None,
     trace: bool | None = None,
+    quiz: bool = False,
+    answers: Path | None = None,
 ) -> ExitStatus:
     lab = find_lab(name)
+    the_quiz: Quiz | None = None
+    if quiz or answers is not None:
+        if answers is None and not sys.stdin.isatty():
+            raise UsageError("--quiz needs a terminal to ask on, or --answers FILE")
+        the_quiz = Quiz(Quiz.load_answers(answers) if answers is not None else None)
     chosen = topology or lab.topologies[0]
     if chosen not in lab.topologies:
         raise UsageError(f"lab {lab.name} runs only with --topology {' or '.join(lab.topologies)}")
@@ -136,6 +163,8 @@ def run_lab_command(
             clients=ends.clients,
             evidence=evidence,
             shared_table=ends.shared_table or None,
+            quiz=the_quiz,
+            ask=make_ask(lang) if the_quiz is not None and answers is None else None,
         )
 
         async def main() -> bool:
@@ -162,4 +191,8 @@ def run_lab_command(
                 write_pcap(pcap, evidence.packets)
             if renderer is not None:
                 renderer.ladders(evidence.packets, evidence.events)
-    return ExitStatus.OK if passed else ExitStatus.KERNEL_DISAGREED
+    if not passed:
+        return ExitStatus.KERNEL_DISAGREED
+    if the_quiz is not None and the_quiz.summary()["correct"] < the_quiz.summary()["asked"]:
+        return ExitStatus.QUIZ_WRONG
+    return ExitStatus.OK

@@ -26,6 +26,8 @@ from handshake_lab.capture.decode import Packet
 from handshake_lab.errors import HandshakeLabError
 from handshake_lab.observe.base import Address
 from handshake_lab.observe.trace import TraceEvent
+from handshake_lab.tcp.segments import Flags
+from handshake_lab.tcp.states import TcpState
 
 SocketFactory = Callable[[], Any]
 
@@ -205,6 +207,36 @@ def segment_records(
     return out
 
 
+CAUSE_SLACK_S = 0.00002
+CAUSE_WINDOW_S = 0.25
+
+
+def segment_causes(old: TcpState, new: TcpState) -> list[Callable[[Flags], bool]] | None:
+    """Which received segments can move a socket from ``old`` to ``new``, by the state
+    machine's table: a list of flag tests, an empty list if only application calls (connect,
+    close, listen...) lead there, or None for a move the table does not have: any segment then.
+    A traced "-> CLOSE" also counts the table's "-> TIME_WAIT" causes (the tracepoint shows the
+    TIME_WAIT mini-socket taking over as a move to CLOSE)."""
+    from handshake_lab.tcp.machine import TRANSITIONS, Event  # noqa: PLC0415
+
+    tests: dict[Event, Callable[[Flags], bool]] = {
+        Event.RCV_SYN: lambda f: Flags.SYN in f and Flags.ACK not in f,
+        Event.RCV_SYN_ACK: lambda f: Flags.SYN in f and Flags.ACK in f,
+        Event.RCV_ACK: lambda f: Flags.ACK in f and not f & (Flags.SYN | Flags.FIN | Flags.RST),
+        Event.RCV_FIN: lambda f: Flags.FIN in f,
+        Event.RCV_FIN_ACK: lambda f: Flags.FIN in f and Flags.ACK in f,
+        Event.RCV_RST: lambda f: Flags.RST in f,
+    }
+    # The tracepoint never reports TIME_WAIT: the mini-socket taking over shows as "-> CLOSE".
+    targets = {new, TcpState.TIME_WAIT} if new is TcpState.CLOSE else {new}
+    events = [
+        ev for (state, ev), tr in TRANSITIONS.items() if state is old and tr.next_state in targets
+    ]
+    if not events:
+        return None
+    return [tests[ev] for ev in events if ev in tests]
+
+
 def transition_records(
     events: Sequence[TraceEvent],
     sides: Mapping[tuple[tuple[str, int], tuple[str, int] | None], str],
@@ -221,14 +253,23 @@ def transition_records(
         remote = (ev.remote.host, ev.remote.port) if ev.remote else None
         side = sides.get((local, remote)) or sides.get((local, None)) or f"{ev.local}"
         cause = None
-        for p in reversed(packets):
-            if p.timestamp > ev.time + 0.0005:
-                continue
-            if ev.time - p.timestamp > 0.25:
-                break
-            if (p.dst, p.dst_port) == local and (remote is None or (p.src, p.src_port) == remote):
-                cause = p.segment.flags_text
-                break
+        tests = segment_causes(ev.old, ev.new)
+        if tests == []:
+            cause = "application call"
+        else:
+            for p in reversed(packets):
+                # The tap sees a segment before the stack processes it; 20 us of slack covers
+                # the conversion between the capture and trace clocks.
+                if p.timestamp > ev.time + CAUSE_SLACK_S:
+                    continue
+                if ev.time - p.timestamp > CAUSE_WINDOW_S:
+                    break
+                to_us = (p.dst, p.dst_port) == local
+                if not to_us or (remote is not None and (p.src, p.src_port) != remote):
+                    continue
+                if tests is None or any(test(p.flags) for test in tests):
+                    cause = p.segment.flags_text
+                    break
         out.append(
             {
                 "t_ms": round((ev.time - t0) * 1000, 3),

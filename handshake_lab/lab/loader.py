@@ -234,10 +234,16 @@ def _build(doc: dict[str, Any], where: str, path: Path) -> Lab:
     # Port slots are whatever the steps name; 'main' always exists (it is --port).
     ports = [MAIN_PORT]
     for raw in steps_raw:
-        if isinstance(raw, dict) and isinstance(raw.get("args"), dict):
-            port = raw["args"].get("port")
-            if isinstance(port, str) and port not in ports:
-                ports.append(port)
+        if not isinstance(raw, dict):
+            continue
+        args = raw.get("args", {})
+        action_name = raw.get("action")
+        spec = ACTIONS.get(action_name) if isinstance(action_name, str) else None
+        port = args.get("port") if isinstance(args, dict) else None
+        if port is None and spec is not None and "port" in spec.args:
+            port = spec.args["port"].default  # e.g. self_connect's own slot
+        if isinstance(port, str) and port not in ports:
+            ports.append(port)
     sides = {listener_side(p) for p in ports}
     for c in clients:
         sides.update({c, server_side(c)})

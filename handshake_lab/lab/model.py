@@ -163,7 +163,11 @@ ACTIONS: Mapping[str, ActionSpec] = {
     ),
     "self_connect": ActionSpec(
         frozenset({"client"}),
-        {},
+        {
+            "port": ArgSpec(
+                (str,), "self", help="port slot to bind and connect to (a free port by default)"
+            )
+        },
         "bind a socket and connect it to its own address: a simultaneous open",
     ),
     "stale_syn": ActionSpec(

@@ -73,6 +73,7 @@ class StepReport:
     segments: list[dict[str, Any]] = field(default_factory=list)
     transitions: list[dict[str, Any]] = field(default_factory=list)
     holds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    quiz: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,7 @@ class LabResult:
     settle_s: float
     disagreed_steps: list[str] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)
+    quiz: dict[str, Any] | None = None
 
 
 Event = LabStarted | StepReport | LabResult

@@ -37,6 +37,7 @@ from handshake_lab.lab.model import (
     listener_side,
     server_side,
 )
+from handshake_lab.lab.quiz import Question, Quiz
 from handshake_lab.lab.report import (
     Event,
     LabResult,
@@ -56,6 +57,7 @@ from handshake_lab.net.placement import (
 from handshake_lab.observe.base import Address, Observer
 from handshake_lab.observe.reconcile import Reconciled, reconcile
 from handshake_lab.observe.versions import base_versions
+from handshake_lab.tcp.segments import Flags, seq_diff
 from handshake_lab.tcp.states import TcpState
 
 POLL_INTERVAL = 0.005
@@ -65,6 +67,7 @@ SERVER, CLIENT = "server", "client"
 
 Emit = Callable[[Event], None]
 Pause = Callable[[Step], Awaitable[None]]
+Ask = Callable[[Step, list[Question]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,8 @@ class LabRun:
         clients: ClientSide | None = None,
         evidence: Evidence | None = None,
         shared_table: bool | None = None,
+        quiz: Quiz | None = None,
+        ask: Ask | None = None,
     ) -> None:
         """Without ``server``/``clients`` both live here on loopback and share ``observers``."""
         self.lab = lab
@@ -109,6 +114,8 @@ class LabRun:
         self.holds: dict[str, Hold] = {}
         self.released: set[str] = set()
         self.steps = lab.steps_for(options.topology)
+        self.quiz = quiz
+        self.ask = ask
 
     # -- ports ------------------------------------------------------------------------------
 
@@ -174,6 +181,7 @@ class LabRun:
                 {"name": c.name, "ok": c.ok, "detail": c.detail}
                 for c in (self.evidence.checks() if self.evidence else [])
             ],
+            quiz=self.quiz.summary() if self.quiz else None,
         )
         self.emit(result)
         return result
@@ -191,6 +199,7 @@ class LabRun:
             await asyncio.shield(asyncio.to_thread(self.evidence.stop))
 
     async def _run_step(self, step: Step, position: int) -> StepReport:
+        questions, numbers, sender = await self._quiz_before(step)
         t0 = time.monotonic()
         await self._apply_holds(step)
         outcome, data, facts = await self._act(step)
@@ -203,6 +212,12 @@ class LabRun:
         if self.evidence is not None:
             segments, transitions = await self._evidence()
         mismatches = self._mismatches(step, observed, outcome, data, facts)
+        if self.quiz is not None and questions:
+            states = {
+                side: (r.state.name if r is not None and r.state is not None else ABSENT)
+                for side, r in observed.items()
+            }
+            self.quiz.grade(questions, states, outcome, self._ack_after(t0, sender, numbers))
         shown_facts = {
             k: v for k, v in facts.items() if step.action != "counters" or k in step.facts
         }
@@ -233,7 +248,80 @@ class LabRun:
             segments=segments,
             transitions=transitions,
             holds=holds,
+            quiz=[q.record() for q in questions],
         )
+
+    # -- quiz ---------------------------------------------------------------------------------
+
+    def _endpoint_of(self, step: Step) -> tuple[tuple[str, int], tuple[str, int]] | None:
+        """(sender, peer) endpoints of the step's actor's connection, if it has one."""
+        if step.actor == SERVER:
+            tup = self.clients.tuple_of(str(step.args.get("conn", "client")))
+            if tup is None:
+                return None
+            client, server = tup
+            return (server.host, server.port), (client.host, client.port)
+        if step.actor in self.lab.clients:
+            tup = self.clients.tuple_of(step.actor)
+            if tup is None:
+                return None
+            local, remote = tup
+            return (local.host, local.port), (remote.host, remote.port)
+        return None
+
+    async def _quiz_before(
+        self, step: Step
+    ) -> tuple[list[Question], dict[str, int], tuple[tuple[str, int], tuple[str, int]] | None]:
+        if self.quiz is None:
+            return [], {}, None
+        numbers: dict[str, int] = {}
+        ends = self._endpoint_of(step)
+        if self.evidence is not None and ends is not None:
+            await asyncio.to_thread(self.evidence.collect)
+            sent = [
+                p
+                for p in self.evidence.packets
+                if (p.src, p.src_port) == ends[0] and (p.dst, p.dst_port) == ends[1]
+            ]
+            if sent:
+                next_seq = sent[-1].segment.next_seq
+                if step.action in {"close", "send_eof"}:
+                    numbers["u"] = next_seq
+                elif step.action == "send":
+                    numbers["s"] = next_seq
+                    numbers["n"] = len(str(step.args.get("data", "")).encode())
+        tuples = {
+            side: f"{tup[0]} > {tup[1]}" if tup[1] is not None else f"{tup[0]}"
+            for side, (_, tup) in self._tuples().items()
+            if tup is not None
+        }
+        questions = self.quiz.questions(step, tuples, numbers)
+        if questions and not self.quiz.prefilled(step, questions) and self.ask is not None:
+            await self.ask(step, questions)
+        return questions, numbers, ends
+
+    def _ack_after(
+        self,
+        t0: float,
+        ends: tuple[tuple[str, int], tuple[str, int]] | None,
+        numbers: Mapping[str, int],
+    ) -> int | None:
+        """The peer's first acknowledgment, after ``t0``, of what the step sent."""
+        if self.evidence is None or ends is None:
+            return None
+        base = numbers.get("u", numbers.get("s"))
+        if base is None:
+            return None
+        for p in self.evidence.packets:
+            if (
+                p.timestamp < t0
+                or (p.src, p.src_port) != ends[1]
+                or (p.dst, p.dst_port) != ends[0]
+            ):
+                continue
+            if Flags.ACK in p.flags and seq_diff(p.ack, base) > 0:
+                return p.ack
+        return None
 
     # -- holds and evidence -----------------------------------------------------------------
 
@@ -282,7 +370,10 @@ class LabRun:
         names = name_endpoints(tuples)
         segments = segment_records(packets, self.evidence.packets, names, self.t0)
         keyed: dict[tuple[tuple[str, int], tuple[str, int] | None], str] = {}
-        for side, tup in tuples.items():
+        # Server sides first, so a client's own name wins where the two share a 4-tuple
+        # (a self-connected socket is its own peer).
+        ordered = sorted(tuples.items(), key=lambda item: item[0] in self.lab.clients)
+        for side, tup in ordered:
             if tup is not None:
                 local, remote = tup
                 remote_key = (remote.host, remote.port) if remote else None
@@ -359,7 +450,8 @@ class LabRun:
             )
             return outcome, None, {"connected": made, "time_wait": time_wait}
         if action == "self_connect":
-            return await self.clients.self_connect(step.actor, step.timeout), None, {}
+            port = self.ports[str(args.get("port", "self"))]
+            return await self.clients.self_connect(step.actor, port, step.timeout), None, {}
         if action == "stale_syn":
             slot = str(args.get("port", MAIN_PORT))
             server = Address(self.server.host, self.ports[slot])

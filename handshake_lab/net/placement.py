@@ -85,7 +85,7 @@ class ClientSide(Protocol):
 
     async def churn(self, server: Address, count: int, timeout: float) -> tuple[str, int]: ...
 
-    async def self_connect(self, name: str, timeout: float) -> str: ...
+    async def self_connect(self, name: str, port: int, timeout: float) -> str: ...
 
     async def stale_syn(self, name: str, server: Address, seq: int) -> str: ...
 
@@ -402,14 +402,10 @@ class LocalClients:
             sock.close()
         return "ok", made
 
-    async def self_connect(self, name: str, timeout: float) -> str:
-        """Connect a socket to its own address: both SYNs cross, a simultaneous open."""
+    async def self_connect(self, name: str, port: int, timeout: float) -> str:
+        """Connect a socket bound to ``port`` to its own address: a simultaneous open (the
+        SYN arrives at the socket that sent it, in SYN_SENT, which answers SYN-ACK)."""
         client = self.clients[name]
-        with self.scope():
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((self.host, 0))
-        port = sock.getsockname()[1]
-        sock.close()
         with self.scope():
             return await client.connect(port, wait=True, timeout=timeout, bind=(self.host, port))
 

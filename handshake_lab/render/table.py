@@ -164,6 +164,13 @@ class TableRenderer:
             cause = f" (after {tr['cause']})" if tr.get("cause") else ""
             line = f"{tr['t_ms']:>9.3f} ms  {tr['side']}: {tr['old']} -> {tr['new']}{cause}"
             c.print(Padding(Text(line, style="magenta"), (0, 0, 0, 2), expand=False))
+        for qa in ev.quiz:
+            if qa["correct"] is None:
+                mark, style = "[--]", "dim"
+            else:
+                mark, style = ("[ok]", "green") if qa["correct"] else ("[xx]", "bold red")
+            line = f"{mark} quiz {qa['key']}: you said {qa['answer']}, kernel said {qa['truth']}"
+            c.print(Padding(Text(line, style=style), (0, 0, 0, 2), expand=False))
         if ev.agrees:
             c.print(
                 Padding(
@@ -228,6 +235,9 @@ class TableRenderer:
     def _result(self, ev: LabResult) -> None:
         c = self.console
         c.print()
+        if ev.quiz is not None:
+            q = ev.quiz
+            c.print(Text(f"quiz: {q['correct']}/{q['asked']} predictions right ({q['score']}%)"))
         for check in ev.checks:
             mark = "[ok]" if check["ok"] else "[!!]"
             style = "green" if check["ok"] else "bold red"

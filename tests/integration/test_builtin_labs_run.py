@@ -26,13 +26,21 @@ ALIASES_SS = {
 }
 
 
-@pytest.mark.parametrize("name", builtin_names())
+LOOPBACK_LABS = [
+    name
+    for name in builtin_names()
+    if "loopback" in load_lab(builtin_dir() / f"{name}.toml").topologies
+]
+
+
+@pytest.mark.parametrize("name", LOOPBACK_LABS)
 def test_builtin_lab_kernel_states_match_expectations(name: str, loop_name: str) -> None:
     lab = load_lab(builtin_dir() / f"{name}.toml")
     recorded = run_lab(lab, loop_name)
     steps = recorded.steps
-    assert list(steps) == [s.id for s in lab.steps]
-    for step in lab.steps:
+    wanted = lab.steps_for("loopback")
+    assert list(steps) == [s.id for s in wanted]
+    for step in wanted:
         report = steps[step.id]
         assert report.mismatches == [], (step.id, report.mismatches)
         for side, expected in step.expect.items():
@@ -45,4 +53,4 @@ def test_builtin_lab_kernel_states_match_expectations(name: str, loop_name: str)
             assert observed.sources["ss"] == ALIASES_SS[want], (step.id, side)
             assert observed.sources["psutil"] == want, (step.id, side)
     assert recorded.result.passed
-    assert recorded.result.agreed == len(lab.steps)
+    assert recorded.result.agreed == len(wanted)
