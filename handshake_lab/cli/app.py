@@ -226,6 +226,52 @@ def doctor(
     raise typer.Exit(int(status))
 
 
+@app.command()
+def watch(
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port", "-p", min=1, max=65535, help="Only sockets with this local or remote port."
+        ),
+    ] = None,
+    pid: Annotated[
+        int | None,
+        typer.Option("--pid", min=1, help="Only sockets this process owns."),
+    ] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state",
+            "-s",
+            help="Only sockets entering, in or leaving this state (FIN-WAIT-2...).",
+        ),
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="NDJSON: transitions as they happen (--once: sockets).")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.01, help="Seconds between refreshes.")
+    ] = 0.5,
+    count: Annotated[
+        int | None,
+        typer.Option("--count", min=1, help="Stop after this many refreshes [default: Ctrl-C]."),
+    ] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Watch the TCP states of any program's sockets live, marking each transition.
+
+    Exit codes: 0 stopped (Ctrl-C, --count or --once); 2 bad option (unknown state, no such
+    pid); 6 the socket table cannot be read.
+    """
+    from handshake_lab.cli.watch_cmd import watch_command  # noqa: PLC0415
+
+    status = guarded(
+        debug, lambda: watch_command(port, pid, state, once, json_out, interval, count)
+    )
+    raise typer.Exit(int(status))
+
+
 def version_callback(value: bool) -> None:
     if value:
         from handshake_lab import __version__  # noqa: PLC0415
