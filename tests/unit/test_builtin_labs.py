@@ -20,7 +20,22 @@ from handshake_lab.tcp.states import TcpState
 
 LAB_DIR = Path(__file__).resolve().parents[2] / "labs"
 LAB_FILES = sorted(LAB_DIR.glob("*.toml"))
-EXPECTED_LABS = {"handshake", "half-close", "close", "port-reuse", "close-wait-leak", "reset"}
+EXPECTED_LABS = {
+    "handshake",
+    "half-close",
+    "close",
+    "port-reuse",
+    "close-wait-leak",
+    "reset",
+    "lost-last-ack",
+    "simultaneous-close",
+    "simultaneous-open",
+    "stale-syn",
+    "port-exhaustion",
+    "syn-backlog",
+}
+# Labs whose lesson needs nftables holds, raw SYNs or namespace sysctls (root).
+NETNS_ONLY_LABS = {"lost-last-ack", "simultaneous-close", "stale-syn", "port-exhaustion"}
 CJK = re.compile(r"[\u4e00-\u9fff]")
 # States that last microseconds on loopback: a poll cannot be expected to catch them.
 UNCATCHABLE = {TcpState.SYN_RECV, TcpState.NEW_SYN_RECV, TcpState.LAST_ACK, TcpState.CLOSING}
@@ -65,8 +80,22 @@ def width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
-def test_the_six_labs_exist() -> None:
+def test_the_built_in_labs_exist() -> None:
     assert {p.stem for p in LAB_FILES} == EXPECTED_LABS
+
+
+def runs_on_loopback(loaded: Lab, s: Step) -> bool:
+    return "loopback" in loaded.topologies and s.only in (None, "loopback")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_LABS))
+def test_labs_that_need_namespaces_say_so(name: str) -> None:
+    loaded = lab(name)
+    if name in NETNS_ONLY_LABS:
+        assert loaded.topologies == ("netns",)
+    else:
+        assert "loopback" in loaded.topologies
+        assert loaded.steps_for("loopback"), name
 
 
 @pytest.mark.parametrize("path", LAB_FILES, ids=lambda p: p.stem)
@@ -119,7 +148,11 @@ def test_chinese_text_has_no_line_breaks_inside_sentences(path: Path) -> None:
 
 @pytest.mark.parametrize("path", LAB_FILES, ids=lambda p: p.stem)
 def test_no_step_expects_a_state_loopback_cannot_hold(path: Path) -> None:
-    for s in load_lab(path).steps:
+    # Steps that run only in namespaces hold such states with nftables (and prove the drop).
+    loaded = load_lab(path)
+    for s in loaded.steps:
+        if not runs_on_loopback(loaded, s):
+            continue
         for side, state in s.expect.items():
             assert state not in UNCATCHABLE, (s.id, side, state)
 
@@ -319,3 +352,126 @@ def test_the_example_in_docs_is_a_valid_lab() -> None:
     example = parse_lab(match.group(1).encode(), "docs/labs.md")
     assert example.name == "tiny-close"
     assert [s.id for s in example.steps] == ["listen", "connect", "client-close", "server-close"]
+
+
+# --- the held labs (netns): each hold is where KERNEL-FACTS says it works -----------------
+
+
+def holds_of(name: str, sid: str) -> dict[str, tuple[str, str, int | None]]:
+    return {h.id: (h.kind, h.at, h.count) for h in step(name, sid).holds}
+
+
+def test_handshake_keeps_its_loopback_form_and_gains_a_netns_form() -> None:
+    loopback = [s.id for s in lab("handshake").steps_for("loopback")]
+    assert loopback == [
+        "listen",
+        "fill-queue",
+        "syn-dropped",
+        "accept",
+        "who-is-first",
+        "why-three",
+        "send",
+        "echo",
+    ]
+    netns_only = [s for s in lab("handshake").steps if s.only == "netns"]
+    assert [s.id for s in netns_only] == [
+        "synack-dropped",
+        "synack-released",
+        "ack-dropped",
+        "data-completes",
+        "late-echo",
+    ]
+    assert holds_of("handshake", "synack-dropped") == {"synack": ("drop_synack", "client", None)}
+    held = step("handshake", "synack-dropped")
+    assert held.expect == {"held": TcpState.SYN_SENT, "server.held": TcpState.SYN_RECV}
+    assert held.facts == {"dropped.synack": ">=2"}
+    assert step("handshake", "synack-released").release == ("synack",)
+    assert holds_of("handshake", "ack-dropped") == {"ack": ("drop_pure_ack", "server", None)}
+    lazy = step("handshake", "ack-dropped")
+    # The seed's claim 2: the client is ESTABLISHED while the server is still SYN_RECV.
+    assert lazy.expect == {"lazy": TcpState.ESTABLISHED, "server.lazy": TcpState.SYN_RECV}
+    assert step("handshake", "data-completes").expect["server.lazy"] == TcpState.ESTABLISHED
+    assert "not only a bare ACK" in en("handshake", "data-completes")
+
+
+def test_lost_last_ack_holds_fin_wait1_and_last_ack() -> None:
+    assert holds_of("lost-last-ack", "fin-wait1-held") == {
+        "finack": ("drop_ack_of_fin", "client", None)
+    }
+    assert step("lost-last-ack", "fin-wait1-held").expect["client"] == TcpState.FIN_WAIT1
+    assert step("lost-last-ack", "fin-acked").expect["client"] == TcpState.FIN_WAIT2
+    assert holds_of("lost-last-ack", "last-ack-held") == {
+        "lastack": ("drop_pure_ack", "server", 1)
+    }
+    last = step("lost-last-ack", "last-ack-held")
+    assert last.expect == {"client": TcpState.TIME_WAIT, "server": TcpState.LAST_ACK}
+    assert last.facts == {"dropped.lastack": 1}
+    again = step("lost-last-ack", "fin-again")
+    assert again.expect == {"client": TcpState.TIME_WAIT, "server": None}
+    assert again.timeout >= 2
+    assert "third segment of the teardown" in en("lost-last-ack", "last-ack-held")
+    assert "restarts its 60 s timer" in en("lost-last-ack", "fin-again")
+    assert "not simply discarded" in en("lost-last-ack", "why-time-wait")
+
+
+def test_simultaneous_close_holds_both_fins_then_both_time_wait() -> None:
+    assert holds_of("simultaneous-close", "client-closes") == {
+        "fin-to-server": ("hold_fin", "server", None),
+        "fin-to-client": ("hold_fin", "client", None),
+    }
+    both = step("simultaneous-close", "server-closes")
+    assert both.expect == {"client": TcpState.FIN_WAIT1, "server": TcpState.FIN_WAIT1}
+    released = step("simultaneous-close", "release")
+    assert set(released.release) == {"fin-to-server", "fin-to-client"}
+    assert released.expect == {"client": TcpState.TIME_WAIT, "server": TcpState.TIME_WAIT}
+    assert "FIN_WAIT1 -> CLOSING" in en("simultaneous-close", "release")
+
+
+def test_simultaneous_open_needs_no_listener_and_runs_on_loopback() -> None:
+    loaded = lab("simultaneous-open")
+    assert "loopback" in loaded.topologies
+    assert all(s.action != "listen" for s in loaded.steps)
+    first = step("simultaneous-open", "self-connect")
+    assert first.action == "self_connect"
+    assert first.expect == {"client": TcpState.ESTABLISHED}
+    assert "SYN_SENT" in en("simultaneous-open", "self-connect")
+    assert "SYN_RECV" in en("simultaneous-open", "self-connect")
+
+
+def test_stale_syn_makes_no_connection() -> None:
+    assert step("stale-syn", "old-syn").action == "stale_syn"
+    assert holds_of("stale-syn", "old-syn") == {"rst": ("drop_rst", "server", None)}
+    assert step("stale-syn", "old-syn").expect == {
+        "server.ghost": TcpState.SYN_RECV,
+        "ghost": None,
+    }
+    assert step("stale-syn", "rst-arrives").expect["server.ghost"] is None
+    assert step("stale-syn", "rst-arrives").timeout >= 4
+    assert "three segments are needed" in en("stale-syn", "rst-arrives")
+
+
+def test_port_exhaustion_fails_then_reuses_a_time_wait() -> None:
+    loaded = lab("port-exhaustion")
+    assert loaded.sysctls == {"client": {"net.ipv4.ip_local_port_range": "40000 40009"}}
+    assert step("port-exhaustion", "churn").facts == {"connected": 10, "time_wait": 10}
+    assert step("port-exhaustion", "no-port-left").outcome == "EADDRNOTAVAIL"
+    assert step("port-exhaustion", "tw-reuse").args == {
+        "key": "net.ipv4.tcp_tw_reuse",
+        "value": 1,
+    }
+    reused = step("port-exhaustion", "reused")
+    assert reused.args["retry"] is True
+    assert reused.outcome == "ok"
+    assert "loopback" in en("port-exhaustion", "no-port-left")  # why the default 2 fails
+
+
+def test_syn_backlog_counts_the_dropped_syns_only_in_a_fresh_namespace() -> None:
+    counters = step("syn-backlog", "counters")
+    assert counters.only == "netns"
+    assert counters.facts == {"TcpExt.ListenOverflows": ">=2", "TcpExt.ListenDrops": ">=2"}
+    assert [s.id for s in lab("syn-backlog").steps_for("loopback")] == [
+        "listen",
+        "fill",
+        "syn-dropped",
+        "accept",
+    ]
