@@ -173,6 +173,7 @@ def remote_sides(peer: str, token: str, lab: Lab) -> tuple[RemoteServer, LocalCl
     read on this machine, the server's on the agent's.
     """
     from handshake_lab.cli.runlab import default_observers  # noqa: PLC0415
+    from handshake_lab.lab.placements import fast_observer  # noqa: PLC0415
 
     host, port = parse_peer(peer, DEFAULT_AGENT_PORT)
     info, local_addr = probe_agent(host, port, token)
@@ -187,7 +188,13 @@ def remote_sides(peer: str, token: str, lab: Lab) -> tuple[RemoteServer, LocalCl
         lab_host=lab_host if isinstance(lab_host, str) else None,
         observers=[str(n) for n in names] if isinstance(names, list) else None,
     )
-    clients = LocalClients(local_addr, lab.clients, default_observers())
+    fast = fast_observer(None)
+    clients = LocalClients(
+        local_addr,
+        lab.clients,
+        default_observers(),
+        fast_observers=[fast] if fast is not None else [],
+    )
     return server, clients
 
 
