@@ -34,6 +34,7 @@ class LoopName(StrEnum):
 class Topology(StrEnum):
     loopback = "loopback"
     netns = "netns"
+    netns_agent = "netns-agent"
 
 
 app = typer.Typer(
@@ -129,7 +130,8 @@ def run(
         Topology | None,
         typer.Option(
             "--topology",
-            help="Where the endpoints live: loopback, or two network namespaces (root) "
+            help="Where the endpoints live: loopback; two network namespaces (root); or "
+            "netns-agent, the server side run by an agent in its namespace "
             "[default: the lab's first].",
         ),
     ] = None,
@@ -172,6 +174,18 @@ def run(
             dir_okay=False,
         ),
     ] = None,
+    peer: Annotated[
+        str | None,
+        typer.Option("--peer", help="HOST[:PORT] of an agent that runs the server side."),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            help="The agent's token (0600) [default: $HSLAB_AGENT_TOKEN].",
+            dir_okay=False,
+        ),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Run a lab: each step's action, the kernel's states for both ends, and why.
@@ -198,6 +212,8 @@ def run(
             trace=trace,
             quiz=quiz,
             answers=answers,
+            peer=peer,
+            token_file=token_file,
         ),
     )
     raise typer.Exit(int(status))
@@ -269,6 +285,40 @@ def watch(
     status = guarded(
         debug, lambda: watch_command(port, pid, state, once, json_out, interval, count)
     )
+    raise typer.Exit(int(status))
+
+
+@app.command()
+def agent(
+    bind: Annotated[
+        str,
+        typer.Option("--bind", help="IPv4 address of the lab network to listen on (required)."),
+    ],
+    port: Annotated[
+        int, typer.Option("--port", "-p", min=0, max=65535, help="Control port.")
+    ] = 7878,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            help="Token file (0600), created if missing [default: $HSLAB_AGENT_TOKEN].",
+            dir_okay=False,
+        ),
+    ] = None,
+    netns: Annotated[
+        str | None,
+        typer.Option("--netns", help="Serve from inside this network namespace (root)."),
+    ] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Serve the server side of labs for 'run --peer' on another machine.
+
+    Binds only the address given (never a wildcard); clients prove the shared token.
+    Exit codes: 0 stopped (Ctrl-C, SIGTERM); 2 bad option; 7 cannot listen.
+    """
+    from handshake_lab.cli.agent_cmd import agent_command  # noqa: PLC0415
+
+    status = guarded(debug, lambda: agent_command(bind, port, token_file, netns, debug))
     raise typer.Exit(int(status))
 
 

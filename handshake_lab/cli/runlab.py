@@ -12,8 +12,8 @@ from pathlib import Path
 from handshake_lab.errors import ExitStatus, Interrupted, UsageError
 from handshake_lab.lab.evidence import Evidence
 from handshake_lab.lab.loader import find_lab
-from handshake_lab.lab.model import Step
-from handshake_lab.lab.placements import Placed, placed
+from handshake_lab.lab.model import Lab, Step
+from handshake_lab.lab.placements import Placed, placed, step_topology
 from handshake_lab.lab.quiz import Question, Quiz, normalise_state_answer
 from handshake_lab.lab.runner import Ask, Emit, LabRun, Pause, RunOptions
 from handshake_lab.net.loops import loop_factory
@@ -59,6 +59,25 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def place(
+    topology: str, lab: Lab, loop: str, peer: str | None, token_file: Path | None
+) -> Iterator[Placed]:
+    """The lab's two ends: here (loopback, namespaces) or the server at an agent (--peer)."""
+    if peer is None:
+        with placed(topology, lab, default_observers, loop=loop) as ends:
+            yield ends
+        return
+    from handshake_lab.agent.token import TokenError, load_token  # noqa: PLC0415
+    from handshake_lab.cli.agent_cmd import remote_sides  # noqa: PLC0415
+
+    token = load_token(token_file)
+    if token is None:
+        raise TokenError("--peer needs the agent's token: set HSLAB_AGENT_TOKEN or --token-file")
+    server, clients = remote_sides(peer, token, lab)
+    yield Placed("remote", clients.observers, server=server, clients=clients, host=server.host)
+
+
 def make_ask(lang: str) -> Ask:
     """Ask each question on the terminal; unknown state spellings are asked again."""
 
@@ -92,7 +111,7 @@ def make_evidence(
     from handshake_lab.topo.registry import new_run_id  # noqa: PLC0415
 
     run_id = ends.details.get("run_id") or new_run_id()
-    if ends.topology == "netns":
+    if ends.topology in {"netns", "netns-agent"}:
         from handshake_lab.capture.sniffer import default_socket_factory  # noqa: PLC0415
         from handshake_lab.topo.netns import in_netns  # noqa: PLC0415
 
@@ -135,22 +154,30 @@ def run_lab_command(
     trace: bool | None = None,
     quiz: bool = False,
     answers: Path | None = None,
+    peer: str | None = None,
+    token_file: Path | None = None,
 ) -> ExitStatus:
     lab = find_lab(name)
+    if peer is not None and topology is not None:
+        raise UsageError("--peer and --topology exclude each other: the agent is the server")
     the_quiz: Quiz | None = None
     if quiz or answers is not None:
         if answers is None and not sys.stdin.isatty():
             raise UsageError("--quiz needs a terminal to ask on, or --answers FILE")
         the_quiz = Quiz(Quiz.load_answers(answers) if answers is not None else None)
-    chosen = topology or lab.topologies[0]
-    if chosen not in lab.topologies:
-        raise UsageError(f"lab {lab.name} runs only with --topology {' or '.join(lab.topologies)}")
+    chosen = "remote" if peer is not None else topology or lab.topologies[0]
+    if step_topology(chosen) not in lab.topologies:
+        where = "--peer" if peer is not None else f"--topology {chosen}"
+        raise UsageError(
+            f"lab {lab.name} cannot run with {where}: it runs with --topology "
+            + " or ".join(lab.topologies)
+        )
     factory = loop_factory(loop)
     default_observers()  # fail early, before building anything, if ss or psutil is unusable
     renderer = None if json_out else TableRenderer(make_console(), lang)
     emit: Emit = JsonLinesRenderer() if renderer is None else renderer
     pause = make_pause(lang) if step and sys.stdin.isatty() else None
-    with sigterm_as_interrupt(), placed(chosen, lab, default_observers) as ends:
+    with sigterm_as_interrupt(), place(chosen, lab, loop, peer, token_file) as ends:
         evidence = make_evidence(ends, capture=capture, trace=trace, pcap=pcap)
         options = RunOptions(lang=lang, loop=loop, topology=chosen, port=port, host=ends.host)
         runner = LabRun(

@@ -207,7 +207,7 @@ def segment_records(
     return out
 
 
-CAUSE_SLACK_S = 0.00002
+CAUSE_SLACK_S = 0.000005
 CAUSE_WINDOW_S = 0.25
 
 
@@ -258,7 +258,7 @@ def transition_records(
             cause = "application call"
         else:
             for p in reversed(packets):
-                # The tap sees a segment before the stack processes it; 20 us of slack covers
+                # The tap sees a segment before the stack processes it; 5 us of slack covers
                 # the conversion between the capture and trace clocks.
                 if p.timestamp > ev.time + CAUSE_SLACK_S:
                     continue

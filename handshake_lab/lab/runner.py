@@ -37,6 +37,7 @@ from handshake_lab.lab.model import (
     listener_side,
     server_side,
 )
+from handshake_lab.lab.placements import step_topology
 from handshake_lab.lab.quiz import Question, Quiz
 from handshake_lab.lab.report import (
     Event,
@@ -113,7 +114,7 @@ class LabRun:
         self.t0 = time.monotonic()
         self.holds: dict[str, Hold] = {}
         self.released: set[str] = set()
-        self.steps = lab.steps_for(options.topology)
+        self.steps = lab.steps_for(step_topology(options.topology))
         self.quiz = quiz
         self.ask = ask
 

@@ -284,3 +284,17 @@ def test_a_syn_ack_answered_by_rst_is_reported_as_a_reset_handshake() -> None:
     assert "handshake.ack_ack" not in checks
     doctored = [*packets[:2], pkt(C, S, "RST", 999, 0, t=0.002)]
     assert not {c.name: c for c in check_handshake(doctored)}["handshake.reset"].ok
+
+
+def test_retransmitted_syns_are_not_taken_for_the_third_segment() -> None:
+    # The SYN-ACK was dropped by a hold: the client resends its SYN before it answers.
+    packets = [
+        pkt(C, S, "SYN", 1000, 0, t=0.0),
+        pkt(S, C, "SYN,ACK", 5000, 1001, t=0.001),
+        pkt(C, S, "SYN", 1000, 0, t=1.0),
+        pkt(S, C, "SYN,ACK", 5000, 1001, t=1.001),
+        pkt(C, S, "ACK", 1001, 5001, t=1.002),
+    ]
+    checks = {c.name: c for c in check_handshake(packets)}
+    assert checks["handshake.ack_ack"].ok
+    assert checks["handshake.third_not_syn"].ok

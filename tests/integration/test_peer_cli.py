@@ -1,0 +1,107 @@
+"""run --peer as a student on the client machine uses it: a real agent process, a real token."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from handshake_lab.agent.token import generate_token, write_token_file
+from handshake_lab.errors import ExitStatus
+
+CLI = [sys.executable, "-m", "handshake_lab"]
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """``handshake-lab agent`` on 127.0.0.1, a free port; yields (peer, token file)."""
+    token_file = tmp_path / "agent.token"
+    write_token_file(token_file, generate_token())
+    env = {k: v for k, v in os.environ.items() if k != "HSLAB_AGENT_TOKEN"}
+    with subprocess.Popen(
+        [*CLI, "agent", "--bind", "127.0.0.1", "--port", "0", "--token-file", str(token_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert "listening on 127.0.0.1:" in line, line
+            port = line.split("listening on ")[1].split()[0].rsplit(":", 1)[1]
+            yield f"127.0.0.1:{port}", token_file
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k != "HSLAB_AGENT_TOKEN"}
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={**base, **(env or {})},
+        check=False,
+    )
+
+
+def test_a_lab_runs_with_its_server_side_at_the_agent(agent: tuple[str, Path]) -> None:
+    peer, token_file = agent
+    proc = run("run", "reset", "--peer", peer, "--token-file", str(token_file), "--json")
+    assert proc.returncode == ExitStatus.OK, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert events[0]["topology"] == "remote"
+    steps = {e["id"]: e for e in events if e["event"] == "step"}
+    assert steps["server-sees-reset"]["outcome"] == "ECONNRESET"
+    assert events[-1]["passed"] is True
+
+
+def test_the_token_may_come_from_the_environment(agent: tuple[str, Path]) -> None:
+    peer, token_file = agent
+    token = token_file.read_text().strip()
+    proc = run("run", "close-wait-leak", "--peer", peer, env={"HSLAB_AGENT_TOKEN": token})
+    assert proc.returncode == ExitStatus.OK, proc.stderr
+
+
+def test_a_wrong_token_is_one_line_and_a_network_error(agent: tuple[str, Path]) -> None:
+    peer, _ = agent
+    proc = run("run", "reset", "--peer", peer, env={"HSLAB_AGENT_TOKEN": "x" * 64})
+    assert proc.returncode == ExitStatus.NETWORK_ERROR
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "token" in lines[0]
+
+
+def test_no_token_says_where_to_put_it(agent: tuple[str, Path]) -> None:
+    peer, _ = agent
+    proc = run("run", "reset", "--peer", peer)
+    assert proc.returncode == ExitStatus.NETWORK_ERROR
+    assert "HSLAB_AGENT_TOKEN" in proc.stderr
+
+
+def test_peer_and_topology_exclude_each_other() -> None:
+    proc = run("run", "reset", "--peer", "127.0.0.1:1", "--topology", "netns")
+    assert proc.returncode == ExitStatus.USAGE
+    assert "exclude" in proc.stderr
+
+
+def test_an_agent_that_is_not_there_is_a_network_error(tmp_path: Path) -> None:
+    token_file = tmp_path / "t"
+    write_token_file(token_file, generate_token())
+    proc = run("run", "reset", "--peer", "127.0.0.1:1", "--token-file", str(token_file))
+    assert proc.returncode == ExitStatus.NETWORK_ERROR
+    assert len(proc.stderr.strip().splitlines()) == 1
