@@ -21,6 +21,7 @@ from types import FrameType
 from churn import Churn, churn
 from nsbench import BenchNetns, fill, leftover_namespaces
 from observers import Row, measure, table, targets
+from labs import lab_report
 from startup import report
 
 BUDGET_SECONDS = 270.0
@@ -111,6 +112,7 @@ def main() -> int:
         for item in NEEDS_ROOT:
             print(f"  - {item}")
         print("\n".join(report("host namespace")))
+        print("\n".join(lab_report(args.repeats)))
         return 0
     signal.signal(signal.SIGTERM, _terminate)
     limit = _raise_nofile(max(sizes) // 2 + 1024)
@@ -129,6 +131,8 @@ def main() -> int:
         with BenchNetns():
             print("\n".join(report("empty bench namespace")))
         print("\n".join(report("host namespace")[1:]))
+        print()
+        print("\n".join(lab_report(args.repeats)))
     finally:
         left = leftover_namespaces()
         if left:
