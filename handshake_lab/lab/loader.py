@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import difflib
 import errno
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Collection, Mapping
 from importlib import resources
@@ -113,10 +115,19 @@ def find_lab(name_or_path: str) -> Lab:
 def load_lab(path: Path) -> Lab:
     where = str(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer. Only regular files are read,
+        # and never more than the limit: /dev/zero would otherwise be read until memory ends.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if stat.S_ISDIR(info.st_mode):
+                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+            if not stat.S_ISREG(info.st_mode):
+                raise LabInvalidError(where, "not a regular file")
+            raw = handle.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            size = max(info.st_size, len(raw))
             raise LabInvalidError(where, f"file is {size} bytes; a lab file may be 1 MiB at most")
-        raw = path.read_bytes()
     except OSError as exc:
         reason = exc.strerror or errno.errorcode.get(exc.errno or 0, "cannot read")
         raise LabInvalidError(where, f"cannot read: {reason}") from exc

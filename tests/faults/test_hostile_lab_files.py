@@ -1,0 +1,170 @@
+"""Hostile lab files through the real command line: one stderr line naming the file, exit 4
+(5 for a path that does not exist), no traceback, and no namespace made before the error.
+
+The loader's own fuzzing (hypothesis TOML) is in ``tests/unit/test_lab_loader.py``; this file is
+about what a person can point ``run`` at: huge, deep, wrong, or not a file at all. The labs are
+``topologies = ["netns"]`` where that matters, so a run that got past the loader would build
+namespaces: ``ip netns list`` must show none of the run's (named after its pid).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from handshake_lab.errors import ExitStatus
+from tests.faults.support import CLI, netns_names
+
+BASE = """\
+name = "hostile"
+title = {en = "hostile"}
+summary = {en = "hostile input"}
+topologies = ["netns"]
+[[step]]
+actor = "server"
+action = "listen"
+expect = {listener = "LISTEN"}
+explain = {en = "listen"}
+[[step]]
+actor = "client"
+action = "connect"
+expect = {client = "ESTABLISHED"}
+explain = {en = "connect"}
+"""
+
+LOOPBACK_BASE = BASE.replace('topologies = ["netns"]', 'topologies = ["loopback"]')
+
+
+def _step(extra: str) -> str:
+    """BASE with ``extra`` lines added to its second step."""
+    return BASE + extra + "\n"
+
+
+# name -> (file contents, a word the error must contain)
+CONTENTS: dict[str, tuple[bytes, str]] = {
+    "huge": (b"# " + b"x" * (1 << 20) + b"\n" + BASE.encode(), "1 MiB"),
+    "deep-arrays": (b"a = " + b"[" * 100_000 + b"]" * 100_000, "deep"),
+    "deep-inline-tables": (b"a = " + b"{b = " * 5_000 + b"1" + b"}" * 5_000, "TOML"),
+    "deep-dotted-keys": (("[" + ".".join(["k"] * 20_000) + "]\n").encode(), ""),
+    "unknown-top-key": (("colour = 'red'\n" + BASE).encode(), "colour"),
+    "unknown-step-key": (_step('colour = "red"').encode(), "colour"),
+    "wrong-type-title": (BASE.replace('title = {en = "hostile"}', "title = 5").encode(), "title"),
+    "wrong-type-timeout": (_step('timeout = "slow"').encode(), "timeout"),
+    "wrong-type-expect": (BASE.replace('{client = "ESTABLISHED"}', "{client = 5}").encode(), ""),
+    "wrong-type-steps": (BASE.split("[[step]]", maxsplit=1)[0].encode() + b"step = 7\n", "step"),
+    "missing-side": (BASE.replace("{client = ", "{ghost = ").encode(), "ghost"),
+    "unknown-state": (BASE.replace('"ESTABLISHED"', '"ESTABLISHING"').encode(), "ESTABLISHING"),
+    "hold-unknown-port": (
+        _step('hold = {id = "h", kind = "drop_syn", at = "server", port = "nope"}').encode(),
+        "nope",
+    ),
+    "hold-unknown-side": (
+        _step('hold = {id = "h", kind = "drop_syn", at = "moon"}').encode(),
+        "moon",
+    ),
+    "hold-unknown-kind": (
+        _step('hold = {id = "h", kind = "drop_everything", at = "server"}').encode(),
+        "drop_everything",
+    ),
+    "hold-in-loopback-only-lab": (
+        (LOOPBACK_BASE + 'hold = {id = "h", kind = "drop_syn", at = "server"}\n').encode(),
+        "hold",
+    ),
+    "release-unknown-hold": (_step('release = "never-held"').encode(), "never-held"),
+    "only-unknown-topology": (_step('only = "mars"').encode(), "mars"),
+    "topologies-unknown": (BASE.replace('["netns"]', '["moon"]').encode(), "moon"),
+    "binary-garbage": (bytes(range(256)) * 64, "UTF-8"),
+    "nul-bytes": (b"\x00" * 4096, ""),
+    "empty": (b"", ""),
+    "bom-and-junk": (b"\xef\xbb\xbf= = =\n", ""),
+    "too-many-steps": (
+        (
+            BASE
+            + "".join('[[step]]\naction = "observe"\nexplain = {en = "x"}\n' for _ in range(600))
+        ).encode(),
+        "steps",
+    ),
+}
+
+
+def _run(path: str) -> subprocess.CompletedProcess[str]:
+    """Run the lab; fail if it made any namespace (ours carry the run's pid; any other new
+    name would be a naming bug). Concurrent runs (the soak) have other pids."""
+    before = set(netns_names())
+    with subprocess.Popen(
+        [*CLI, "run", path, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    ) as proc:
+        out, err = proc.communicate(timeout=30)
+    new = set(netns_names()) - before
+    made = [n for n in new if n.startswith(f"hslab-{proc.pid}-") or not n.startswith("hslab-")]
+    assert made == [], f"a rejected lab made namespaces {made}"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess[str], path: str, word: str) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr[-2000:]
+    assert path in lines[0], lines[0]
+    assert word in lines[0], lines[0]
+    assert proc.stdout == "", "a rejected lab must not start the JSON stream"
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", sorted(CONTENTS))
+def test_hostile_lab_file_is_one_line_exit_4_and_builds_nothing(tmp_path: Path, case: str) -> None:
+    content, word = CONTENTS[case]
+    path = tmp_path / f"{case}.toml"
+    path.write_bytes(content)
+    proc = _run(str(path))
+    assert proc.returncode == ExitStatus.LAB_INVALID, proc.stderr[-2000:]
+    _assert_one_line_error(proc, str(path), word)
+
+
+def _fifo(tmp: Path) -> str:
+    path = tmp / "fifo.toml"
+    os.mkfifo(path)
+    return str(path)  # no writer ever opens it: reading must not wait for one
+
+
+def _directory(tmp: Path) -> str:
+    path = tmp / "dir.toml"
+    path.mkdir()
+    return str(path)
+
+
+def _dangling_symlink(tmp: Path) -> str:
+    path = tmp / "link.toml"
+    path.symlink_to(tmp / "nowhere.toml")
+    return str(path)
+
+
+NOT_FILES: dict[str, tuple[Callable[[Path], str], ExitStatus, str]] = {
+    # Endless character devices: read until memory ran out before the loader's fix.
+    "dev-zero": (lambda _: "/dev/zero", ExitStatus.LAB_INVALID, "regular file"),
+    "dev-urandom": (lambda _: "/dev/urandom", ExitStatus.LAB_INVALID, "regular file"),
+    # A FIFO nobody writes to: blocked forever in open() before the fix.
+    "fifo": (_fifo, ExitStatus.LAB_INVALID, "regular file"),
+    "directory": (_directory, ExitStatus.LAB_INVALID, "directory"),
+    # Root reads any mode-000 file, so "unreadable" is a file whose read() fails: EIO.
+    "unreadable-proc-self-mem": (lambda _: "/proc/self/mem", ExitStatus.LAB_INVALID, "cannot"),
+    "missing": (lambda t: str(t / "absent.toml"), ExitStatus.LAB_NOT_FOUND, "no such lab file"),
+    "dangling-symlink": (_dangling_symlink, ExitStatus.LAB_NOT_FOUND, "no such lab file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_FILES))
+def test_path_that_is_not_a_lab_file_is_one_line_error(tmp_path: Path, case: str) -> None:
+    make, status, word = NOT_FILES[case]
+    path = make(tmp_path)
+    proc = _run(path)
+    assert proc.returncode == status, proc.stderr[-2000:]
+    _assert_one_line_error(proc, path, word)
