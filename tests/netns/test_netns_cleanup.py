@@ -100,7 +100,9 @@ def test_stale_cleanup_spares_a_live_run(tmp_path: Path) -> None:
 def test_cleanup_leftovers_lists_then_removes_an_unrecorded_prefixed_netns(
     tmp_path: Path,
 ) -> None:
-    orphan = object_name(new_run_id(), "orphan")
+    # The name carries a pid that cannot be running (above any pid_max): a name with a live
+    # pid is spared on purpose, since its creator may still be using it.
+    orphan = object_name(new_run_id(pid=4194303), "orphan")
     registry = RunRegistry("unused", tmp_path)  # recorded, then "lost" with its file
     registry.record(KernelObject("netns", orphan))
     subprocess.run(["ip", "netns", "add", orphan], check=True, timeout=5)
@@ -121,3 +123,14 @@ def test_cleanup_leftovers_spares_a_live_recorded_run() -> None:
     with NetnsPair() as pair:  # the real registry: this process is alive
         listed = cleanup_leftovers(dry_run=True)
         assert not {KernelObject("netns", ns) for ns in pair.namespaces} & set(listed)
+
+
+def test_an_unrecorded_namespace_named_after_a_live_process_is_spared(tmp_path: Path) -> None:
+    """A run that has not recorded its namespace yet (or a benchmark) is not a leftover."""
+    alive = object_name(new_run_id(), "young")  # carries this test's own pid
+    subprocess.run(["ip", "netns", "add", alive], check=True, timeout=5)
+    try:
+        assert KernelObject("netns", alive) not in cleanup_leftovers(dry_run=True, kinds=["netns"])
+        assert netns_exists(alive)
+    finally:
+        subprocess.run(["ip", "netns", "delete", alive], check=False, timeout=5)
