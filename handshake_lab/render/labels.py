@@ -29,7 +29,7 @@ LABELS: dict[str, dict[str, str]] = {
         "lab": "Lab",
         "timer": "timer",
         "pid": "pid",
-        "no_pid": "no owning process",
+        "no_pid": "psutil pid: none (kernel-owned)",
     },
     "zh": {
         "step": "步骤",
@@ -56,7 +56,7 @@ LABELS: dict[str, dict[str, str]] = {
         "lab": "实验",
         "timer": "计时器",
         "pid": "进程",
-        "no_pid": "无所属进程",
+        "no_pid": "psutil pid：无（内核持有）",
     },
 }
 

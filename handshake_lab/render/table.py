@@ -21,6 +21,8 @@ from handshake_lab.observe.trace import TraceEvent
 from handshake_lab.render.labels import label
 
 WIDTH = 80
+ORPHAN_STATES = frozenset({"TIME_WAIT"})
+"""States in which no process owns the socket (psutil reports pid None): shown as such."""
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -205,6 +207,9 @@ class TableRenderer:
         if obs.local:
             arrow = f"{obs.local} > {obs.remote}" if obs.remote else f"{obs.local} *"
             out.append("\n" + arrow, style="dim")
+        if obs.state in ORPHAN_STATES and obs.pid is None and "psutil" in obs.sources:
+            # Say it rather than leave a blank: no process owns it any more, the kernel does.
+            out.append("\n" + label("no_pid", self.lang), style="dim")
         if obs.note:
             out.append("\n" + obs.note, style="magenta")
         return out
