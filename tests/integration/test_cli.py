@@ -250,3 +250,14 @@ def test_interrupt_closes_every_socket_and_exits_130(tmp_path: Path, sig: signal
     while _tcp_sockets_on(port) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert _tcp_sockets_on(port) == []
+
+
+def test_missing_uvloop_is_exit_6_with_the_fix(tmp_path: Path) -> None:
+    # A directory first on sys.path whose uvloop package fails to import.
+    shadow = tmp_path / "uvloop"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('no uvloop here')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd()])}
+    proc = cli("run", "half-close", "--loop", "uvloop", env=env)
+    assert proc.returncode == ExitStatus.MISSING_DEPENDENCY
+    assert "pip install uvloop" in one_error_line(proc)
