@@ -7,6 +7,9 @@ which is root, and skip elsewhere with the reason stated.
 from __future__ import annotations
 
 import os
+import socket
+import struct
+from collections.abc import Iterator
 
 import pytest
 
@@ -29,3 +32,14 @@ def loop_name(request: pytest.FixtureRequest) -> str:
     """Every async behaviour is checked on both event loops."""
     name: str = request.param
     return name
+
+
+@pytest.fixture
+def sockets() -> Iterator[list[socket.socket]]:
+    """Sockets a test registers here are reset (RST, no TIME_WAIT) if it left them open."""
+    opened: list[socket.socket] = []
+    yield opened
+    for sock in opened:
+        if sock.fileno() != -1:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()

@@ -26,6 +26,7 @@ from typing import Protocol
 from handshake_lab.errors import MissingDependencyError, NetworkError
 from handshake_lab.net.endpoints import Client, EchoServer, Stream, errno_name
 from handshake_lab.net.raw import send_raw_syn
+from handshake_lab.net.waits import wait_for
 from handshake_lab.observe.base import Address, Observer, SocketRecord
 from handshake_lab.observe.scoped import needs_main_thread
 
@@ -230,7 +231,38 @@ class NamespaceOps:
         return await asyncio.to_thread(self.run, op, args)
 
 
-class LocalServer:
+class _LocalEnd:
+    """What both local ends share: where their sockets live, how their table is read, and
+    what may be done to their namespace."""
+
+    def __init__(
+        self,
+        host: str,
+        observers: Sequence[Observer],
+        scope: Scope,
+        netns: str | None,
+        fast_observers: Sequence[Observer],
+    ) -> None:
+        self.host = host
+        self.observers = list(observers)
+        self.fast_observers = list(fast_observers)
+        self.scope = scope
+        self.ops = NamespaceOps(netns, scope)
+
+    async def snapshot(self, ports: Collection[int], *, fast: bool = False) -> Snapshot:
+        """Every observer's view; with ``fast``, only the fast poller's (netlink) if any."""
+        if fast and self.fast_observers:
+            return await read_observers(self.fast_observers, ports)
+        return await read_observers(self.observers, ports)
+
+    def observer_names(self) -> list[str]:
+        return [o.name for o in self.observers]
+
+    async def ns_op(self, op: str, args: Mapping[str, object]) -> object:
+        return await self.ops.arun(op, args)
+
+
+class LocalServer(_LocalEnd):
     """The server side in this process: loopback, or inside a namespace via ``scope``."""
 
     def __init__(
@@ -243,12 +275,8 @@ class LocalServer:
         netns: str | None = None,
         fast_observers: Sequence[Observer] = (),
     ) -> None:
-        self.host = host
-        self.observers = list(observers)
-        self.fast_observers = list(fast_observers)
-        self.scope = scope
+        super().__init__(host, observers, scope, netns, fast_observers)
         self.server = EchoServer(host, echo=echo)
-        self.ops = NamespaceOps(netns, scope)
 
     async def reserve_port(self, port: int | None, taken: Collection[int]) -> int:
         """``port`` if it can be bound here (else ``NetworkError``), or a free one."""
@@ -286,26 +314,14 @@ class LocalServer:
             return "ENOTCONN", None
         return await stream_action(stream, action, data, timeout)
 
-    async def snapshot(self, ports: Collection[int], *, fast: bool = False) -> Snapshot:
-        """Every observer's view; with ``fast``, only the fast poller's (netlink) if any."""
-        if fast and self.fast_observers:
-            return await read_observers(self.fast_observers, ports)
-        return await read_observers(self.observers, ports)
-
-    def observer_names(self) -> list[str]:
-        return [o.name for o in self.observers]
-
     async def close_all(self) -> None:
         await self.server.close_all()
 
     async def set_close_on_eof(self, enabled: bool) -> None:
         self.server.close_on_eof = enabled
 
-    async def ns_op(self, op: str, args: Mapping[str, object]) -> object:
-        return await self.ops.arun(op, args)
 
-
-class LocalClients:
+class LocalClients(_LocalEnd):
     """The lab's clients in this process: loopback, or inside a namespace via ``scope``."""
 
     def __init__(
@@ -318,12 +334,8 @@ class LocalClients:
         netns: str | None = None,
         fast_observers: Sequence[Observer] = (),
     ) -> None:
-        self.host = host
-        self.observers = list(observers)
-        self.fast_observers = list(fast_observers)
-        self.scope = scope
+        super().__init__(host, observers, scope, netns, fast_observers)
         self.clients = {name: Client(name, host) for name in names}
-        self.ops = NamespaceOps(netns, scope)
 
     async def connect(
         self, name: str, server: Address, *, wait: bool, timeout: float, retry: bool = False
@@ -363,21 +375,9 @@ class LocalClients:
             return (outcome if outcome not in NON_ERROR else "ENOTCONN"), None
         return await stream_action(client.stream, action, data, timeout)
 
-    async def snapshot(self, ports: Collection[int], *, fast: bool = False) -> Snapshot:
-        """Every observer's view; with ``fast``, only the fast poller's (netlink) if any."""
-        if fast and self.fast_observers:
-            return await read_observers(self.fast_observers, ports)
-        return await read_observers(self.observers, ports)
-
-    def observer_names(self) -> list[str]:
-        return [o.name for o in self.observers]
-
     async def close_all(self) -> None:
         for client in self.clients.values():
             await client.close_all()
-
-    async def ns_op(self, op: str, args: Mapping[str, object]) -> object:
-        return await self.ops.arun(op, args)
 
     async def churn(self, server: Address, count: int, timeout: float) -> tuple[str, int]:
         """Open and close COUNT connections, the client closing first (each leaves a
@@ -389,13 +389,11 @@ class LocalClients:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
             try:
-                await asyncio.wait_for(
-                    loop.sock_connect(sock, (server.host, server.port)), timeout
-                )
+                await wait_for(loop.sock_connect(sock, (server.host, server.port)), timeout)
                 made += 1
                 # FIN first; the server (close_on_eof) answers with its FIN; then close.
                 sock.shutdown(socket.SHUT_WR)
-                await asyncio.wait_for(_wait_eof(loop, sock), timeout)
+                await wait_for(_wait_eof(loop, sock), timeout)
             except (OSError, TimeoutError) as exc:
                 sock.close()
                 return errno_name(exc), made

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -36,16 +35,6 @@ from handshake_lab.tcp.states import TcpState
 
 T = TypeVar("T")
 Seen = frozenset[tuple[Address, Address | None, TcpState]]
-
-
-@pytest.fixture
-def sockets() -> Iterator[list[socket.socket]]:
-    opened: list[socket.socket] = []
-    yield opened
-    for sock in opened:
-        if sock.fileno() != -1:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            sock.close()
 
 
 @pytest.fixture

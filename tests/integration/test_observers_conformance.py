@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
@@ -37,17 +36,6 @@ BACKENDS: dict[str, Callable[[], Observer]] = {
 def observer(request: pytest.FixtureRequest) -> Observer:
     name: str = request.param
     return BACKENDS[name]()
-
-
-@pytest.fixture
-def sockets() -> Iterator[list[socket.socket]]:
-    """Sockets a test registers here are reset (no TIME_WAIT) if it left them open."""
-    opened: list[socket.socket] = []
-    yield opened
-    for sock in opened:
-        if sock.fileno() != -1:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            sock.close()
 
 
 def wait_for(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 2.0) -> T:

@@ -13,7 +13,6 @@ import socket
 import struct
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,16 +35,6 @@ TIMEOUT = 3.0
 
 def run_id() -> str:
     return f"test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def sockets() -> Iterator[list[socket.socket]]:
-    opened: list[socket.socket] = []
-    yield opened
-    for sock in opened:
-        if sock.fileno() != -1:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            sock.close()
 
 
 def bound(sockets: list[socket.socket], host: str = "127.0.0.1") -> socket.socket:
