@@ -38,6 +38,7 @@ from handshake_lab.agent.protocol import (
 )
 from handshake_lab.errors import MissingDependencyError, NetworkError
 from handshake_lab.net.placement import Scope, Snapshot
+from handshake_lab.net.waits import cancel_and_wait, wait_for
 from handshake_lab.observe.base import Address
 
 DEFAULT_AGENT_PORT = 7878
@@ -133,7 +134,7 @@ class RemoteServer:
             sock.setblocking(False)
             loop = asyncio.get_running_loop()
             address = await _resolve(self.agent_host, self.agent_port)
-            await asyncio.wait_for(loop.sock_connect(sock, address), self.connect_timeout)
+            await wait_for(loop.sock_connect(sock, address), self.connect_timeout)
             reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_REPLY)
         except TimeoutError as exc:
             if sock is not None:
@@ -207,7 +208,7 @@ class RemoteServer:
     async def _read_line(self, verb: str, timeout: float) -> bytes:
         assert self._reader is not None
         try:
-            line = await asyncio.wait_for(self._reader.readline(), timeout)
+            line = await wait_for(self._reader.readline(), timeout)
         except TimeoutError as exc:
             raise self._break(verb, f"no reply within {timeout:g} s") from exc
         except ValueError as exc:  # longer than the StreamReader limit
@@ -233,7 +234,7 @@ class RemoteServer:
         seq = self._seq
         try:
             self._writer.write(encode_request(seq, verb, args))
-            await asyncio.wait_for(self._writer.drain(), self.request_timeout)
+            await wait_for(self._writer.drain(), self.request_timeout)
         except TimeoutError as exc:
             raise self._break(verb, "the agent does not read its requests") from exc
         except OSError as exc:
@@ -339,14 +340,12 @@ class RemoteServer:
         if self._writer is not None:
             writer = self._writer
             if self._keepalive is not None:
-                self._keepalive.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._keepalive
+                await cancel_and_wait(self._keepalive)
                 self._keepalive = None
             self._reader = self._writer = None
             writer.close()
             with contextlib.suppress(OSError, TimeoutError, ConnectionError):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                await wait_for(writer.wait_closed(), 1.0)
 
     async def set_close_on_eof(self, enabled: bool) -> None:
         await self._call("close_on_eof", {"enabled": enabled})

@@ -53,6 +53,7 @@ from handshake_lab.agent.protocol import (
 )
 from handshake_lab.errors import HandshakeLabError, MissingDependencyError
 from handshake_lab.net.placement import LocalServer
+from handshake_lab.net.waits import wait_for
 from handshake_lab.observe.base import Observer
 
 log = logging.getLogger("handshake_lab.agent")
@@ -136,7 +137,7 @@ class LineReader:
                     ErrorCode.TIMEOUT, f"request line not complete within {line_timeout:g} s"
                 )
             try:
-                chunk = await asyncio.wait_for(self.reader.read(READ_CHUNK), remaining)
+                chunk = await wait_for(self.reader.read(READ_CHUNK), remaining)
             except TimeoutError:
                 continue  # the deadline check above turns this into the right error
             if not chunk:
@@ -186,7 +187,7 @@ class Session:
             await self._release()
             self.writer.close()
             with contextlib.suppress(OSError, TimeoutError, ConnectionError):
-                await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+                await wait_for(self.writer.wait_closed(), 1.0)
 
     async def _serve(self) -> str:
         started = time.monotonic()
@@ -229,7 +230,7 @@ class Session:
         self.writer.write(data)
         # A client that does not read its replies cannot make the agent buffer without bound.
         try:
-            await asyncio.wait_for(self.writer.drain(), self.config.line_timeout)
+            await wait_for(self.writer.drain(), self.config.line_timeout)
         except TimeoutError:
             raise SessionEnd("client does not read its replies") from None
 
@@ -286,11 +287,11 @@ class Session:
         if server is None:
             return
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(server.close_all()), CLEANUP_TIMEOUT)
+            await wait_for(asyncio.shield(server.close_all()), CLEANUP_TIMEOUT)
         # Holds stop dropping when their session ends: the namespace outlives the session.
         for hold_id in list(server.ops.holds):
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.ns_op("release_hold", {"id": hold_id}), 10.0)
+                await wait_for(server.ns_op("release_hold", {"id": hold_id}), 10.0)
 
 
 def _peer_name(writer: asyncio.StreamWriter) -> str:
@@ -490,7 +491,7 @@ class Agent:
             await asyncio.wait(list(self.sessions), timeout=CLEANUP_TIMEOUT + 1)
         if self.server is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.server.wait_closed(), 1.0)
+                await wait_for(self.server.wait_closed(), 1.0)
             self.server = None
 
     async def _on_connection(

@@ -30,6 +30,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from handshake_lab.net.waits import cancel_and_wait, wait_for
 from handshake_lab.observe.base import Address
 
 READ_CHUNK = 65536
@@ -141,7 +142,7 @@ class Stream:
                 return "ETIMEDOUT", b""
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                await wait_for(self._changed.wait(), remaining)
 
     async def close(self, timeout: float = 2.0) -> str:
         if self.closed:
@@ -149,7 +150,7 @@ class Stream:
         self.closed = True
         self.writer.close()
         with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(self.writer.wait_closed(), timeout)
+            await wait_for(self.writer.wait_closed(), timeout)
         await self._stop_reader()
         return "ok"
 
@@ -168,9 +169,7 @@ class Stream:
 
     async def _stop_reader(self) -> None:
         if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
 
 @dataclass
@@ -288,9 +287,7 @@ class EchoServer:
         """The accepted connection from ``peer``, waiting up to ``timeout`` for the accept."""
         async with self._accepted:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._accepted.wait_for(lambda: peer in self.connections), timeout
-                )
+                await wait_for(self._accepted.wait_for(lambda: peer in self.connections), timeout)
         return self.connections.get(peer)
 
     async def close_all(self) -> None:
@@ -381,16 +378,14 @@ class Client:
             return "ENOTCONN"
         if not self._connecting.done():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._connecting), timeout)
+                await wait_for(asyncio.shield(self._connecting), timeout)
         if not self._connecting.done():
             return "pending"
         return self.outcome or "ok"
 
     async def close_all(self) -> None:
         if self._connecting is not None and not self._connecting.done():
-            self._connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connecting
+            await cancel_and_wait(self._connecting)
         if self.stream is not None:
             await self.stream.abort()
         elif self.sock is not None:

@@ -26,6 +26,7 @@ from typing import Protocol
 from handshake_lab.errors import MissingDependencyError, NetworkError
 from handshake_lab.net.endpoints import Client, EchoServer, Stream, errno_name
 from handshake_lab.net.raw import send_raw_syn
+from handshake_lab.net.waits import wait_for
 from handshake_lab.observe.base import Address, Observer, SocketRecord
 from handshake_lab.observe.scoped import needs_main_thread
 
@@ -388,13 +389,11 @@ class LocalClients(_LocalEnd):
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
             try:
-                await asyncio.wait_for(
-                    loop.sock_connect(sock, (server.host, server.port)), timeout
-                )
+                await wait_for(loop.sock_connect(sock, (server.host, server.port)), timeout)
                 made += 1
                 # FIN first; the server (close_on_eof) answers with its FIN; then close.
                 sock.shutdown(socket.SHUT_WR)
-                await asyncio.wait_for(_wait_eof(loop, sock), timeout)
+                await wait_for(_wait_eof(loop, sock), timeout)
             except (OSError, TimeoutError) as exc:
                 sock.close()
                 return errno_name(exc), made
