@@ -107,7 +107,6 @@ class Evidence:
             follower.start()
         except HandshakeLabError as exc:
             registry.forget(KernelObject("trace_instance", follower.name))
-            registry.remove_file()
             self.notes.append(f"no transition stream: {exc}")
             return
         self._follower = follower
@@ -140,8 +139,9 @@ class Evidence:
 
             follower.stop()
             if self._registry is not None:
+                # forget() removes the file once nothing is left: in netns the namespaces
+                # of this run are still recorded in it.
                 self._registry.forget(KernelObject("trace_instance", follower.name))
-                self._registry.remove_file()
 
     def checks(self) -> list[Check]:
         """The seed's arithmetic computed from the wire, per captured connection."""

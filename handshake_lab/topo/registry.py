@@ -244,8 +244,22 @@ class RunRegistry:
     def objects(self) -> tuple[KernelObject, ...]:
         return tuple(self._objects)
 
+    def _merged(self) -> list[KernelObject]:
+        """Our objects plus those another instance of the same run wrote (a run's namespace
+        pair and its trace instance each hold one): the file is the run's one record, so
+        neither may overwrite the other's objects."""
+        merged = list(self._objects)
+        try:
+            entry = parse_registry(self.path.read_text(), self.path)
+        except (OSError, ValueError):
+            return merged
+        if entry.run_id == self.run_id:
+            merged += [obj for obj in entry.objects if obj not in merged]
+        return merged
+
     def record(self, *objects: KernelObject) -> None:
         """Write ``objects`` down (durably) before the caller creates them."""
+        self._objects = self._merged()
         for obj in objects:
             if not is_owned_name(obj.name):
                 raise ValueError(f"refusing to record {obj}: no {PREFIX} prefix")
@@ -255,7 +269,7 @@ class RunRegistry:
 
     def forget(self, *objects: KernelObject) -> None:
         """Drop ``objects`` once they are gone; the file goes when nothing is left."""
-        self._objects = [obj for obj in self._objects if obj not in objects]
+        self._objects = [obj for obj in self._merged() if obj not in objects]
         if self._objects:
             self._write()
         else:
