@@ -135,6 +135,8 @@ class Run:
     proc: subprocess.Popen[str]
     events: list[dict[str, Any]] = field(default_factory=list)
     _lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _err: str = ""
     stderr: str = ""
 
     @classmethod
@@ -149,7 +151,12 @@ class Run:
             preexec_fn=_default_sigint,  # noqa: PLW1509 - no threads in the child before exec
         )
         run = cls(proc)
-        threading.Thread(target=run._read, daemon=True).start()
+        run._threads = [
+            threading.Thread(target=run._read, daemon=True),
+            threading.Thread(target=run._read_err, daemon=True),
+        ]
+        for thread in run._threads:
+            thread.start()
         return run
 
     def _read(self) -> None:
@@ -157,6 +164,10 @@ class Run:
         for line in self.proc.stdout:
             self._lines.put(line)
         self._lines.put(None)
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        self._err = self.proc.stderr.read()
 
     @property
     def pid(self) -> int:
@@ -189,21 +200,25 @@ class Run:
         return True
 
     def finish(self, timeout: float = 60.0) -> int:
-        """Wait for exit; drain the rest of stdout; keep stderr. Kills on timeout."""
+        """Wait for exit, then for the rest of stdout (into ``events``) and stderr. Kills on
+        timeout (and re-raises)."""
         try:
-            _, err = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-            self.stderr = err or ""
+            self.proc.wait()
             raise
-        self.stderr = err or ""
+        finally:
+            for thread in self._threads:
+                thread.join(timeout=10)
+            self.stderr = self._err
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()
         while True:
-            try:
-                line = self._lines.get(timeout=5)
-            except queue.Empty:
-                break
+            line = self._lines.get()
             if line is None:
+                self._lines.put(None)
                 break
             self.events.append(json.loads(line))
         return self.proc.returncode
@@ -211,7 +226,12 @@ class Run:
     def kill_now(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.communicate()
+            self.proc.wait()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
 
 
 def doctor_cleanup(dry_run: bool) -> subprocess.CompletedProcess[str]:
