@@ -19,9 +19,9 @@ import time
 from types import FrameType
 
 from churn import Churn, churn
+from labfigures import lab_report
 from nsbench import BenchNetns, fill, leftover_namespaces
 from observers import Row, measure, table, targets
-from labs import lab_report
 from startup import report
 
 BUDGET_SECONDS = 270.0

@@ -112,11 +112,14 @@ def find_lab(name_or_path: str) -> Lab:
     )
 
 
-def load_lab(path: Path) -> Lab:
+def read_data_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a small user-given file (a lab, an answers file), or ``LabInvalidError``.
+
+    O_NONBLOCK: opening a FIFO must not wait for a writer. Only regular files are read, and
+    never more than ``limit``: /dev/zero would otherwise be read until memory ends.
+    """
     where = str(path)
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer. Only regular files are read,
-        # and never more than the limit: /dev/zero would otherwise be read until memory ends.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         with open(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
@@ -124,14 +127,20 @@ def load_lab(path: Path) -> Lab:
                 raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
             if not stat.S_ISREG(info.st_mode):
                 raise LabInvalidError(where, "not a regular file")
-            raw = handle.read(MAX_FILE_BYTES + 1)
-        if len(raw) > MAX_FILE_BYTES:
+            raw = handle.read(limit + 1)
+        if len(raw) > limit:
             size = max(info.st_size, len(raw))
-            raise LabInvalidError(where, f"file is {size} bytes; a lab file may be 1 MiB at most")
+            raise LabInvalidError(
+                where, f"file is {size} bytes; it may be {limit // (1 << 20)} MiB at most"
+            )
     except OSError as exc:
         reason = exc.strerror or errno.errorcode.get(exc.errno or 0, "cannot read")
         raise LabInvalidError(where, f"cannot read: {reason}") from exc
-    return parse_lab(raw, where, path)
+    return raw
+
+
+def load_lab(path: Path) -> Lab:
+    return parse_lab(read_data_file(path), str(path), path)
 
 
 def parse_lab(raw: bytes, where: str, path: Path | None = None) -> Lab:
@@ -238,7 +247,11 @@ def _build(doc: dict[str, Any], where: str, path: Path) -> Lab:
     if sysctls and "loopback" in topologies:
         raise ctx.fail("sysctls apply inside the lab's namespaces: set topologies = ['netns']")
     steps_raw = doc.get("step")
-    if not isinstance(steps_raw, list) or not steps_raw:
+    if steps_raw is not None and not isinstance(steps_raw, list):
+        raise ctx.fail(
+            f"step must be an array of tables ([[step]] sections), not {_type(steps_raw)}"
+        )
+    if not steps_raw:
         raise ctx.fail("a lab needs at least one [[step]]")
     if len(steps_raw) > MAX_STEPS:
         raise ctx.fail(f"{len(steps_raw)} steps; a lab may have {MAX_STEPS} at most")

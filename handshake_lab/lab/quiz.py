@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from handshake_lab.errors import LabInvalidError, UsageError
+from handshake_lab.errors import LabInvalidError
 from handshake_lab.lab.model import ABSENT, Step
 from handshake_lab.tcp.states import TcpState
 
@@ -92,10 +92,11 @@ class Quiz:
     @staticmethod
     def load_answers(path: Path) -> dict[str, dict[str, object]]:
         """``[STEP_ID]`` tables of ``side = "STATE"``, ``outcome = "..."``, ``ack = "u+1"``."""
+        from handshake_lab.lab.loader import read_data_file  # noqa: PLC0415
+
+        raw = read_data_file(path)  # bounded, regular files only (not /dev/zero, not a FIFO)
         try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise UsageError(f"--answers {path}: cannot read: {exc.strerror}") from exc
+            doc = tomllib.loads(raw.decode("utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise LabInvalidError(str(path), f"not valid TOML: {exc}") from exc
         out: dict[str, dict[str, object]] = {}

@@ -268,3 +268,7 @@ explain = {en = "still listening"}
     )
     assert "stay must be a number" in str(error_of(HEAD + observe.replace("1.5", '"long"')))
     assert "between 0 and" in str(error_of(HEAD + observe.replace("1.5", "-1")))
+
+
+def test_step_that_is_not_an_array_of_tables_says_so() -> None:
+    assert "step must be an array of tables" in str(error_of(HEAD + "step = 7\n"))

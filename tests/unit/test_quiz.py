@@ -105,3 +105,14 @@ def test_answers_file_errors_are_clear(tmp_path: Path) -> None:
     bad.write_text("step = 1\n")
     with pytest.raises(LabInvalidError, match="must be a table"):
         Quiz.load_answers(bad)
+
+
+def test_answers_from_a_device_or_a_fifo_are_refused_not_read_forever(tmp_path: Path) -> None:
+    import os  # noqa: PLC0415
+
+    with pytest.raises(LabInvalidError, match="not a regular file"):
+        Quiz.load_answers(Path("/dev/zero"))
+    fifo = tmp_path / "answers.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(LabInvalidError, match="not a regular file"):
+        Quiz.load_answers(fifo)
