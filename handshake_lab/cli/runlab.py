@@ -211,6 +211,11 @@ def run_lab_command(
                 passed = r.run(main())
         except asyncio.CancelledError as exc:
             raise Interrupted("terminated; every socket was closed") from exc
+        finally:
+            # The runner stops the capture and the trace in its cleanup; a second Ctrl-C can
+            # cut that short, so stop them again here, outside the loop (it is idempotent).
+            if evidence is not None:
+                evidence.stop()
         if evidence is not None and evidence.packets:
             if pcap is not None:
                 from handshake_lab.capture.pcap import write_pcap  # noqa: PLC0415
