@@ -23,7 +23,9 @@ from labfigures import lab_report
 from nsbench import BenchNetns, fill, leftover_namespaces
 from observers import Row, measure, table, targets
 from startup import report
+from watchbench import watch_line
 
+WATCH_LINES: list[str] = []
 BUDGET_SECONDS = 270.0
 """Sizes not started by then are skipped, so a run stays under 5 minutes."""
 
@@ -75,6 +77,8 @@ def observer_rows(sizes: list[int], repeats: int, start: float) -> list[Row]:
             try:
                 big = n >= 10_000
                 rows += measure(n, filled, repeats, slow_repeats=3 if big else repeats)
+                WATCH_LINES.append(watch_line(n, None, 5 if big else repeats))
+                WATCH_LINES.append(watch_line(n, filled.probe_port, repeats))
             finally:
                 filled.close()
             print(f"[bench] N={n}: measured in {time.monotonic() - began:.1f} s", file=sys.stderr)
@@ -125,6 +129,8 @@ def main() -> int:
         print()
         print(table(rows))
         print("\n".join(targets(rows)))
+        print()
+        print("\n".join(WATCH_LINES))
         print()
         print("\n".join(churn_lines(args.churn_seconds)))
         print()

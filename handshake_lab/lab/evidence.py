@@ -30,6 +30,11 @@ from handshake_lab.tcp.segments import Flags
 from handshake_lab.tcp.states import TcpState
 
 SocketFactory = Callable[[], Any]
+TRACE_BLIND_SPOTS = (
+    "the transition stream never reports TIME_WAIT (a TIME_WAIT mini-socket takes over: it "
+    "shows as -> CLOSE) nor request sockets (a server's SYN_RECV before the handshake "
+    "completes); those states come from ss and psutil in the tables"
+)
 
 
 class Evidence:
@@ -112,6 +117,7 @@ class Evidence:
         self._follower = follower
         self._registry = registry
         self.trace_on = True
+        self.notes.append(TRACE_BLIND_SPOTS)
 
     def collect(self) -> tuple[list[Packet], list[TraceEvent]]:
         """What arrived since the previous call (blocking briefly: call it in a thread)."""
