@@ -182,10 +182,14 @@ def port_filter(ports: Collection[int]) -> str:
 
 
 def ss_command(
-    ports: Collection[int] | None = None, *, binary: str = "ss", netns: str | None = None
+    ports: Collection[int] | None = None,
+    *,
+    binary: str = "ss",
+    netns: str | None = None,
+    ipv4_only: bool = False,
 ) -> list[str]:
     """The argv that lists TCP sockets on ``ports`` (all if None), optionally in a netns."""
-    argv = [binary, *SS_ARGS]
+    argv = [binary, *SS_ARGS, *(["-4"] if ipv4_only else [])]
     if ports is not None:
         argv.append(port_filter(ports))
     if netns is not None:
@@ -199,16 +203,24 @@ class SsObserver:
     name = "ss"
 
     def __init__(
-        self, *, binary: str = "ss", netns: str | None = None, timeout: float = 5.0
+        self,
+        *,
+        binary: str = "ss",
+        netns: str | None = None,
+        timeout: float = 5.0,
+        ipv4_only: bool = False,
     ) -> None:
         self.binary = binary
         self.netns = netns
         self.timeout = timeout
+        self.ipv4_only = ipv4_only
 
     def snapshot(self, ports: Collection[int] | None = None) -> list[SocketRecord]:
         if ports is not None and not ports:
             return []
-        text = self._run(ss_command(ports, binary=self.binary, netns=self.netns))
+        text = self._run(
+            ss_command(ports, binary=self.binary, netns=self.netns, ipv4_only=self.ipv4_only)
+        )
         # The kernel filter already applied; this keeps the Protocol's promise if it did not.
         return [record for record in parse_ss(text) if port_matches(record, ports)]
 

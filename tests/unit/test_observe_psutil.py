@@ -138,3 +138,13 @@ def test_an_address_psutil_should_never_give_becomes_observer_error(
     install(monkeypatch, [Conn(Addr("not-an-ip", 1), (), "LISTEN", 1)])
     with pytest.raises(ObserverError, match="not-an-ip"):
         PsutilObserver().snapshot()
+
+
+def test_psutil_kind_is_checked() -> None:
+    import pytest  # noqa: PLC0415
+
+    from handshake_lab.observe.psutil_observer import PsutilObserver  # noqa: PLC0415
+
+    assert PsutilObserver(kind="tcp4").kind == "tcp4"
+    with pytest.raises(ValueError, match="kind"):
+        PsutilObserver(kind="udp")

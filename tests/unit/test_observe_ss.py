@@ -425,3 +425,11 @@ def test_snapshot_parses_ss_output_and_keeps_only_the_asked_ports(tmp_path: Path
 
 def test_snapshot_of_no_ports_is_empty_without_running_ss(tmp_path: Path) -> None:
     assert SsObserver(binary=str(tmp_path / "no-such-ss")).snapshot([]) == []
+
+
+def test_ipv4_only_adds_the_family_flag_before_the_filter() -> None:
+    from handshake_lab.observe.ss import ss_command  # noqa: PLC0415
+
+    argv = ss_command([80], ipv4_only=True)
+    assert "-4" in argv
+    assert argv.index("-4") < len(argv) - 1  # the filter expression stays last
