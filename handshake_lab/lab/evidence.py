@@ -257,7 +257,15 @@ def transition_records(
             continue
         local = (ev.local.host, ev.local.port)
         remote = (ev.remote.host, ev.remote.port) if ev.remote else None
-        side = sides.get((local, remote)) or sides.get((local, None)) or f"{ev.local}"
+        side = sides.get((local, remote)) or sides.get((local, None))
+        if side is None and ev.local.port == 0:
+            # CLOSE -> SYN_SENT is traced before the kernel picks the local port: the side is
+            # the one socket of that host connecting to that peer, if there is just one.
+            same = {
+                name for (lo, re_), name in sides.items() if lo[0] == local[0] and re_ == remote
+            }
+            side = same.pop() if len(same) == 1 else None
+        side = side or f"{ev.local}"
         cause = None
         tests = segment_causes(ev.old, ev.new)
         if tests == []:

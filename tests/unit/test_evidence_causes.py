@@ -36,3 +36,24 @@ def test_a_traced_close_also_counts_the_time_wait_takeover() -> None:
 
 def test_moves_the_table_lacks_accept_any_segment() -> None:
     assert segment_causes(S.LISTEN, S.TIME_WAIT) is None
+
+
+def test_a_connect_traced_before_its_port_is_chosen_is_named_after_its_socket() -> None:
+    from handshake_lab.lab.evidence import transition_records  # noqa: PLC0415
+    from handshake_lab.observe.base import Address  # noqa: PLC0415
+    from handshake_lab.observe.trace import TraceEvent  # noqa: PLC0415
+
+    ev = TraceEvent(
+        time=1.0,
+        kind="state",
+        local=Address("198.18.0.2", 0),
+        remote=Address("198.18.0.1", 80),
+        old=S.CLOSE,
+        new=S.SYN_SENT,
+    )
+    sides: dict[tuple[tuple[str, int], tuple[str, int] | None], str] = {
+        (("198.18.0.2", 40000), ("198.18.0.1", 80)): "client"
+    }
+    (record,) = transition_records([ev], sides, [], 0.0)
+    assert record["side"] == "client"
+    assert record["cause"] == "application call"
