@@ -508,10 +508,15 @@ def cleanup_leftovers(
         candidates += [KernelObject("netns", name) for name in list_netns()]
     if "trace_instance" in kinds:
         candidates += [KernelObject("trace_instance", path.name) for path in trace_instances()]
+    # A recorded object's owner is known exactly (pid and start time): if it is dead the
+    # object is a leftover, whatever process holds that pid now (pids wrap: pid_max is often
+    # 32768). Only unrecorded objects fall back on the pid in their name.
+    recorded = {obj for entry in entries for obj in entry.objects}
     chosen = [
         obj
         for obj in candidates
-        if obj not in live and (include_live or not named_after_live_pid(obj.name))
+        if obj not in live
+        and (include_live or obj in recorded or not named_after_live_pid(obj.name))
     ]
     removed = _remove_all(chosen, dry_run)
     if not dry_run:

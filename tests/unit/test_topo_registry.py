@@ -217,3 +217,31 @@ def test_a_name_carrying_a_live_pid_is_never_a_leftover() -> None:
     assert named_after_live_pid(f"hslab-{os.getpid()}-ab12-srv")
     assert not named_after_live_pid("hslab-4194303-ab12-srv")  # above pid_max: no such pid
     assert not named_after_live_pid("hslab-ab12-srv")
+
+
+def test_a_recorded_leftover_is_listed_even_when_its_pid_was_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pid_max is often 32768: the dead owner's pid may belong to a new process by now. The
+    registry knows the owner exactly (pid and start time), so it decides, not the name."""
+    reused = os.getpid()  # a live pid, standing for the reused one
+    name = f"hslab-{reused}-abcd-trace"
+    instances = tmp_path / "instances"
+    (instances / name).mkdir(parents=True)
+    netns_dir = tmp_path / "netns"
+    netns_dir.mkdir()
+    monkeypatch.setattr(registry, "NETNS_RUN_DIR", netns_dir)
+    monkeypatch.setattr(registry, "TRACE_INSTANCE_DIRS", (instances,))
+    reg = RunRegistry(f"{reused}-abcd", tmp_path / "reg")
+    reg.record(KernelObject("trace_instance", name))
+    # The recorded owner is our pid but with another start time: a dead run whose pid is reused.
+    data = json.loads(reg.path.read_text())
+    data["pid_start"] = (data.get("pid_start") or 0) + 1
+    reg.path.write_text(json.dumps(data))
+    listed = cleanup_leftovers(dry_run=True, directory=tmp_path / "reg")
+    assert KernelObject("trace_instance", name) in listed
+    # Unrecorded, the same name is spared: its pid is alive and nothing says who made it.
+    reg.path.unlink()
+    assert KernelObject("trace_instance", name) not in cleanup_leftovers(
+        dry_run=True, directory=tmp_path / "reg"
+    )
