@@ -145,7 +145,11 @@ def kill_once(lab: str, topology: str, after: int, sig: signal.Signals) -> str |
     left.pop("listen", None)
     expected = set(left.get("netns", [])) | set(left.get("trace", []))
     listed = doctor_cleanup(dry_run=True)
-    missing = [name for name in expected if name not in listed.stdout]
+    # Another run's stale cleanup (the other promised path) may remove them first when runs
+    # are concurrent: only what is still there must be listed.
+    still = wait_clean(run.pid, ports, timeout=0)
+    present = set(still.get("netns", [])) | set(still.get("trace", []))
+    missing = [name for name in expected if name not in listed.stdout and name in present]
     problems = []
     if missing:
         problems.append(f"dry-run did not list {missing}")
