@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from handshake_lab.cli.signals import sigterm_as_interrupt
 from handshake_lab.errors import ExitStatus, Interrupted, UsageError
 from handshake_lab.lab.evidence import Evidence
 from handshake_lab.lab.loader import find_lab
@@ -43,21 +44,6 @@ def make_pause(lang: str) -> Pause:
         await asyncio.to_thread(sys.stdin.readline)
 
     return pause
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Outside the event loop, SIGTERM raises KeyboardInterrupt so ``finally`` blocks (the
-    topology's teardown) run; inside the loop the runner's own handler cancels the run."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

@@ -11,13 +11,12 @@ interrupted is the normal use). A closed stdout (``watch --json | head -3``) end
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import nullcontext, suppress
 
 from handshake_lab.cli.explain import normalise_state
+from handshake_lab.cli.signals import sigterm_as_interrupt
 from handshake_lab.errors import ExitStatus, HandshakeLabError
 from handshake_lab.tcp.states import TcpState
 from handshake_lab.watch import (
@@ -58,23 +57,6 @@ def make_filter(port: int | None, pid: int | None, state: str | None) -> WatchFi
         pid=pid,
         state=None if state is None else parse_state(state),
     )
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends the watch like Ctrl-C (only the main thread may set handlers)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _quiet_stdout() -> None:
@@ -121,7 +103,7 @@ def watch_command(
     watcher = Watcher(watch_filter)
     description = f"watch {describe_filter(watch_filter)}"
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             if once:
                 refresh = watcher.refresh()
                 _note(watcher)
