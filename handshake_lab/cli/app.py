@@ -20,6 +20,10 @@ from handshake_lab.errors import ExitStatus, HandshakeLabError
 
 T = TypeVar("T")
 
+command_line: list[str] | None = None
+"""This process's arguments when started as the command (``main``); None when called in-process
+(tests, library use). ``run`` reruns them in a user namespace to get namespaces without root."""
+
 
 class Lang(StrEnum):
     en = "en"
@@ -130,9 +134,9 @@ def run(
         Topology | None,
         typer.Option(
             "--topology",
-            help="Where the endpoints live: loopback; two network namespaces (root); or "
-            "netns-agent, the server side run by an agent in its namespace "
-            "[default: the lab's first].",
+            help="Where the endpoints live: loopback; two network namespaces (as root, or "
+            "without root in a private user namespace); or netns-agent, the server side run "
+            "by an agent in its namespace [default: the lab's first].",
         ),
     ] = None,
     json_out: Annotated[
@@ -149,7 +153,7 @@ def run(
         Path | None,
         typer.Option(
             "--pcap",
-            help="Write the captured segments to FILE (pcap; needs root).",
+            help="Write the captured segments to FILE (pcap; root, or --topology netns).",
             dir_okay=False,
         ),
     ] = None,
@@ -214,6 +218,7 @@ def run(
             answers=answers,
             peer=peer,
             token_file=token_file,
+            argv=command_line,
         ),
     )
     raise typer.Exit(int(status))
@@ -341,4 +346,6 @@ def main_options(
 
 
 def main() -> None:
+    global command_line  # noqa: PLW0603 - one command line per process
+    command_line = sys.argv[1:]
     app()

@@ -39,16 +39,18 @@ def doctor_report() -> ExitStatus:
     root = os.geteuid() == 0
     _line(root, "root", "yes" if root else f"no (uid {os.geteuid()}): loopback labs still work")
 
-    from handshake_lab.topo.caps import netns_capability, nft_available  # noqa: PLC0415
+    from handshake_lab.topo.caps import netns_route, nft_available  # noqa: PLC0415
 
-    ok, reason = netns_capability()
-    _line(ok, "netns", reason)
+    netns_ok, reason = netns_route()
+    _line(netns_ok, "netns", reason)
     nft = nft_available()
     _line(nft, "nft", "available" if nft else "not found - no packet holds: apt install nftables")
-    raw = root  # AF_PACKET and raw sockets need CAP_NET_RAW
-    _line(
-        raw, "capture", "AF_PACKET available" if raw else "needs root: no packet lists or --pcap"
-    )
+    if root:
+        _line(True, "capture", "AF_PACKET available")
+    elif netns_ok:
+        _line(True, "capture", "in --topology netns (user namespace); not on loopback (root)")
+    else:
+        _line(False, "capture", "needs root: no packet lists or --pcap")
 
     from handshake_lab.observe.trace import trace_capability  # noqa: PLC0415
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from handshake_lab.cli.signals import sigterm_as_interrupt
-from handshake_lab.errors import ExitStatus, Interrupted, UsageError
+from handshake_lab.errors import ExitStatus, Interrupted, MissingDependencyError, UsageError
 from handshake_lab.lab.evidence import Evidence
 from handshake_lab.lab.loader import find_lab
 from handshake_lab.lab.model import Lab, Step
@@ -127,6 +128,42 @@ def make_evidence(
     )
 
 
+def isolate_without_root(
+    needs_netns: bool, files: list[Path | None], arguments: list[str] | None
+) -> None:
+    """Namespaces without root: rerun this command in a private user namespace (see userns).
+
+    In the rerun process, ``prepare`` gives it a private ``/run`` first. Called in-process (no
+    command line recorded: tests, library use) nothing is rerun, and building the topology
+    fails later with the usual "needs root" reason.
+    """
+    from handshake_lab.topo import userns  # noqa: PLC0415
+
+    if userns.is_userns_child():
+        if needs_netns:
+            userns.prepare()
+        return
+    if arguments is None or not userns.wants_userns(
+        euid=os.geteuid(), environ=os.environ, needs_netns=needs_netns, in_child=False
+    ):
+        return
+    from handshake_lab.topo.caps import user_namespaces_work  # noqa: PLC0415
+
+    works, detail = user_namespaces_work()
+    if not works:
+        if os.geteuid() == 0:
+            raise MissingDependencyError(f"{userns.FORCE_ENV}=1 but {detail}")
+        return  # the topology reports what is missing, as before
+    userns.refuse_private_paths(files)
+    sys.stderr.write(
+        "handshake-lab: not root: running in a private user namespace (unshare -rn); "
+        "no transition stream there (tracefs needs real root)\n"
+        if os.geteuid() != 0
+        else f"handshake-lab: {userns.FORCE_ENV}=1: running in a private user namespace\n"
+    )
+    userns.reexec(arguments)
+
+
 def run_lab_command(
     name: str,
     *,
@@ -143,6 +180,7 @@ def run_lab_command(
     answers: Path | None = None,
     peer: str | None = None,
     token_file: Path | None = None,
+    argv: list[str] | None = None,
 ) -> ExitStatus:
     lab = find_lab(name)
     if peer is not None and topology is not None:
@@ -159,6 +197,7 @@ def run_lab_command(
             f"lab {lab.name} cannot run with {where}: it runs with --topology "
             + " or ".join(lab.topologies)
         )
+    isolate_without_root(step_topology(chosen) == "netns", [pcap, answers, token_file], argv)
     factory = loop_factory(loop)
     default_observers()  # fail early, before building anything, if ss or psutil is unusable
     renderer = None if json_out else TableRenderer(make_console(), lang)

@@ -387,7 +387,19 @@ _mount_lock = threading.Lock()
 
 
 def _tracefs_ready(root: Path) -> bool:
-    return (root / "instances").is_dir() and (root / "events").is_dir()
+    try:
+        return (root / "instances").is_dir() and (root / "events").is_dir()
+    except OSError:  # Python < 3.12 raises for EACCES (a user namespace's view of tracefs)
+        return False
+
+
+IN_USERNS = "in a user namespace: tracefs needs real root (init user namespace)"
+
+
+def _in_user_namespace() -> bool:
+    from handshake_lab.topo.userns import in_user_namespace  # noqa: PLC0415
+
+    return in_user_namespace()
 
 
 def _kernel_has_tracefs() -> bool:
@@ -406,6 +418,8 @@ def trace_capability(root: Path = TRACEFS) -> tuple[bool, str]:
     """
     if os.geteuid() != 0:
         return False, f"{NEED_ROOT} (running as uid {os.geteuid()})"
+    if _in_user_namespace():
+        return False, IN_USERNS
     if not _tracefs_ready(root):
         if not _kernel_has_tracefs():
             return False, "this kernel has no tracefs (CONFIG_TRACING is off)"
@@ -432,6 +446,8 @@ def ensure_tracefs(root: Path = TRACEFS) -> None:
         return
     if os.geteuid() != 0:
         raise MissingDependencyError(f"{NEED_ROOT} (running as uid {os.geteuid()})")
+    if _in_user_namespace():
+        raise MissingDependencyError(IN_USERNS)
     with _mount_lock:
         if _tracefs_ready(root):
             return

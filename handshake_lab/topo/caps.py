@@ -3,11 +3,12 @@
 Why a separate check: ``doctor`` and ``run --topology netns`` must say what is missing and
 what it costs before a lab starts, rather than failing half-way through building a pair.
 
-This release builds named namespaces (``ip netns add``, bind mounts under ``/run/netns``), which
-needs real root. Unprivileged user namespaces (``unshare -rn``) would give a private netns with
-nft and per-namespace sysctls (KERNEL-FACTS, "Namespaces"), but this release does not use them
-yet; the check still reports whether they work, so the reason tells the user what a future
-release (or root) would unlock.
+The topology is built with named namespaces (``ip netns add``, bind mounts under
+``/run/netns``), which needs root. A normal user gets that root inside a user namespace of
+their own: ``run`` re-executes itself under ``unshare -rn`` (see ``topo.userns``) when
+``user_namespaces_work``. ``netns_capability`` answers for THIS process (can it build the pair
+now?); ``netns_route`` answers for the command line (will ``run --topology netns`` work, and
+how?).
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def netns_capability() -> tuple[bool, str]:
     userns_ok, userns_detail = user_namespaces_work()
     if userns_ok:
         why = (
-            "not root: this release builds network namespaces only as root "
-            f"(unprivileged user namespaces do work here: {userns_detail}, but are not used yet)"
+            "not root: this process cannot build namespaces; the command line "
+            f"(handshake-lab run) reruns itself in a user namespace ({userns_detail})"
         )
     else:
         why = (
@@ -62,9 +63,31 @@ def netns_capability() -> tuple[bool, str]:
     return False, f"{why}; run as root (sudo) for {NEEDS_NETNS}"
 
 
+def netns_route() -> tuple[bool, str]:
+    """``(ok, how)``: will ``handshake-lab run --topology netns`` work for this user, and how?"""
+    if os.geteuid() == 0:
+        return netns_capability()
+    if shutil.which("ip") is None:
+        return False, f"ip not found: install iproute2; without it no {NEEDS_NETNS}"
+    userns_ok, userns_detail = user_namespaces_work()
+    if not userns_ok:
+        return netns_capability()
+    nft = "" if shutil.which("nft") else " (nft missing: packet holds unavailable)"
+    return True, (
+        f"not root: runs in a private user namespace ({userns_detail}): namespaces, nft holds, "
+        f"sysctls and capture work; no transition stream (tracefs needs real root){nft}"
+    )
+
+
 def nft_available() -> bool:
     """True if the ``nft`` binary is on PATH (packet holds need it)."""
     return shutil.which("nft") is not None
 
 
-__all__ = ["NEEDS_NETNS", "netns_capability", "nft_available", "user_namespaces_work"]
+__all__ = [
+    "NEEDS_NETNS",
+    "netns_capability",
+    "netns_route",
+    "nft_available",
+    "user_namespaces_work",
+]

@@ -72,12 +72,28 @@ def test_capability_without_root_says_what_is_missing(monkeypatch: pytest.Monkey
     monkeypatch.setattr(caps, "user_namespaces_work", lambda: (True, "unshare -rn works"))
     ok, reason = caps.netns_capability()
     assert not ok
-    assert "only as root" in reason
+    assert "reruns itself in a user namespace" in reason
     assert "--topology netns" in reason
     monkeypatch.setattr(caps, "user_namespaces_work", lambda: (False, "unshare -rn refused"))
     ok, reason = caps.netns_capability()
     assert not ok
     assert "user namespaces are unavailable" in reason
+
+
+def test_route_without_root_is_the_user_namespace_when_it_works(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/sbin/{name}")
+    monkeypatch.setattr(caps, "user_namespaces_work", lambda: (True, "unshare -rn works"))
+    ok, how = caps.netns_route()
+    assert ok
+    assert "private user namespace" in how
+    assert "no transition stream" in how
+    monkeypatch.setattr(caps, "user_namespaces_work", lambda: (False, "unshare -rn refused"))
+    ok, how = caps.netns_route()
+    assert not ok
+    assert "run as root" in how
 
 
 def test_capability_as_root_without_ip_is_not_ok(monkeypatch: pytest.MonkeyPatch) -> None:
