@@ -200,11 +200,29 @@ def start_watch(
 
 
 def listener() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    return sock
+    """A listener on a port no other socket of this machine uses (as local or remote port).
+
+    ``bind(port 0)`` may hand out a port that a TIME_WAIT left by an earlier test still has as
+    its local port; ``watch --port`` would rightly show that socket too. Rejected candidates
+    stay open until a clean port is found, so the kernel does not offer them again.
+    """
+    from handshake_lab.observe.netlink import NetlinkObserver  # noqa: PLC0415
+
+    rejected: list[socket.socket] = []
+    try:
+        with NetlinkObserver() as table:
+            for _ in range(50):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+                sock.bind(("127.0.0.1", 0))
+                sock.listen()
+                if len(table.snapshot([sock.getsockname()[1]])) == 1:
+                    return sock
+                rejected.append(sock)
+        raise AssertionError("no port free of other sockets after 50 tries")
+    finally:
+        for sock in rejected:
+            sock.close()
 
 
 def name(sock: socket.socket, peer: bool = False) -> str:
