@@ -197,7 +197,9 @@ def run_lab_command(
             f"lab {lab.name} cannot run with {where}: it runs with --topology "
             + " or ".join(lab.topologies)
         )
-    isolate_without_root(step_topology(chosen) == "netns", [pcap, answers, token_file], argv)
+    isolate_without_root(
+        step_topology(chosen) == "netns", [lab.path, pcap, answers, token_file], argv
+    )
     factory = loop_factory(loop)
     default_observers()  # fail early, before building anything, if ss or psutil is unusable
     renderer = None if json_out else TableRenderer(make_console(), lang)

@@ -123,15 +123,16 @@ def userns_argv(arguments: Sequence[str], python: str | None = None) -> list[str
 
 
 def refuse_private_paths(paths: Sequence[Path | None]) -> None:
-    """Output files under ``/run`` would land in the private tmpfs and vanish: refuse them."""
+    """Files under ``/run`` are out of sight after the rerun (a private tmpfs covers ``/run``):
+    an output written there would vanish and an input would be missing. Refuse them first."""
     for path in paths:
         if path is None:
             continue
         resolved = path.expanduser().resolve()
         if resolved == PRIVATE_RUN or PRIVATE_RUN in resolved.parents:
             raise UsageError(
-                f"{path}: without root the run sees a private /run, so a file there would be "
-                "lost; choose another directory"
+                f"{path}: without root the run sees a private /run, where this file would be "
+                "out of reach; use another directory"
             )
 
 

@@ -72,7 +72,7 @@ def test_without_unshare_the_rerun_is_a_missing_dependency(
 
 @pytest.mark.parametrize("path", ["/run/x.pcap", "/run", "/run/user/1000/a.pcap"])
 def test_output_files_under_run_are_refused(path: str) -> None:
-    with pytest.raises(UsageError, match="private /run"):
+    with pytest.raises(UsageError, match="private /run, where this file"):
         userns.refuse_private_paths([None, Path(path)])
 
 
