@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import socket
 import struct
 from collections.abc import Callable
@@ -264,6 +265,10 @@ def test_fast_builders_make_the_same_objects_as_the_constructors() -> None:
     from handshake_lab.observe import netlink  # noqa: PLC0415
 
     assert netlink._RECORD_SETTERS  # the fast path is live for the current base.py
+    assert netlink._TIMER_SETTERS
+    timer = netlink._timer(3, 59_876, 2)
+    assert timer == Timer("timewait", 59.876, 2)
+    assert hash(timer) == hash(Timer("timewait", 59.876, 2))
     local, remote = netlink._new_address("::1", 80), Address("::1", 81)
     assert local == Address("::1", 80)
     args = ("netlink", TcpState.LISTEN, "10", local, remote, Timer("on", 0.2, 1), None)
@@ -499,3 +504,29 @@ def test_observer_dump_reads_what_snapshot_reads(one_pass: bool) -> None:
     filtered = observer.dump(ports=[2])  # the kernel would filter; this fake does not
     assert all(r.endswith(port_filter_bytecode([2])) for r in fake.sent[before:])
     assert filtered.records() == observer.snapshot(ports=list(range(1, 1200)))
+
+
+def test_snapshot_pauses_garbage_collection_and_restores_it_even_on_error() -> None:
+    during: list[bool] = []
+
+    def answer(request: bytes) -> bytes:
+        during.append(gc.isenabled())
+        seq = struct.unpack_from("=I", request, 8)[0]
+        if len(during) == 2:
+            return error(errno.EPERM, seq=seq)
+        return nlmsg(18, diag_msg(), seq) + done(seq)
+
+    observer = NetlinkObserver(socket_factory=lambda: cast(socket.socket, ScriptedSocket(answer)))
+    assert gc.isenabled()
+    assert len(observer.snapshot()) == 1
+    assert gc.isenabled()
+    with pytest.raises(ObserverError):
+        observer.snapshot()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        observer.snapshot()
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
+    assert during == [False, False, False]
