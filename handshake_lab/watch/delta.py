@@ -1,19 +1,20 @@
 """Delta refreshes: compare raw sock_diag dumps, decode only the sockets that changed.
 
-Why: ``watch`` reads the whole table 10 times a second. At 50 000 sockets, decoding every
-``inet_diag_msg`` into a ``SocketRecord`` took ~150 ms of the ~250 ms a refresh cost (2 vCPU
-VM, Python 3.11), and the tracker's pass over 50 000 records most of the rest, so a refresh
-of the whole table ran 3.7-3.9 times a second where the target is 10. Yet between two
+Why: ``watch`` reads the whole table 10 times a second. At 50 000 sockets a refresh cost
+~250 ms (2 vCPU VM, Python 3.11): ~27 ms for the kernel to fill the dump, ~190 ms decoding
+every ``inet_diag_msg`` into a ``SocketRecord`` and ~34 ms for the tracker's pass over them,
+so the whole table refreshed 3.7-3.9 times a second where the target is 10. Yet between two
 refreshes almost nothing changes. Here each socket of a dump is only *marked*
 (``observe.netlink.MarkDecoder``: one ``struct`` call and one dict entry per socket, ~18 ms
 at 50 000), the mark being the bytes that say which socket it is and what ``watch`` reports
 about it (family, state, timer kind, retransmits, 4-tuple, owner inode). Dumps are compared
 mark to mark with dict lookups done in C, and only the new and vanished marks are decoded
-and handed to ``Tracker.update_changed``. ``bench/watchbench.py`` measures both paths side
-by side in one run.
+and handed to ``Tracker.update_changed``: ~54 ms a refresh at 50 000 when little changes
+(18 a second), against 190-200 ms for the plain path in the same runs, itself faster now
+than it was (``bench/watchbench.py`` measures both side by side; ``bench/README.md``).
 
-What must stay exactly as ``Tracker.update`` does it on the whole snapshot (the unit tests
-replay the same recorded dumps through both paths and compare every transition):
+What must stay exactly as ``Tracker.update`` does it on the whole snapshot (the tests feed
+both paths the same hand-built or kernel-recorded replies and compare every transition):
 
 - a socket whose owner is unknown is looked up again at every refresh (``owner``), and a new
   inode (an accepted connection) changes its mark. Sockets whose owner is still unknown and
@@ -21,13 +22,16 @@ replay the same recorded dumps through both paths and compare every transition):
   without an inode (TIME_WAIT, request, not yet accepted) has no owner to find;
 - a 4-tuple reported by several sockets (SO_REUSEPORT listeners) is one socket whose first
   record in table order wins: every socket of such a 4-tuple is looked at each refresh;
+- a socket the kernel reports twice in one dump (the table changed under the dump) is
+  looked at twice when it is looked at, as ``update`` sees two records;
 - ``disappeared`` events carry the last record seen, and the table shows the latest timer
   and queues: a tracked socket's record is decoded again from the latest dump only when it
   is shown (``sockets``) or gone, so the live view decodes what fits on the screen.
 
 The first refresh, and the first after an error, decode everything and use ``update``.
-Costs stay ``update``'s when everything changes (every socket's timer flipping at once);
-they are the mark pass, the comparison and the changes otherwise.
+When everything changes at once (every socket's timer kind flipping) a refresh costs a little
+more than the plain path (the mark pass and comparison on top); otherwise it costs those
+two and the changes.
 """
 
 from __future__ import annotations
