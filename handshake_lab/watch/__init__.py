@@ -24,7 +24,15 @@ Cost per refresh, designed for 10 refreshes per second at 50 000 sockets on one 
   TIME_WAIT and request sockets have no owner (inode 0) and cost nothing. With the ``ss``
   fallback (no inodes) owners come from ``psutil.net_connections`` by 4-tuple on the same
   budget (psutil takes ~0.7 s at 50 000).
-- The tracker's work is one dict pass over the port's sockets with plain-tuple keys.
+- The table is not decoded whole at each refresh (``watch.delta``): the dump is read as one
+  byte key per socket (state, 4-tuple, inode...), compared with the previous dump in C
+  (dict lookups), and only the sockets that appeared, changed or still lack an owner are
+  decoded and given to the tracker; the table's rows are decoded when they are shown. At
+  50 000 sockets a whole-table refresh went from ~250 ms (every socket decoded, then one
+  tracker pass over all of them) to ~55-60 ms, most of it the kernel filling the dump and
+  the one pass that keys it (``bench/watchbench.py`` prints both). The ``ss`` fallback and
+  observers passed in by tests take the plain path: the tracker's one dict pass over every
+  record with plain-tuple keys.
 
 An owner found late (a socket newer than the last scan) shows in the table at the next scan;
 its ``appeared`` event, already emitted, says ``pid: null``. A socket whose owner closes it
@@ -39,11 +47,16 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from handshake_lab.errors import ObserverError
 from handshake_lab.observe.base import Observer, SocketRecord
 from handshake_lab.tcp.states import TcpState
 from handshake_lab.watch.tracker import Tracked, Tracker, Transition, WatchFilter, key_of
+
+if TYPE_CHECKING:
+    from handshake_lab.observe.netlink import NetlinkObserver
+    from handshake_lab.watch.delta import Delta, DeltaTracker
 
 OWNER_BUDGET = 0.05
 """Share of wall time the owner scans may take (see the module docstring)."""
@@ -260,6 +273,9 @@ class Watcher:
 
     ``observer`` defaults to netlink with a fallback to ``ss`` (see the module docstring);
     pass one (a ``FakeObserver``) to test. ``note`` says which fallback was taken, if any.
+    With a ``NetlinkObserver`` and ``ProcOwners`` (the defaults) refreshes go through
+    ``watch.delta`` (only changed sockets are decoded) unless ``delta`` is False; the
+    transitions are the same either way.
     """
 
     def __init__(
@@ -270,16 +286,30 @@ class Watcher:
         owners: _Owners | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        delta: bool = True,
     ) -> None:
+        from handshake_lab.observe.netlink import NetlinkObserver  # noqa: PLC0415
+        from handshake_lab.watch.delta import DeltaTracker  # noqa: PLC0415
+
         self.filter = watch_filter
-        self.tracker = Tracker(watch_filter)
         self.clock = clock
         self.wall = wall
         self.note: str | None = None
         self._fallback = observer is None
-        self._observer: Observer = observer if observer is not None else _netlink()
+        self._observer: Observer = observer if observer is not None else NetlinkObserver()
         self._owners: _Owners = owners if owners is not None else ProcOwners(watch_filter.pid)
         self._ports = sorted(watch_filter.ports) if watch_filter.ports is not None else None
+        self._netlink: NetlinkObserver | None = None
+        self._delta: DeltaTracker | None = None
+        if (
+            delta
+            and isinstance(self._observer, NetlinkObserver)
+            and isinstance(self._owners, ProcOwners)
+        ):
+            self._netlink = self._observer
+            self._delta = DeltaTracker(watch_filter)
+        # Not ``self._delta or ...``: a tracker with no sockets is falsy (``__len__``).
+        self.tracker: Tracker = self._delta if self._delta is not None else Tracker(watch_filter)
 
     @property
     def observer_name(self) -> str:
@@ -288,15 +318,20 @@ class Watcher:
     def refresh(self) -> Refresh:
         """Read the table once and return what changed. Raises ``ObserverError``."""
         start = self.clock()
-        records = self._read()
+        read = self._read()
         at = self.clock()
         wall = self.wall()
         owners = self._owners
-        no_inodes = records and not hasattr(records[0], "inode")
-        if no_inodes and isinstance(owners, ProcOwners):  # ss or a fake: no inodes to follow
-            owners = self._owners = PsutilOwners(self.filter.pid)
+        if isinstance(read, list):
+            no_inodes = read and not hasattr(read[0], "inode")
+            if no_inodes and isinstance(owners, ProcOwners):  # ss or a fake: no inodes
+                owners = self._owners = PsutilOwners(self.filter.pid)
         spent = owners.spent
-        transitions = self.tracker.update(records, at, owners.owner)
+        if isinstance(read, list):
+            transitions = self.tracker.update(read, at, owners.owner)
+        else:
+            assert self._delta is not None  # a Delta comes from it
+            transitions = self._delta.apply(read, at, owners.owner)
         done = self.clock()
         owner_s = owners.spent - spent
         return Refresh(
@@ -317,8 +352,11 @@ class Watcher:
         if callable(close):
             close()
 
-    def _read(self) -> list[SocketRecord]:
+    def _read(self) -> list[SocketRecord] | Delta:
+        """The table: whole, or (``watch.delta``) what changed since the last read."""
         try:
+            if self._netlink is not None and self._delta is not None:
+                return self._delta.compare(self._netlink.dump(self._ports))
             return self._observer.snapshot(self._ports)
         except ObserverError as error:
             if not self._fallback:
@@ -328,14 +366,9 @@ class Watcher:
 
             self.close()
             self._observer = SsObserver()
+            self._netlink = None  # the tracker goes on with plain updates
             self.note = f"netlink unusable ({error}); reading the table with ss instead"
             return self._observer.snapshot(self._ports)
-
-
-def _netlink() -> Observer:
-    from handshake_lab.observe.netlink import NetlinkObserver  # noqa: PLC0415
-
-    return NetlinkObserver()
 
 
 Sink = Callable[[Refresh], None]

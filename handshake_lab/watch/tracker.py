@@ -38,7 +38,7 @@ refresh that is the difference between a few and a few dozen milliseconds.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -111,7 +111,7 @@ class Tracked:
     """``since`` is the first snapshot: the socket was in ``state`` before the watch began."""
     pid: int | None
     generation: int
-    """The refresh that last saw the socket (the tracker's bookkeeping)."""
+    """The refresh whose snapshot ``record`` comes from (the tracker's bookkeeping)."""
     changed_at: float | None = None
     """When the last transition of this socket was seen (``None``: none yet)."""
     previous: TcpState | None = None
@@ -124,6 +124,8 @@ class Tracker:
     def __init__(self, watch_filter: WatchFilter | None = None) -> None:
         self.filter = watch_filter or WatchFilter()
         self._sockets: dict[Key, Tracked] = {}
+        self._counts: Counter[TcpState] = Counter()
+        """Tracked sockets per state, kept up to date event by event (``counts`` is O(1))."""
         self._last: float | None = None
         self.refreshes = 0
 
@@ -139,19 +141,68 @@ class Tracker:
         not; ``watch`` reads ``/proc``). It is asked only while a socket's owner is unknown.
         Times must not go backwards (``ValueError``): a monotonic clock never does.
         """
+        initial, generation = self._start(now)
+        sockets = self._sockets
+        before = len(sockets)
+        events: list[Transition] = []
+        kept = self._take(records, now, owner, initial, generation, events)
+        if kept != before:  # some socket of the previous snapshot is gone
+            gone = [key for key, entry in sockets.items() if entry.generation != generation]
+            self._drop(gone, now, events)
+        return events
+
+    def update_changed(
+        self,
+        records: Iterable[SocketRecord],
+        gone: Collection[Key],
+        now: float,
+        owner: Callable[[SocketRecord], int | None] | None = None,
+    ) -> list[Transition]:
+        """``update`` for a caller that already knows what differs from the last snapshot.
+
+        ``records`` are the sockets of the new snapshot that appeared, changed, or must be
+        looked at again (an unknown owner, a 4-tuple reported twice), in table order; ``gone``
+        the 4-tuples no longer in the table. Every other tracked socket is taken as unchanged:
+        it keeps its entry and its record, and ``owner`` is not asked about it. Given exactly
+        that, the transitions are the ones ``update`` returns for the whole snapshot
+        (``watch.delta`` reads the kernel that way; its tests compare both).
+        """
+        initial, generation = self._start(now)
+        events: list[Transition] = []
+        self._take(records, now, owner, initial, generation, events)
+        if gone:
+            sockets = self._sockets
+            # In first-seen order, as ``update`` reports them: one pass over the keys, in C.
+            ordered = list(filter(gone.__contains__, sockets)) if len(gone) > 1 else list(gone)
+            self._drop([key for key in ordered if key in sockets], now, events)
+        return events
+
+    def _start(self, now: float) -> tuple[bool, int]:
+        """Begin the next snapshot: (is it the first, its generation number)."""
         if self._last is not None and now < self._last:
             raise ValueError(f"snapshot time {now} is before the previous one ({self._last})")
         initial = self._last is None
         self._last = now
         self.refreshes += 1
-        generation = self.refreshes
+        return initial, self.refreshes
+
+    def _take(
+        self,
+        records: Iterable[SocketRecord],
+        now: float,
+        owner: Callable[[SocketRecord], int | None] | None,
+        initial: bool,
+        generation: int,
+        events: list[Transition],
+    ) -> int:
+        """Apply ``records`` (appeared and changed events into ``events``); return how many
+        sockets that were already tracked they contain."""
         want_pid = self.filter.pid
         only = self.filter.state
         ports = self.filter.ports
         sockets = self._sockets
-        before = len(sockets)
+        counts = self._counts
         kept = 0
-        events: list[Transition] = []
         # The hot loop (50 000 iterations per refresh at the design load): locals only, the
         # key built inline, ONE dict probe per record; entries are updated in place and
         # stamped with the refresh number, so a stale stamp afterwards means "gone".
@@ -179,6 +230,7 @@ class Tracker:
                 if want_pid is not None and pid != want_pid:
                     continue
                 sockets[key] = Tracked(record, state, now, initial, pid, generation)
+                counts[state] += 1
                 if only is None or state is only:
                     events.append(
                         Transition(
@@ -219,32 +271,39 @@ class Tracker:
                             record=record,
                         )
                     )
+                counts[previous] -= 1
+                counts[state] += 1
                 entry.previous = previous
                 entry.state = state
                 entry.since = now
                 entry.since_start = False
                 entry.changed_at = now
-        if kept != before:  # some socket of the previous snapshot is gone
-            gone_keys = [key for key, entry in sockets.items() if entry.generation != generation]
-            for key in gone_keys:
-                gone = sockets.pop(key)
-                if only is None or gone.state is only:
-                    events.append(
-                        Transition(
-                            kind="disappeared",
-                            local=gone.record.local,
-                            remote=gone.record.remote,
-                            old=gone.state,
-                            new=None,
-                            at=now,
-                            in_old=now - gone.since,
-                            in_old_lower_bound=gone.since_start,
-                            pid=gone.pid,
-                            initial=False,
-                            record=gone.record,
-                        )
+        return kept
+
+    def _drop(self, keys: Iterable[Key], now: float, events: list[Transition]) -> None:
+        """Forget the sockets of ``keys`` (tracked ones), with their disappeared events."""
+        only = self.filter.state
+        sockets = self._sockets
+        counts = self._counts
+        for key in keys:
+            gone = sockets.pop(key)
+            counts[gone.state] -= 1
+            if only is None or gone.state is only:
+                events.append(
+                    Transition(
+                        kind="disappeared",
+                        local=gone.record.local,
+                        remote=gone.record.remote,
+                        old=gone.state,
+                        new=None,
+                        at=now,
+                        in_old=now - gone.since,
+                        in_old_lower_bound=gone.since_start,
+                        pid=gone.pid,
+                        initial=False,
+                        record=gone.record,
                     )
-        return events
+                )
 
     def sockets(self) -> Iterator[Tracked]:
         """The sockets that pass every filter, in the order they were first seen."""
@@ -258,12 +317,12 @@ class Tracker:
         only = self.filter.state
         if only is None:
             return len(self._sockets)
-        return sum(1 for entry in self._sockets.values() if entry.state is only)
+        return self._counts[only]
 
     def counts(self) -> Counter[TcpState]:
         """Sockets per state among those that pass every filter (the latest snapshot)."""
         only = self.filter.state
-        counts = Counter(entry.state for entry in self._sockets.values())
+        counts = +self._counts  # a copy without the states that dropped to zero
         if only is not None:
             return Counter({only: counts[only]}) if counts[only] else Counter()
         return counts

@@ -1,14 +1,15 @@
 """The sock_diag reader on hand-built replies (struct-packed, no sockets), and fuzzed.
 
-Replies are packed here from the layouts in ``include/uapi/linux/inet_diag.h`` and
-``netlink.h``, independently of the reader's own ``Struct`` objects, so a wrong offset in the
-reader shows up as a wrong field rather than agreeing with itself.
+Replies are packed by ``tests.netlink_replies``, independently of the reader's own ``Struct``
+objects, so a wrong offset in the reader shows up as a wrong field rather than agreeing with
+itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import socket
 import struct
 from collections.abc import Callable
@@ -24,68 +25,28 @@ from handshake_lab.observe.base import Address, Timer
 from handshake_lab.observe.netlink import (
     ALL_STATES_MASK,
     Decoder,
+    MarkDecoder,
     NetlinkError,
     NetlinkObserver,
     NetlinkRecord,
     dump_request,
     exact_request,
+    parse_marks,
     parse_messages,
+    port_filter_bytecode,
     state_mask,
 )
 from handshake_lab.tcp.states import TcpState
-
-SOCK_DIAG_BY_FAMILY = 20
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-
-
-def nlmsg(kind: int, payload: bytes, seq: int = 1, flags: int = 2) -> bytes:
-    """One netlink message, padded to 4 bytes like the kernel does."""
-    header = struct.pack("=IHHII", 16 + len(payload), kind, flags, seq, 4242)
-    return header + payload + bytes(-len(payload) % 4)
-
-
-def v4(host: str) -> bytes:
-    return socket.inet_pton(socket.AF_INET, host) + bytes(12)
-
-
-def v6(host: str) -> bytes:
-    return socket.inet_pton(socket.AF_INET6, host)
-
-
-def diag_msg(
-    *,
-    family: int = socket.AF_INET,
-    state: int = 1,
-    timer: int = 0,
-    retrans: int = 0,
-    sport: int = 8000,
-    dport: int = 40000,
-    src: bytes = v4("127.0.0.1"),
-    dst: bytes = v4("127.0.0.1"),
-    cookie: int = 0x1_0000_0002,
-    expires: int = 0,
-    rqueue: int = 0,
-    wqueue: int = 0,
-    uid: int = 1000,
-    inode: int = 77,
-    attributes: bytes = b"",
-) -> bytes:
-    """An ``inet_diag_msg`` (72 bytes) followed by optional attributes."""
-    head = struct.pack("=BBBB", family, state, timer, retrans)
-    ports = struct.pack(">HH", sport, dport)
-    tail = struct.pack(
-        "=IIIIIIII", 0, cookie & 0xFFFFFFFF, cookie >> 32, expires, rqueue, wqueue, uid, inode
-    )
-    return head + ports + src + dst + tail + attributes
-
-
-def done(seq: int = 1, code: int = 0) -> bytes:
-    return nlmsg(NLMSG_DONE, struct.pack("=i", code), seq)
-
-
-def error(code: int, seq: int = 1) -> bytes:
-    return nlmsg(NLMSG_ERROR, struct.pack("=i", -code) + bytes(16), seq, flags=0)
+from tests.netlink_replies import (
+    NLMSG_ERROR,
+    SOCK_DIAG_BY_FAMILY,
+    diag_msg,
+    done,
+    error,
+    nlmsg,
+    v4,
+    v6,
+)
 
 
 def test_established_ipv4_socket_is_decoded_with_ports_in_network_order() -> None:
@@ -304,6 +265,10 @@ def test_fast_builders_make_the_same_objects_as_the_constructors() -> None:
     from handshake_lab.observe import netlink  # noqa: PLC0415
 
     assert netlink._RECORD_SETTERS  # the fast path is live for the current base.py
+    assert netlink._TIMER_SETTERS
+    timer = netlink._timer(3, 59_876, 2)
+    assert timer == Timer("timewait", 59.876, 2)
+    assert hash(timer) == hash(Timer("timewait", 59.876, 2))
     local, remote = netlink._new_address("::1", 80), Address("::1", 81)
     assert local == Address("::1", 80)
     args = ("netlink", TcpState.LISTEN, "10", local, remote, Timer("on", 0.2, 1), None)
@@ -395,3 +360,173 @@ def test_lookup_of_a_missing_socket_is_none() -> None:
 
     observer = NetlinkObserver(socket_factory=lambda: cast(socket.socket, ScriptedSocket(answer)))
     assert observer.lookup(Address("127.0.0.1", 1), Address("127.0.0.1", 2)) is None
+
+
+# --- the mark decoder (watch's delta refreshes): the same records, the same errors ---------
+
+
+def independent_mark(payload: bytes) -> bytes:
+    """The mark of an ``inet_diag_msg``, from the documented layout: bytes 0-40 and 68-72."""
+    return payload[:40] + payload[68:72]
+
+
+@given(st.lists(messages, max_size=6), st.sampled_from([SOCK_DIAG_BY_FAMILY, 18]))
+def test_marked_dumps_decode_to_the_records_of_the_plain_decoder(
+    payloads: list[bytes], kind: int
+) -> None:
+    reply = b"".join(nlmsg(kind, p) for p in payloads) + done()
+    dump = parse_marks(reply)
+    assert dump.records() == parse_messages(reply)
+    firsts: dict[bytes, bytes] = {}  # mark -> the first message with it
+    for payload in payloads:
+        firsts.setdefault(independent_mark(payload), payload)
+    assert list(dump.marks) == list(firsts)
+    assert [dump.record(mark) for mark in firsts] == [
+        parse_messages(nlmsg(kind, payload))[0] for payload in firsts.values()
+    ]
+    assert len(dump.repeats) == len(payloads) - len(firsts)
+
+
+@settings(max_examples=300)
+@given(replies, st.data())
+def test_marks_of_truncated_or_corrupted_replies_raise_only_observer_error(
+    reply: bytes, data: st.DataObject
+) -> None:
+    cut = data.draw(st.integers(0, len(reply)), label="cut")
+    flips = data.draw(
+        st.lists(st.tuples(st.integers(0, max(len(reply) - 1, 0)), st.integers(0, 255))),
+        label="flips",
+    )
+    damaged = bytearray(reply[:cut])
+    for position, value in flips:
+        if position < len(damaged):
+            damaged[position] = value
+    try:
+        records = parse_messages(bytes(damaged))
+    except ObserverError:
+        # Not always the same one when two things are wrong: the mark decoder checks the
+        # framing of the whole reply before any state or family.
+        with pytest.raises(ObserverError):
+            parse_marks(bytes(damaged)).records()
+    else:
+        assert parse_marks(bytes(damaged)).records() == records
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=400))
+def test_marks_of_random_bytes_raise_only_observer_error(data: bytes) -> None:
+    with contextlib.suppress(ObserverError):
+        parse_marks(data).records()
+
+
+@pytest.mark.parametrize(
+    ("reply", "match"),
+    [
+        (b"\x10\x00", "truncated message header"),
+        (struct.pack("=IHHII", 8, 20, 0, 1, 0), "bad message length"),
+        (struct.pack("=IHHII", 200, 20, 0, 1, 0), "bad message length"),
+        (nlmsg(SOCK_DIAG_BY_FAMILY, diag_msg()[:71]), "truncated inet_diag_msg"),
+        (nlmsg(NLMSG_ERROR, b"\x00\x00"), "truncated error"),
+        (nlmsg(4, b""), "OVERRUN"),
+        (nlmsg(99, b""), "unexpected message type 99"),
+        (nlmsg(SOCK_DIAG_BY_FAMILY, diag_msg(family=1)), "address family 1"),
+        (nlmsg(SOCK_DIAG_BY_FAMILY, diag_msg(state=13)), "'13'"),
+        (nlmsg(SOCK_DIAG_BY_FAMILY, diag_msg()) + error(errno.EPERM), "needs more privileges"),
+    ],
+)
+def test_malformed_replies_raise_the_same_errors_through_marks(reply: bytes, match: str) -> None:
+    with pytest.raises(ObserverError, match=match):
+        parse_marks(reply).records()
+
+
+def test_mark_decoder_skips_other_sequence_numbers_and_stops_at_done() -> None:
+    decoder = MarkDecoder(seq=7)
+    stale = nlmsg(SOCK_DIAG_BY_FAMILY, diag_msg(sport=1), seq=6) + done(seq=6)
+    decoder.feed(stale + nlmsg(SOCK_DIAG_BY_FAMILY, diag_msg(sport=2), seq=7))
+    assert not decoder.done
+    decoder.feed(done(seq=7) + nlmsg(SOCK_DIAG_BY_FAMILY, diag_msg(sport=3), seq=7))
+    assert decoder.done
+    assert [r.local.port for r in decoder.dump().records()] == [2]
+
+
+def test_marks_ignore_the_fields_that_change_on_their_own() -> None:
+    """Time left on a timer, queues, cookie, uid: the same mark. State, timer kind,
+    retransmits, 4-tuple, family, inode: another one."""
+    base = parse_marks(nlmsg(20, diag_msg(timer=3, expires=100, rqueue=1, wqueue=2)))
+    same = parse_marks(nlmsg(20, diag_msg(timer=3, expires=99, rqueue=0, cookie=5, uid=1)))
+    assert list(base.marks) == list(same.marks)
+    for changed in (
+        diag_msg(timer=3, expires=100, state=8),
+        diag_msg(timer=1, expires=100),
+        diag_msg(timer=3, expires=100, retrans=1),
+        diag_msg(timer=3, expires=100, dport=40001),
+        diag_msg(timer=3, expires=100, family=socket.AF_INET6),
+        diag_msg(timer=3, expires=100, inode=78),
+    ):
+        assert list(parse_marks(nlmsg(20, changed)).marks) != list(base.marks)
+
+
+def test_a_dump_split_over_datagrams_marks_as_one() -> None:
+    payloads = [diag_msg(sport=port, timer=3, expires=port) for port in range(1000, 1040)]
+    reply = b"".join(nlmsg(20, p) for p in payloads) + done()
+    decoder = MarkDecoder(seq=1)
+    for start in range(0, len(reply), 88 * 7):
+        decoder.feed(
+            bytearray(reply[start : start + 88 * 7]) + b"\xee" * 5, min(88 * 7, len(reply) - start)
+        )
+    assert decoder.done
+    assert decoder.dump().records() == parse_messages(reply)
+
+
+@pytest.mark.parametrize("one_pass", [True, False])
+def test_observer_dump_reads_what_snapshot_reads(one_pass: bool) -> None:
+    def answer(request: bytes) -> bytes:
+        kind, seq = (
+            struct.unpack_from("=H", request, 4)[0],
+            struct.unpack_from("=I", request, 8)[0],
+        )
+        if kind == 18 and not one_pass:
+            return error(errno.EINVAL, seq=seq)
+        family = (
+            socket.AF_INET6 if kind == 20 and request[16] == socket.AF_INET6 else socket.AF_INET
+        )
+        src = v4("127.0.0.1") if family == socket.AF_INET else v6("::1")
+        return b"".join(
+            nlmsg(kind, diag_msg(family=family, src=src, dst=src, sport=port), seq)
+            for port in (1, 2, 3)
+        ) + done(seq)
+
+    fake = ScriptedSocket(answer)
+    observer = NetlinkObserver(socket_factory=lambda: cast(socket.socket, fake))
+    assert observer.dump().records() == observer.snapshot()
+    assert observer.dump(ports=[]).records() == []
+    before = len(fake.sent)
+    filtered = observer.dump(ports=[2])  # the kernel would filter; this fake does not
+    assert all(r.endswith(port_filter_bytecode([2])) for r in fake.sent[before:])
+    assert filtered.records() == observer.snapshot(ports=list(range(1, 1200)))
+
+
+def test_snapshot_pauses_garbage_collection_and_restores_it_even_on_error() -> None:
+    during: list[bool] = []
+
+    def answer(request: bytes) -> bytes:
+        during.append(gc.isenabled())
+        seq = struct.unpack_from("=I", request, 8)[0]
+        if len(during) == 2:
+            return error(errno.EPERM, seq=seq)
+        return nlmsg(18, diag_msg(), seq) + done(seq)
+
+    observer = NetlinkObserver(socket_factory=lambda: cast(socket.socket, ScriptedSocket(answer)))
+    assert gc.isenabled()
+    assert len(observer.snapshot()) == 1
+    assert gc.isenabled()
+    with pytest.raises(ObserverError):
+        observer.snapshot()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        observer.snapshot()
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
+    assert during == [False, False, False]

@@ -272,3 +272,21 @@ def test_filtered_counts_match_filtered_snapshot(run: Run, state: TcpState, port
         expected = Counter(r.state for r in on_port if r.state is state)
         assert tracker.counts() == expected
         assert all(entry.state is state for entry in tracker.sockets())
+
+
+@settings(max_examples=200, deadline=None)
+@given(runs())
+def test_update_changed_given_every_record_and_the_gone_keys_is_update(run: Run) -> None:
+    """The caller of ``update_changed`` says what is gone instead of the tracker finding out;
+    given every record it must agree with ``update`` on everything."""
+    plain, told = Tracker(), Tracker()
+    previous: set[Key] = set()
+    for records, now in zip(run.snapshots, run.times, strict=True):
+        current = set(first_wins(records))
+        expected = plain.update(records, now)
+        assert told.update_changed(records, previous - current, now) == expected
+        assert [(e.record, e.state, e.since, e.pid) for e in told.sockets()] == [
+            (e.record, e.state, e.since, e.pid) for e in plain.sockets()
+        ]
+        assert told.counts() == plain.counts()
+        previous = current
