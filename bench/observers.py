@@ -150,13 +150,13 @@ def _ratio(slow: float | None, fast: float | None) -> str:
 def table(rows: list[Row]) -> str:
     """Milliseconds per read, and how many times slower ss and psutil are than netlink."""
     with_pyroute2 = any(row.ms.get("pyroute2") is not None for row in rows)
-    head = f"{'N':>6} {'read':<6} {'netlink':>8} {'ss+parse':>9} {'psutil':>9}"
+    head = f"{'N':>6} {'read':<7} {'netlink':>8} {'ss+parse':>9} {'psutil':>9}"
     head += f" {'pyroute2':>9}" if with_pyroute2 else ""
     head += f" {'ss/nl':>7} {'psutil/nl':>9}"
     lines = ["median milliseconds per read (lower is better)", head, "-" * len(head)]
     for row in rows:
         ms = row.ms
-        line = f"{row.n:>6} {row.read:<6} {_cell(ms['netlink']):>8} {_cell(ms['ss']):>9}"
+        line = f"{row.n:>6} {row.read:<7} {_cell(ms['netlink']):>8} {_cell(ms['ss']):>9}"
         line += f" {_cell(ms['psutil']):>9}"
         line += f" {_cell(ms.get('pyroute2')):>9}" if with_pyroute2 else ""
         line += f" {_ratio(ms['ss'], ms['netlink']):>7}"

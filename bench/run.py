@@ -22,7 +22,7 @@ from churn import Churn, churn
 from labfigures import lab_report
 from nsbench import BenchNetns, fill, leftover_namespaces
 from observers import Row, measure, table, targets
-from startup import report
+from startup import report, report_fresh
 from watchbench import watch_line
 
 WATCH_LINES: list[str] = []
@@ -135,8 +135,8 @@ def main() -> int:
         print("\n".join(churn_lines(args.churn_seconds)))
         print()
         with BenchNetns():
-            print("\n".join(report("empty bench namespace")))
-        print("\n".join(report("host namespace")[1:]))
+            print("\n".join(report_fresh("empty bench namespace")))
+        print("\n".join(report_fresh("host namespace")[1:]))
         print()
         print("\n".join(lab_report(args.repeats)))
     finally:
