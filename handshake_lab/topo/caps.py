@@ -41,15 +41,40 @@ def user_namespaces_work(timeout: float = 3.0) -> tuple[bool, str]:
     return True, "unshare -rn works"
 
 
+NO_IP = f"ip not found: install iproute2; without it no {NEEDS_NETNS}"
+
+
+def _nft_note() -> str:
+    return "" if nft_available() else " (nft missing: packet holds unavailable)"
+
+
 def netns_capability() -> tuple[bool, str]:
     """``(ok, reason)``: ok when the netns topology can be built now (root with ``ip``)."""
-    ip = shutil.which("ip")
     if os.geteuid() == 0:
+        ip = shutil.which("ip")
         if ip is None:
-            return False, f"ip not found: install iproute2; without it no {NEEDS_NETNS}"
-        nft = "" if shutil.which("nft") else " (nft missing: packet holds unavailable)"
-        return True, f"root with {ip}: network namespaces available{nft}"
+            return False, NO_IP
+        return True, f"root with {ip}: network namespaces available{_nft_note()}"
+    return False, _not_root(*user_namespaces_work())
+
+
+def netns_route() -> tuple[bool, str]:
+    """``(ok, how)``: will ``handshake-lab run --topology netns`` work for this user, and how?"""
+    if os.geteuid() == 0:
+        return netns_capability()
+    if shutil.which("ip") is None:
+        return False, NO_IP
     userns_ok, userns_detail = user_namespaces_work()
+    if not userns_ok:
+        return False, _not_root(userns_ok, userns_detail)
+    return True, (
+        f"not root: runs in a private user namespace ({userns_detail}): namespaces, nft holds, "
+        f"sysctls and capture work; no transition stream (tracefs needs real root){_nft_note()}"
+    )
+
+
+def _not_root(userns_ok: bool, userns_detail: str) -> str:
+    """Why this (non-root) process cannot build the pair itself, and what would."""
     if userns_ok:
         why = (
             "not root: this process cannot build namespaces; the command line "
@@ -60,23 +85,7 @@ def netns_capability() -> tuple[bool, str]:
             "not root and unprivileged user namespaces are unavailable "
             f"({userns_detail}; some distributions block them, e.g. Ubuntu >= 23.10)"
         )
-    return False, f"{why}; run as root (sudo) for {NEEDS_NETNS}"
-
-
-def netns_route() -> tuple[bool, str]:
-    """``(ok, how)``: will ``handshake-lab run --topology netns`` work for this user, and how?"""
-    if os.geteuid() == 0:
-        return netns_capability()
-    if shutil.which("ip") is None:
-        return False, f"ip not found: install iproute2; without it no {NEEDS_NETNS}"
-    userns_ok, userns_detail = user_namespaces_work()
-    if not userns_ok:
-        return netns_capability()
-    nft = "" if shutil.which("nft") else " (nft missing: packet holds unavailable)"
-    return True, (
-        f"not root: runs in a private user namespace ({userns_detail}): namespaces, nft holds, "
-        f"sysctls and capture work; no transition stream (tracefs needs real root){nft}"
-    )
+    return f"{why}; run as root (sudo) for {NEEDS_NETNS}"
 
 
 def nft_available() -> bool:

@@ -49,7 +49,8 @@ PRIVATE_RUN = Path("/run")
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
 
-_INITIAL_UID_MAP = ("0", "0", "4294967295")
+_INITIAL_UID_MAP = [(0, 0, 4294967295)]
+"""The initial user namespace maps every uid to itself."""
 
 
 def parse_uid_map(text: str) -> list[tuple[int, int, int]]:
@@ -76,8 +77,7 @@ def in_user_namespace(uid_map: str | None = None) -> bool:
             uid_map = Path("/proc/self/uid_map").read_text(encoding="ascii")
         except OSError:
             return False
-    rows = parse_uid_map(uid_map)
-    return rows != [tuple(int(f) for f in _INITIAL_UID_MAP)]
+    return parse_uid_map(uid_map) != _INITIAL_UID_MAP
 
 
 def is_userns_child(environ: Mapping[str, str] | None = None) -> bool:
