@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +24,7 @@ from handshake_lab.errors import ExitStatus
 from handshake_lab.lab.loader import builtin_dir, builtin_names, load_lab
 from handshake_lab.topo.caps import user_namespaces_work
 from handshake_lab.topo.userns import CHILD_ENV, FORCE_ENV
-
-CLI = [sys.executable, "-m", "handshake_lab"]
+from tests.integration.test_cli import CLI, cli
 
 _works, _detail = user_namespaces_work()
 pytestmark = [
@@ -48,16 +46,8 @@ def userns_env() -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=userns_env(),
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return cli(*args, env=userns_env(), timeout=120)
 
 
 def events(stdout: str) -> list[dict[str, Any]]:

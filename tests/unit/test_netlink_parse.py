@@ -236,11 +236,8 @@ def test_well_formed_replies_decode_one_record_per_message(reply: bytes) -> None
     assert all(r.remote is None or r.remote.port > 0 for r in records)
 
 
-@settings(max_examples=300)
-@given(replies, st.data())
-def test_truncated_or_corrupted_replies_raise_only_observer_error(
-    reply: bytes, data: st.DataObject
-) -> None:
+def damage(reply: bytes, data: st.DataObject) -> bytes:
+    """``reply`` cut short at a drawn length, with drawn bytes overwritten."""
     cut = data.draw(st.integers(0, len(reply)), label="cut")
     flips = data.draw(
         st.lists(st.tuples(st.integers(0, max(len(reply) - 1, 0)), st.integers(0, 255))),
@@ -250,8 +247,16 @@ def test_truncated_or_corrupted_replies_raise_only_observer_error(
     for position, value in flips:
         if position < len(damaged):
             damaged[position] = value
+    return bytes(damaged)
+
+
+@settings(max_examples=300)
+@given(replies, st.data())
+def test_truncated_or_corrupted_replies_raise_only_observer_error(
+    reply: bytes, data: st.DataObject
+) -> None:
     with contextlib.suppress(ObserverError):
-        parse_messages(bytes(damaged))
+        parse_messages(damage(reply, data))
 
 
 @settings(max_examples=300)
@@ -392,24 +397,16 @@ def test_marked_dumps_decode_to_the_records_of_the_plain_decoder(
 def test_marks_of_truncated_or_corrupted_replies_raise_only_observer_error(
     reply: bytes, data: st.DataObject
 ) -> None:
-    cut = data.draw(st.integers(0, len(reply)), label="cut")
-    flips = data.draw(
-        st.lists(st.tuples(st.integers(0, max(len(reply) - 1, 0)), st.integers(0, 255))),
-        label="flips",
-    )
-    damaged = bytearray(reply[:cut])
-    for position, value in flips:
-        if position < len(damaged):
-            damaged[position] = value
+    damaged = damage(reply, data)
     try:
-        records = parse_messages(bytes(damaged))
+        records = parse_messages(damaged)
     except ObserverError:
         # Not always the same one when two things are wrong: the mark decoder checks the
         # framing of the whole reply before any state or family.
         with pytest.raises(ObserverError):
-            parse_marks(bytes(damaged)).records()
+            parse_marks(damaged).records()
     else:
-        assert parse_marks(bytes(damaged)).records() == records
+        assert parse_marks(damaged).records() == records
 
 
 @settings(max_examples=300)
