@@ -77,8 +77,8 @@ _ANCBUF: Final = socket.CMSG_SPACE(16)
 _BATCH: Final = 512  # frames read per wake-up before looking at the stop flag again
 
 _NEED_RAW: Final = (
-    "capturing packets needs CAP_NET_RAW: run as root (or inside `unshare -rn`), "
-    "or run without capture"
+    "capturing packets needs CAP_NET_RAW: run as root, or with --topology netns (a user "
+    "namespace gives it without root), or run without capture"
 )
 
 
