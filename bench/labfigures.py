@@ -17,11 +17,11 @@ import statistics
 import time
 
 from handshake_lab.cli.runlab import default_observers, make_evidence
-from handshake_lab.lab.loader import find_lab
-from handshake_lab.lab.placements import placed
-from handshake_lab.lab.report import Event, LabResult
 from handshake_lab.lab.runner import LabRun, RunOptions
 from handshake_lab.net.loops import loop_factory
+from handshake_lab.placement.build import placed
+from handshake_lab.record.events import Event, LabResult
+from handshake_lab.spec.loader import find_lab
 from handshake_lab.topo.pair import NetnsPair
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from handshake_lab.lab.loader import builtin_names, find_lab
+from handshake_lab.spec.loader import builtin_names, find_lab
 from tests.faults.support import CLI, Run, doctor_cleanup, wait_clean
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)

@@ -37,7 +37,7 @@ from handshake_lab.agent.protocol import (
     snapshot_from_doc,
 )
 from handshake_lab.errors import MissingDependencyError, NetworkError
-from handshake_lab.net.placement import Scope, Snapshot
+from handshake_lab.net.sides import Scope, Snapshot
 from handshake_lab.net.waits import cancel_and_wait, wait_for
 from handshake_lab.observe.base import Address
 

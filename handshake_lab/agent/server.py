@@ -52,7 +52,7 @@ from handshake_lab.agent.protocol import (
     validate_args,
 )
 from handshake_lab.errors import HandshakeLabError, MissingDependencyError
-from handshake_lab.net.placement import LocalServer
+from handshake_lab.net.sides import LocalServer
 from handshake_lab.net.waits import wait_for
 from handshake_lab.observe.base import Observer
 

@@ -30,9 +30,9 @@ from handshake_lab.errors import (
     MissingDependencyError,
     NetworkError,
 )
-from handshake_lab.lab.model import Lab
 from handshake_lab.net.loops import loop_factory
-from handshake_lab.net.placement import LocalClients
+from handshake_lab.net.sides import LocalClients
+from handshake_lab.spec.model import Lab
 
 
 class AgentUsageError(HandshakeLabError):
@@ -113,7 +113,7 @@ def agent_command(
     lab sockets, ss and psutil - lives in that network namespace.
     """
     from handshake_lab.cli.runlab import default_observers  # noqa: PLC0415
-    from handshake_lab.lab.placements import fast_observer  # noqa: PLC0415
+    from handshake_lab.placement.build import fast_observer  # noqa: PLC0415
 
     host = check_bind(bind)
     if not 0 <= port <= 65535:
@@ -173,7 +173,7 @@ def remote_sides(peer: str, token: str, lab: Lab) -> tuple[RemoteServer, LocalCl
     read on this machine, the server's on the agent's.
     """
     from handshake_lab.cli.runlab import default_observers  # noqa: PLC0415
-    from handshake_lab.lab.placements import fast_observer  # noqa: PLC0415
+    from handshake_lab.placement.build import fast_observer  # noqa: PLC0415
 
     host, port = parse_peer(peer, DEFAULT_AGENT_PORT)
     info, local_addr = probe_agent(host, port, token)

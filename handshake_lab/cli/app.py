@@ -7,7 +7,6 @@ Heavy imports (psutil, asyncio loops, the lab engine) happen inside the commands
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -17,17 +16,13 @@ from typing import Annotated, NoReturn, TypeVar
 import typer
 
 from handshake_lab.errors import ExitStatus, HandshakeLabError
+from handshake_lab.i18n.lang import Lang, resolve
 
 T = TypeVar("T")
 
 command_line: list[str] | None = None
 """This process's arguments when started as the command (``main``); None when called in-process
 (tests, library use). ``run`` reruns them in a user namespace to get namespaces without root."""
-
-
-class Lang(StrEnum):
-    en = "en"
-    zh = "zh"
 
 
 class LoopName(StrEnum):
@@ -53,15 +48,6 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-def default_lang() -> str:
-    """The language from the locale (LC_ALL, LC_MESSAGES, LANG, LANGUAGE); else English."""
-    for var in ("LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"):
-        value = os.environ.get(var, "")
-        if value:
-            return "zh" if value.lower().startswith("zh") else "en"
-    return "en"
 
 
 def _fail(exc: BaseException, status: ExitStatus, debug: bool) -> NoReturn:
@@ -94,9 +80,9 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for err
 @app.command("list")
 def list_labs(lang: LangOpt = None, debug: DebugOpt = False) -> None:
     """List the built-in labs, one line each."""
-    from handshake_lab.lab.loader import builtin_dir, builtin_names, load_lab  # noqa: PLC0415
+    from handshake_lab.spec.loader import builtin_dir, builtin_names, load_lab  # noqa: PLC0415
 
-    language = lang.value if lang else default_lang()
+    language = resolve(lang)
 
     def body() -> None:
         names = builtin_names()
@@ -119,7 +105,7 @@ def explain(
     """Print the explanation of a TCP state or of a lab, without running anything."""
     from handshake_lab.cli.explain import explain_topic  # noqa: PLC0415
 
-    language = lang.value if lang else default_lang()
+    language = resolve(lang)
     guarded(debug, lambda: typer.echo(explain_topic(topic, language)))
 
 
@@ -200,7 +186,7 @@ def run(
     """
     from handshake_lab.cli.runlab import run_lab_command  # noqa: PLC0415
 
-    language = lang.value if lang else default_lang()
+    language = resolve(lang)
     status = guarded(
         debug,
         lambda: run_lab_command(

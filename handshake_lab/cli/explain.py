@@ -5,9 +5,11 @@ from __future__ import annotations
 import difflib
 
 from handshake_lab.errors import LabNotFoundError
-from handshake_lab.lab.loader import builtin_names, find_lab
+from handshake_lab.i18n.labels import label
+from handshake_lab.i18n.machine import describe_transitions
+from handshake_lab.i18n.states import state_text
+from handshake_lab.spec.loader import builtin_names, find_lab
 from handshake_lab.tcp.states import TcpState
-from handshake_lab.text import state_text
 
 
 def normalise_state(word: str) -> TcpState | None:
@@ -52,13 +54,11 @@ def explain_topic(topic: str, lang: str) -> str:
 
 
 def explain_state(state: TcpState, lang: str) -> str:
-    from handshake_lab.tcp.machine import describe_transitions  # noqa: PLC0415
-
     text = state_text(state.name, lang)
     heading = f"{state.name} (RFC 9293: {state.rfc_name}) - {text.title}"
     lines = [heading, "", text.body]
     moves = describe_transitions(state, lang)
     if moves:
-        lines += ["", "Transitions:" if lang != "zh" else "状态转换："]
+        lines += ["", label("transitions", lang)]
         lines += [f"  {m}" for m in moves]
     return "\n".join(lines)

@@ -12,19 +12,19 @@ from pathlib import Path
 
 from handshake_lab.cli.signals import sigterm_as_interrupt
 from handshake_lab.errors import ExitStatus, Interrupted, MissingDependencyError, UsageError
+from handshake_lab.i18n.labels import label
 from handshake_lab.lab.evidence import Evidence
-from handshake_lab.lab.loader import find_lab
-from handshake_lab.lab.model import Lab, Step
-from handshake_lab.lab.placements import Placed, placed, step_topology
 from handshake_lab.lab.quiz import Question, Quiz, normalise_state_answer
 from handshake_lab.lab.runner import Ask, Emit, LabRun, Pause, RunOptions
 from handshake_lab.net.loops import loop_factory
 from handshake_lab.observe.base import Observer
 from handshake_lab.observe.psutil_observer import PsutilObserver
 from handshake_lab.observe.ss import SsObserver
+from handshake_lab.placement.build import Placed, placed, step_topology
 from handshake_lab.render.jsonl import JsonLinesRenderer
-from handshake_lab.render.labels import label
 from handshake_lab.render.table import TableRenderer, make_console
+from handshake_lab.spec.loader import find_lab
+from handshake_lab.spec.model import Lab, Step
 
 
 def default_observers() -> list[Observer]:

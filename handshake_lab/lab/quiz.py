@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from handshake_lab.errors import LabInvalidError
-from handshake_lab.lab.model import ABSENT, Step
+from handshake_lab.spec.model import ABSENT, Step
 from handshake_lab.tcp.states import TcpState
 
 EXPR_RE = re.compile(r"^\s*[+-]?\s*(\w+)(\s*[+-]\s*\w+)*\s*$")
@@ -92,7 +92,7 @@ class Quiz:
     @staticmethod
     def load_answers(path: Path) -> dict[str, dict[str, object]]:
         """``[STEP_ID]`` tables of ``side = "STATE"``, ``outcome = "..."``, ``ack = "u+1"``."""
-        from handshake_lab.lab.loader import read_data_file  # noqa: PLC0415
+        from handshake_lab.spec.loader import read_data_file  # noqa: PLC0415
 
         raw = read_data_file(path)  # bounded, regular files only (not /dev/zero, not a FIFO)
         try:

@@ -27,27 +27,9 @@ from handshake_lab.lab.evidence import (
     segment_records,
     transition_records,
 )
-from handshake_lab.lab.loader import COMPARISON_RE
-from handshake_lab.lab.model import (
-    ABSENT,
-    MAIN_PORT,
-    Hold,
-    Lab,
-    Step,
-    listener_side,
-    server_side,
-)
-from handshake_lab.lab.placements import step_topology
 from handshake_lab.lab.quiz import Question, Quiz
-from handshake_lab.lab.report import (
-    Event,
-    LabResult,
-    LabStarted,
-    SideObservation,
-    StepReport,
-)
 from handshake_lab.net.loops import loop_version
-from handshake_lab.net.placement import (
+from handshake_lab.net.sides import (
     STREAM_ACTIONS,
     ClientSide,
     LocalClients,
@@ -58,6 +40,24 @@ from handshake_lab.net.placement import (
 from handshake_lab.observe.base import Address, Observer
 from handshake_lab.observe.reconcile import Reconciled, reconcile
 from handshake_lab.observe.versions import base_versions
+from handshake_lab.placement.build import step_topology
+from handshake_lab.record.events import (
+    Event,
+    LabResult,
+    LabStarted,
+    SideObservation,
+    StepReport,
+)
+from handshake_lab.spec.loader import COMPARISON_RE
+from handshake_lab.spec.model import (
+    ABSENT,
+    MAIN_PORT,
+    Hold,
+    Lab,
+    Step,
+    listener_side,
+    server_side,
+)
 from handshake_lab.tcp.segments import Flags, seq_diff
 from handshake_lab.tcp.states import TcpState
 

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import TextIO
 
-from handshake_lab.lab.report import Event, to_json
+from handshake_lab.record.events import Event, to_json
 
 
 class JsonLinesRenderer:

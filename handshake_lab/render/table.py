@@ -16,9 +16,9 @@ from rich.table import Table
 from rich.text import Text
 
 from handshake_lab.capture.decode import Packet
-from handshake_lab.lab.report import Event, LabResult, LabStarted, SideObservation, StepReport
+from handshake_lab.i18n.labels import label
 from handshake_lab.observe.trace import TraceEvent
-from handshake_lab.render.labels import label
+from handshake_lab.record.events import Event, LabResult, LabStarted, SideObservation, StepReport
 
 WIDTH = 80
 ORPHAN_STATES = frozenset({"TIME_WAIT"})

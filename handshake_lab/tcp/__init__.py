@@ -1,9 +1,7 @@
 """Pure TCP model: states, the RFC 9293 state machine as one table. No I/O, no clock."""
 
 from handshake_lab.tcp.machine import (
-    EVENT_LABELS,
     EXPLANATION_KEYS,
-    LANGS,
     LIFECYCLE_ORDER,
     TIME_WAIT_SECONDS,
     TRANSITIONS,
@@ -11,13 +9,8 @@ from handshake_lab.tcp.machine import (
     Event,
     HistoryEntry,
     IllegalTransition,
-    Lang,
     TextbookPath,
     Transition,
-    describe_table,
-    describe_transitions,
-    display_width,
-    format_transition,
     path_transitions,
     paths,
     step,
@@ -38,9 +31,7 @@ from handshake_lab.tcp.segments import (
 from handshake_lab.tcp.states import TcpState
 
 __all__ = [
-    "EVENT_LABELS",
     "EXPLANATION_KEYS",
-    "LANGS",
     "LIFECYCLE_ORDER",
     "SEQ_SPACE",
     "TIME_WAIT_SECONDS",
@@ -50,16 +41,11 @@ __all__ = [
     "Flags",
     "HistoryEntry",
     "IllegalTransition",
-    "Lang",
     "Segment",
     "TcpState",
     "TextbookPath",
     "Transition",
     "absolute_seq",
-    "describe_table",
-    "describe_transitions",
-    "display_width",
-    "format_transition",
     "path_transitions",
     "paths",
     "relative_seq",

@@ -12,8 +12,8 @@ sends in response (with the flags Linux puts on the wire), an explanation key fo
 layer, and the RFC section that specifies it. :func:`step` is a lookup in that table and
 nothing else; a pair missing from the table raises :class:`IllegalTransition`, and
 :class:`Connection` keeps its state unchanged when that happens. :func:`transitions_from`,
-:func:`describe_transitions` and :data:`paths` are all derived from, or checked against, the
-same table, so the explanations cannot drift from the model.
+:data:`paths` and the texts of ``handshake_lab.i18n.machine`` are all derived from, or
+checked against, the same table, so the explanations cannot drift from the model.
 
 Opening (3.5): ``connect()`` sends SYN (SYN_SENT); a listener that receives a SYN answers
 SYN+ACK and the new connection is SYN_RECV; the client's SYN_SENT + SYN+ACK -> ESTABLISHED
@@ -68,18 +68,14 @@ Where the table is not the RFC, and where Linux differs
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from types import MappingProxyType
-from typing import Final, Literal, NamedTuple, get_args
+from typing import Final, NamedTuple
 
 from handshake_lab.tcp.segments import Flags
 from handshake_lab.tcp.states import TcpState
-
-Lang = Literal["en", "zh"]
-LANGS: Final[tuple[Lang, ...]] = get_args(Lang)
 
 TIME_WAIT_SECONDS: Final = 60.0
 """Linux's TIME_WAIT duration (``TCP_TIMEWAIT_LEN``), fixed, not derived from an MSL."""
@@ -111,10 +107,6 @@ class Event(Enum):
     @property
     def is_segment(self) -> bool:
         return self.name.startswith("RCV_")
-
-    def label(self, lang: str = "en") -> str:
-        """Short human label of this event ("receive FIN", "收到 FIN")."""
-        return EVENT_LABELS[self][_check_lang(lang)]
 
 
 _APP_CALLS: Final = frozenset(
@@ -314,59 +306,6 @@ class Connection:
         return f"Connection(state={self._state.name}, steps={len(self._history)})"
 
 
-# Labels for the generated descriptions; our own words, short enough for an 80-column line.
-EVENT_LABELS: Final[Mapping[Event, Mapping[Lang, str]]] = MappingProxyType(
-    {
-        Event.PASSIVE_OPEN: {"en": "listen()", "zh": "调用 listen()"},
-        Event.ACTIVE_OPEN: {"en": "connect()", "zh": "调用 connect()"},
-        Event.CLOSE: {"en": "close()", "zh": "调用 close()"},
-        Event.SEND_EOF: {"en": "shutdown(SHUT_WR)", "zh": "调用 shutdown(SHUT_WR)"},
-        Event.ABORT: {"en": "abort (linger 0)", "zh": "强制关闭（linger 0）"},
-        Event.RCV_SYN: {"en": "receive SYN", "zh": "收到 SYN"},
-        Event.RCV_SYN_ACK: {"en": "receive SYN+ACK", "zh": "收到 SYN+ACK"},
-        Event.RCV_ACK: {"en": "receive ACK", "zh": "收到 ACK"},
-        Event.RCV_FIN: {"en": "receive FIN", "zh": "收到 FIN"},
-        Event.RCV_FIN_ACK: {
-            "en": "receive FIN acking our FIN",
-            "zh": "收到 FIN（并确认我方 FIN）",
-        },
-        Event.RCV_RST: {"en": "receive RST", "zh": "收到 RST"},
-        Event.TIMEOUT_2MSL: {
-            "en": "TIME_WAIT timer (60 s)",
-            "zh": "TIME_WAIT 计时到期（60 秒）",
-        },
-    }
-)
-
-_SEND_WORD: Final[Mapping[Lang, str]] = MappingProxyType({"en": "send", "zh": "发送"})
-
-
-def _check_lang(lang: str) -> Lang:
-    for known in LANGS:
-        if lang == known:
-            return known
-    raise ValueError(f"unknown language {lang!r}; expected one of {', '.join(LANGS)}")
-
-
-def format_transition(state: TcpState, event: Event, lang: str = "en") -> str:
-    """One line such as ``"FIN_WAIT2 --receive FIN / send ACK--> TIME_WAIT"``."""
-    checked = _check_lang(lang)
-    transition = step(state, event)
-    label = EVENT_LABELS[event][checked]
-    if transition.sends:
-        label = f"{label} / {_SEND_WORD[checked]} {transition.sends_text}"
-    return f"{state.name} --{label}--> {transition.next_state.name}"
-
-
-def describe_transitions(state: TcpState, lang: str = "en") -> list[str]:
-    """Every legal transition out of ``state`` as a line of text, in :class:`Event` order.
-
-    ``lang`` is "en" or "zh" (see :data:`LANGS`); anything else raises ``ValueError``.
-    """
-    _check_lang(lang)
-    return [format_transition(state, event, lang) for event, _ in transitions_from(state)]
-
-
 # States in the order a connection meets them, for listings meant to be read top to bottom.
 LIFECYCLE_ORDER: Final[tuple[TcpState, ...]] = (
     _S.CLOSE,
@@ -382,17 +321,6 @@ LIFECYCLE_ORDER: Final[tuple[TcpState, ...]] = (
     _S.CLOSE_WAIT,
     _S.LAST_ACK,
 )
-
-
-def describe_table(lang: str = "en") -> list[str]:
-    """The whole machine as text lines, state by state in :data:`LIFECYCLE_ORDER`."""
-    _check_lang(lang)
-    return [line for state in LIFECYCLE_ORDER for line in describe_transitions(state, lang)]
-
-
-def display_width(text: str) -> int:
-    """Terminal columns ``text`` takes: East Asian wide and full-width characters count 2."""
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,9 +450,7 @@ def path_transitions(name: str) -> list[Transition]:
 
 
 __all__ = [
-    "EVENT_LABELS",
     "EXPLANATION_KEYS",
-    "LANGS",
     "LIFECYCLE_ORDER",
     "TIME_WAIT_SECONDS",
     "TRANSITIONS",
@@ -532,13 +458,8 @@ __all__ = [
     "Event",
     "HistoryEntry",
     "IllegalTransition",
-    "Lang",
     "TextbookPath",
     "Transition",
-    "describe_table",
-    "describe_transitions",
-    "display_width",
-    "format_transition",
     "path_transitions",
     "paths",
     "step",

@@ -22,7 +22,7 @@ import subprocess
 import pytest
 
 from handshake_lab.errors import ExitStatus
-from handshake_lab.lab.loader import builtin_names, find_lab
+from handshake_lab.spec.loader import builtin_names, find_lab
 from tests.faults.support import (
     Run,
     agent_processes,

@@ -22,13 +22,13 @@ import psutil
 import pytest
 
 from handshake_lab.errors import ExitStatus, HandshakeLabError, ObserverError
-from handshake_lab.lab.loader import find_lab
-from handshake_lab.lab.report import LabStarted, StepReport
 from handshake_lab.lab.runner import LabRun, RunOptions
 from handshake_lab.net.loops import loop_factory
 from handshake_lab.observe.base import Observer, SocketRecord
 from handshake_lab.observe.psutil_observer import PsutilObserver
 from handshake_lab.observe.ss import SsObserver
+from handshake_lab.record.events import LabStarted, StepReport
+from handshake_lab.spec.loader import find_lab
 from handshake_lab.tcp.states import TcpState
 from tests.faults.support import Run, listening_on, poll_until, wait_clean
 from tests.integration.labrun import Recorded

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from handshake_lab.lab.model import Lab
-from handshake_lab.lab.report import Event, LabResult, LabStarted, StepReport
 from handshake_lab.lab.runner import LabRun, RunOptions
 from handshake_lab.net.loops import loop_factory
 from handshake_lab.observe.base import Observer
 from handshake_lab.observe.psutil_observer import PsutilObserver
 from handshake_lab.observe.ss import SsObserver
+from handshake_lab.record.events import Event, LabResult, LabStarted, StepReport
+from handshake_lab.spec.model import Lab
 
 
 @dataclass

@@ -19,14 +19,14 @@ import pytest
 from handshake_lab.agent.client import RemoteServer
 from handshake_lab.agent.token import write_token_file
 from handshake_lab.errors import ExitStatus, NetworkError
-from handshake_lab.lab.loader import builtin_dir, builtin_names, load_lab
-from handshake_lab.lab.model import ABSENT, Lab, Step
 from handshake_lab.lab.runner import LabRun, Pause, RunOptions
 from handshake_lab.net.loops import loop_factory
-from handshake_lab.net.placement import LocalClients
+from handshake_lab.net.sides import LocalClients
 from handshake_lab.observe.base import Address
 from handshake_lab.observe.psutil_observer import PsutilObserver
 from handshake_lab.observe.ss import SsObserver
+from handshake_lab.spec.loader import builtin_dir, builtin_names, load_lab
+from handshake_lab.spec.model import ABSENT, Lab, Step
 from tests.integration.agent_support import HOST, TOKEN, poll_until, running_agent
 from tests.integration.labrun import Recorded, run_lab
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from handshake_lab.lab.loader import builtin_dir, builtin_names, load_lab
-from handshake_lab.lab.model import ABSENT
+from handshake_lab.spec.loader import builtin_dir, builtin_names, load_lab
+from handshake_lab.spec.model import ABSENT
 from tests.integration.labrun import run_lab
 
 ALIASES_SS = {

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from handshake_lab.errors import ExitStatus
-from handshake_lab.lab.loader import builtin_names
+from handshake_lab.spec.loader import builtin_names
 
 CLI = [sys.executable, "-m", "handshake_lab"]
 

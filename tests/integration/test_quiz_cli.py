@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from handshake_lab.errors import ExitStatus
-from handshake_lab.lab.loader import find_lab
+from handshake_lab.spec.loader import find_lab
 
 CLI = [sys.executable, "-m", "handshake_lab"]
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from handshake_lab.errors import ExitStatus
-from handshake_lab.lab.loader import builtin_dir, builtin_names, load_lab
+from handshake_lab.spec.loader import builtin_dir, builtin_names, load_lab
 from handshake_lab.topo.caps import user_namespaces_work
 from handshake_lab.topo.userns import CHILD_ENV, FORCE_ENV
 from tests.integration.test_cli import CLI, cli

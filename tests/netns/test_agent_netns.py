@@ -21,13 +21,13 @@ import pytest
 from handshake_lab.agent.client import RemoteServer
 from handshake_lab.agent.token import write_token_file
 from handshake_lab.cli.runlab import default_observers
-from handshake_lab.lab.loader import builtin_dir, builtin_names, load_lab
-from handshake_lab.lab.model import ABSENT, Lab
 from handshake_lab.lab.runner import LabRun, RunOptions
 from handshake_lab.net.loops import loop_factory
-from handshake_lab.net.placement import LocalClients
+from handshake_lab.net.sides import LocalClients
 from handshake_lab.observe.base import Address, Observer
 from handshake_lab.observe.scoped import ScopedObserver
+from handshake_lab.spec.loader import builtin_dir, builtin_names, load_lab
+from handshake_lab.spec.model import ABSENT, Lab
 from handshake_lab.topo.netns import in_netns
 from handshake_lab.topo.pair import NetnsPair
 from tests.integration.labrun import Recorded

@@ -16,11 +16,11 @@ import pytest
 
 from handshake_lab.cli.runlab import default_observers, make_evidence
 from handshake_lab.lab.evidence import Evidence
-from handshake_lab.lab.loader import builtin_dir, load_lab
-from handshake_lab.lab.model import ABSENT, Lab
-from handshake_lab.lab.placements import placed
 from handshake_lab.lab.runner import LabRun, RunOptions
 from handshake_lab.net.loops import loop_factory
+from handshake_lab.placement.build import placed
+from handshake_lab.spec.loader import builtin_dir, load_lab
+from handshake_lab.spec.model import ABSENT, Lab
 from tests.integration.labrun import Recorded
 
 pytestmark = pytest.mark.root

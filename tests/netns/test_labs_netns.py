@@ -9,11 +9,11 @@ import subprocess
 import pytest
 
 from handshake_lab.cli.runlab import default_observers
-from handshake_lab.lab.loader import builtin_dir, builtin_names, load_lab
-from handshake_lab.lab.model import ABSENT
-from handshake_lab.lab.placements import placed
 from handshake_lab.lab.runner import LabRun, RunOptions
 from handshake_lab.net.loops import loop_factory
+from handshake_lab.placement.build import placed
+from handshake_lab.spec.loader import builtin_dir, builtin_names, load_lab
+from handshake_lab.spec.model import ABSENT
 from tests.integration.labrun import Recorded
 
 pytestmark = pytest.mark.root

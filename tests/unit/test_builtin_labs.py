@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from handshake_lab.lab.loader import load_lab, parse_lab
-from handshake_lab.lab.model import Lab, Step
+from handshake_lab.spec.loader import load_lab, parse_lab
+from handshake_lab.spec.model import Lab, Step
 from handshake_lab.tcp.states import TcpState
 
 LAB_DIR = Path(__file__).resolve().parents[2] / "labs"

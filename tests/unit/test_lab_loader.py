@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from handshake_lab.errors import ExitStatus, LabInvalidError, LabNotFoundError
-from handshake_lab.lab.loader import find_lab, load_lab, parse_lab
-from handshake_lab.lab.model import ACTIONS
+from handshake_lab.spec.loader import find_lab, load_lab, parse_lab
+from handshake_lab.spec.model import ACTIONS
 from handshake_lab.tcp.states import TcpState
 
 HEAD = """

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from handshake_lab.errors import LabInvalidError
-from handshake_lab.lab.model import Step, Text
 from handshake_lab.lab.quiz import Quiz, evaluate, normalise_state_answer
+from handshake_lab.spec.model import Step, Text
 from handshake_lab.tcp.states import TcpState
 
 

@@ -11,10 +11,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handshake_lab.tcp import (
+from handshake_lab.i18n.machine import (
     EVENT_LABELS,
-    EXPLANATION_KEYS,
     LANGS,
+    describe_table,
+    describe_transitions,
+    display_width,
+    event_label,
+    format_transition,
+)
+from handshake_lab.tcp import (
+    EXPLANATION_KEYS,
     LIFECYCLE_ORDER,
     TIME_WAIT_SECONDS,
     TRANSITIONS,
@@ -22,12 +29,7 @@ from handshake_lab.tcp import (
     Event,
     Flags,
     IllegalTransition,
-    Lang,
     TcpState,
-    describe_table,
-    describe_transitions,
-    display_width,
-    format_transition,
     path_transitions,
     paths,
     step,
@@ -363,7 +365,7 @@ def test_only_fin_senders_reach_time_wait() -> None:
 
 def test_time_wait_is_linux_fixed_sixty_seconds() -> None:
     assert TIME_WAIT_SECONDS == 60.0
-    assert "60" in Event.TIMEOUT_2MSL.label("en")
+    assert "60" in event_label(Event.TIMEOUT_2MSL, "en")
 
 
 def test_connection_history_records_each_legal_step_in_order() -> None:
@@ -421,7 +423,7 @@ def test_format_transition_of_an_illegal_pair_raises() -> None:
 
 
 @pytest.mark.parametrize("lang", LANGS)
-def test_whole_table_description_fits_80_columns(lang: Lang) -> None:
+def test_whole_table_description_fits_80_columns(lang: str) -> None:
     lines = describe_table(lang)
     assert len(lines) == len(TRANSITIONS)
     assert all(display_width(line) <= 80 for line in lines), max(lines, key=display_width)
@@ -433,7 +435,7 @@ def test_lifecycle_order_lists_every_state_once() -> None:
 
 
 @pytest.mark.parametrize("lang", LANGS)
-def test_every_event_has_a_distinct_label(lang: Lang) -> None:
+def test_every_event_has_a_distinct_label(lang: str) -> None:
     labels = [EVENT_LABELS[event][lang] for event in Event]
     assert all(labels)
     assert len(set(labels)) == len(labels)

@@ -6,9 +6,11 @@ import re
 
 import pytest
 
-from handshake_lab.lab.model import ABSENT
+from handshake_lab.i18n.labels import label as ui
+from handshake_lab.i18n.lang import LANGS
+from handshake_lab.i18n.states import StateText, state_names, state_text, unwrap
+from handshake_lab.spec.model import ABSENT
 from handshake_lab.tcp.states import TcpState
-from handshake_lab.text import LANGS, StateText, state_names, state_text, ui, unwrap
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 ALL_NAMES = [s.name for s in TcpState] + [ABSENT]
@@ -63,7 +65,7 @@ def test_unknown_state_raises_key_error() -> None:
 
 
 def test_ui_words_exist_in_every_language() -> None:
-    for key in ("step", "expected", "observed", "outcome", "agrees", "disagrees", "absent"):
+    for key in ("step", "expected", "kernel", "outcome", "agrees", "disagrees", "absent"):
         words = {lang: ui(key, lang) for lang in LANGS}
         assert all(words.values())
         assert CJK.search(words["zh"])

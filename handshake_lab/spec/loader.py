@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from handshake_lab.errors import LabInvalidError, LabNotFoundError
-from handshake_lab.lab.model import (
+from handshake_lab.spec.model import (
     ABSENT,
     ACTIONS,
     DEFAULT_TIMEOUT,

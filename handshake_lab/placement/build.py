@@ -16,10 +16,10 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 from handshake_lab.errors import MissingDependencyError
-from handshake_lab.lab.model import Lab
-from handshake_lab.net.placement import ClientSide, LocalClients, LocalServer, ServerSide
+from handshake_lab.net.sides import ClientSide, LocalClients, LocalServer, ServerSide
 from handshake_lab.observe.base import Observer
 from handshake_lab.observe.scoped import ScopedObserver
+from handshake_lab.spec.model import Lab
 
 TOPOLOGIES: tuple[str, ...] = ("loopback", "netns", "netns-agent")
 AGENT_READY_TIMEOUT = 10.0

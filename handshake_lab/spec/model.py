@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from handshake_lab.i18n.lang import pick
 from handshake_lab.tcp.states import TcpState
 
 SCHEMA_VERSION = 1
@@ -27,7 +28,6 @@ ABSENT = "ABSENT"
 DEFAULT_TIMEOUT = 2.0
 MAX_TIMEOUT = 300.0
 MAIN_PORT = "main"
-LANGS: tuple[str, ...] = ("en", "zh")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,12 @@ class Text:
     zh: str
 
     def get(self, lang: str) -> str:
-        return self.zh if lang == "zh" else self.en
+        """The text in ``lang`` (the one fallback rule of ``i18n.lang.pick``)."""
+        return self.zh if pick(lang) == "zh" else self.en
+
+    def as_dict(self) -> dict[str, str]:
+        """Every language's text: what a language-neutral record keeps."""
+        return {"en": self.en, "zh": self.zh}
 
 
 # A side's expected state: a TcpState, or None for ABSENT.

@@ -1,4 +1,4 @@
-"""Explanations of the TCP states and a few interface words, in English and Chinese.
+"""Explanations of the TCP states, in English and Chinese.
 
 The texts live in ``states.toml`` next to this module (shipped inside the wheel) and are read
 once with ``importlib.resources``. Keys are Linux state names as in ``TcpState`` plus
@@ -16,10 +16,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-__all__ = ["DEFAULT_LANG", "LANGS", "StateText", "state_names", "state_text", "ui", "unwrap"]
+from handshake_lab.i18n.lang import pick
 
-LANGS: tuple[str, ...] = ("en", "zh")
-DEFAULT_LANG = "en"
+__all__ = ["StateText", "state_names", "state_text", "unwrap"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +31,8 @@ class StateText:
 
 @cache
 def _document() -> dict[str, Any]:
-    raw = resources.files(__name__).joinpath("states.toml").read_text(encoding="utf-8")
+    raw = resources.files("handshake_lab.i18n").joinpath("states.toml").read_text(encoding="utf-8")
     return tomllib.loads(raw)
-
-
-def _lang(lang: str) -> str:
-    return lang if lang in LANGS else DEFAULT_LANG
 
 
 def _wide(char: str) -> bool:
@@ -68,14 +63,5 @@ def state_names() -> tuple[str, ...]:
 @cache
 def state_text(state_name: str, lang: str) -> StateText:
     """The title and explanation of ``state_name`` (e.g. ``"TIME_WAIT"``) in ``lang``."""
-    entry = _document()["state"][state_name][_lang(lang)]
+    entry = _document()["state"][state_name][pick(lang)]
     return StateText(title=str(entry["title"]), body=unwrap(str(entry["body"])))
-
-
-def ui(key: str, lang: str) -> str:
-    """An interface word (``"expected"``, ``"agrees"``, ...) in ``lang``; English if missing."""
-    words: dict[str, dict[str, str]] = _document()["ui"]
-    table = words.get(_lang(lang), {})
-    if key in table:
-        return str(table[key])
-    return str(words[DEFAULT_LANG][key])

@@ -1,7 +1,9 @@
 """The few words of the user interface, in each language. Explanations live in the labs and
-in ``handshake_lab/text``; these are only headings and verdicts."""
+in ``states.toml`` beside this module; these are only headings and verdicts."""
 
 from __future__ import annotations
+
+from handshake_lab.i18n.lang import DEFAULT_LANG, pick
 
 LABELS: dict[str, dict[str, str]] = {
     "en": {
@@ -30,6 +32,7 @@ LABELS: dict[str, dict[str, str]] = {
         "timer": "timer",
         "pid": "pid",
         "no_pid": "psutil pid: none (kernel-owned)",
+        "transitions": "Transitions:",
     },
     "zh": {
         "step": "步骤",
@@ -57,9 +60,12 @@ LABELS: dict[str, dict[str, str]] = {
         "timer": "计时器",
         "pid": "进程",
         "no_pid": "psutil pid：无（内核持有）",
+        "transitions": "状态转换：",
     },
 }
 
 
 def label(key: str, lang: str) -> str:
-    return LABELS.get(lang, LABELS["en"]).get(key, LABELS["en"][key])
+    """The interface word ``key`` in ``lang`` (English where the language lacks it)."""
+    table = LABELS[pick(lang)]
+    return table[key] if key in table else LABELS[DEFAULT_LANG][key]
