@@ -16,10 +16,12 @@ import os
 import statistics
 import time
 
-from handshake_lab.cli.runlab import default_observers, make_evidence
+from handshake_lab.lab.evidence import evidence_for
 from handshake_lab.lab.runner import LabRun, RunOptions
 from handshake_lab.net.loops import loop_factory
-from handshake_lab.placement.build import placed
+from handshake_lab.observe.defaults import default_observers
+from handshake_lab.placement import Topology
+from handshake_lab.placement.place import place
 from handshake_lab.record.events import Event, LabResult
 from handshake_lab.spec.loader import find_lab
 from handshake_lab.topo.pair import NetnsPair
@@ -28,15 +30,15 @@ from handshake_lab.topo.pair import NetnsPair
 def _run(topology: str, capture: bool, trace: bool, loop: str = "asyncio") -> LabResult:
     lab = find_lab("half-close")
     events: list[Event] = []
-    with placed(topology, lab, default_observers, loop=loop) as ends:
+    with place(Topology(topology), lab, default_observers, loop=loop) as ends:
         evidence = (
-            make_evidence(ends, capture=capture, trace=trace, pcap=None)
+            evidence_for(ends, capture=capture, trace=trace, pcap=False)
             if capture or trace
             else None
         )
         runner = LabRun(
             lab,
-            RunOptions(loop=loop, topology=topology, host=ends.host),
+            RunOptions(loop=loop, topology=Topology(topology), host=ends.host),
             ends.observers,
             events.append,
             server=ends.server,

@@ -34,6 +34,8 @@ class ExitStatus(IntEnum):
     """A socket operation failed in a way the lab did not ask for (busy port, ...)."""
     QUIZ_WRONG = 8
     """``--quiz``: the kernel agreed with the lab, but some predictions were wrong."""
+    RUN_INVALID = 10
+    """A saved run (``run --json`` output) is unreadable, truncated or not a run."""
     INTERRUPTED = 130
     """Ctrl-C or SIGTERM: every socket and kernel object was cleaned up before exit."""
 
@@ -65,6 +67,12 @@ class LabInvalidError(HandshakeLabError):
         self.detail = message
         where = f"{path}: step {step}" if step is not None else path
         super().__init__(f"{where}: {message}")
+
+
+class RunInvalidError(HandshakeLabError):
+    """A saved run cannot be read back. The message names the file and the line."""
+
+    exit_status = ExitStatus.RUN_INVALID
 
 
 class MissingDependencyError(HandshakeLabError):

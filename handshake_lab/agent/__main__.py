@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from handshake_lab.agent.run import serve
 from handshake_lab.errors import HandshakeLabError
 
 
@@ -17,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bind", required=True, help="IPv4 address of the lab network")
     parser.add_argument("--port", type=int, default=7878, help="control port (0: any)")
     parser.add_argument("--token-file", type=Path, default=None)
+    parser.add_argument(
+        "--token-fd", type=int, default=None, help="read the token from this inherited pipe"
+    )
     parser.add_argument("--netns", default=None, help="run inside this network namespace")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--hello-timeout", type=float, default=5.0)
@@ -24,15 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-timeout", type=float, default=300.0)
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
-    from handshake_lab.cli.agent_cmd import agent_command  # noqa: PLC0415
-
     try:
-        status = agent_command(
+        status = serve(
             args.bind,
             args.port,
             args.token_file,
             args.netns,
             args.debug,
+            token_fd=args.token_fd,
             loop=args.loop,
             hello_timeout=args.hello_timeout,
             line_timeout=args.line_timeout,

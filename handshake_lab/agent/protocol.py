@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from handshake_lab.observe.base import Address, SocketRecord, Timer
+from handshake_lab.spec.model import STREAM_ACTIONS, type_name
 from handshake_lab.tcp.states import TcpState
 from handshake_lab.topo.nft import HoldKind
 
@@ -50,7 +51,6 @@ MAX_BACKLOG: Final = 4096
 NONCE_BYTES: Final = 16
 PROOF_CONTEXT: Final = b"hslab-agent-v1:"
 AGENT_NAME: Final = "handshake-lab-agent"
-STREAM_ACTIONS: Final = ("send", "recv", "send_eof", "close", "abort")
 NS_OPS: Final = ("add_hold", "release_hold", "dropped", "sysctl", "counters")
 HOLD_KINDS: Final = tuple(kind.value for kind in HoldKind)
 REQUEST_KEYS: Final = frozenset({"v", "seq", "verb", "args"})
@@ -113,20 +113,8 @@ class Request:
 Check = Callable[[str, object], object]
 
 
-def _type_name(value: object) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-        dict: "an object",
-        type(None): "null",
-    }.get(type(value), type(value).__name__)
-
-
 def _bad(name: str, want: str, value: object) -> ProtocolError:
-    return ProtocolError(ErrorCode.BAD_ARGS, f"{name} must be {want}, not {_type_name(value)}")
+    return ProtocolError(ErrorCode.BAD_ARGS, f"{name} must be {want}, not {type_name(value)}")
 
 
 def integer(minimum: int, maximum: int) -> Check:
@@ -586,3 +574,31 @@ __all__ = [
     "snapshot_to_doc",
     "validate_args",
 ]
+
+
+# -- the ready line ------------------------------------------------------------------------
+
+READY_PREFIX: Final = "hslab-agent-ready "
+"""The agent's first line on stdout once it listens: this prefix, then a JSON object."""
+
+
+def encode_ready(host: str, port: int, *, netns: str | None, loop: str) -> str:
+    """The machine-readable line a started agent prints (one line, no newline)."""
+    doc = {"host": host, "port": port, "protocol": PROTOCOL_VERSION, "netns": netns, "loop": loop}
+    return READY_PREFIX + json.dumps(doc, sort_keys=True)
+
+
+def decode_ready(line: str) -> tuple[str, int]:
+    """(host, port) from the agent's ready line; ``ProtocolError`` if it is not one."""
+    if not line.startswith(READY_PREFIX):
+        raise ProtocolError(ErrorCode.MALFORMED, f"not a ready line: {line.strip()[:120]!r}")
+    try:
+        doc = json.loads(line[len(READY_PREFIX) :])
+    except ValueError as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, "the ready line is not JSON") from exc
+    if not isinstance(doc, dict):
+        raise ProtocolError(ErrorCode.MALFORMED, "the ready line is not a JSON object")
+    host, port = doc.get("host"), doc.get("port")
+    if not isinstance(host, str) or type(port) is not int or not 0 < port <= 65535:
+        raise ProtocolError(ErrorCode.MALFORMED, "the ready line lacks host or port")
+    return host, port

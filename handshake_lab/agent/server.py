@@ -55,6 +55,7 @@ from handshake_lab.errors import HandshakeLabError, MissingDependencyError
 from handshake_lab.net.sides import LocalServer
 from handshake_lab.net.waits import wait_for
 from handshake_lab.observe.base import Observer
+from handshake_lab.topo.registry import is_owned_name
 
 log = logging.getLogger("handshake_lab.agent")
 
@@ -444,8 +445,6 @@ class Agent:
     def holds_netns(self) -> str | None:
         """The namespace ``ns_op`` may change (holds, sysctls): only one this tool made
         (``hslab-...``), never the host's; None otherwise."""
-        from handshake_lab.topo.registry import is_owned_name  # noqa: PLC0415
-
         ns = self.config.netns
         return ns if ns is not None and is_owned_name(ns) else None
 

@@ -8,6 +8,7 @@ Heavy imports (psutil, asyncio loops, the lab engine) happen inside the commands
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -17,6 +18,7 @@ import typer
 
 from handshake_lab.errors import ExitStatus, HandshakeLabError
 from handshake_lab.i18n.lang import Lang, resolve
+from handshake_lab.placement.topology import CLI_TOPOLOGIES, Topology
 
 T = TypeVar("T")
 
@@ -30,10 +32,10 @@ class LoopName(StrEnum):
     uvloop = "uvloop"
 
 
-class Topology(StrEnum):
-    loopback = "loopback"
-    netns = "netns"
-    netns_agent = "netns-agent"
+TopologyName = StrEnum(  # type: ignore[misc]
+    "TopologyName", {t.value.replace("-", "_"): t.value for t in CLI_TOPOLOGIES}
+)
+"""The ``--topology`` choices, from the one enum (``remote`` is chosen by ``--peer``)."""
 
 
 app = typer.Typer(
@@ -52,8 +54,6 @@ app = typer.Typer(
 
 def _fail(exc: BaseException, status: ExitStatus, debug: bool) -> NoReturn:
     if debug:
-        import traceback  # noqa: PLC0415
-
         traceback.print_exception(exc, file=sys.stderr)
     sys.stderr.write(f"handshake-lab: {exc}\n")
     raise typer.Exit(int(status))
@@ -117,7 +117,7 @@ def run(
         LoopName, typer.Option("--loop", help="Event loop that runs the sockets.")
     ] = LoopName.asyncio,
     topology: Annotated[
-        Topology | None,
+        TopologyName | None,
         typer.Option(
             "--topology",
             help="Where the endpoints live: loopback; two network namespaces (as root, or "
@@ -176,6 +176,14 @@ def run(
             dir_okay=False,
         ),
     ] = None,
+    save: Annotated[
+        Path | None,
+        typer.Option(
+            "--save",
+            help="Also write the run record (the --json lines) to FILE, for 'show' or a teacher.",
+            dir_okay=False,
+        ),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Run a lab: each step's action, the kernel's states for both ends, and why.
@@ -193,7 +201,8 @@ def run(
             lab,
             lang=language,
             loop=loop.value,
-            topology=topology.value if topology else None,
+            topology=Topology(topology.value) if topology else None,
+            save=save,
             json_out=json_out,
             step=step,
             port=port,
@@ -207,6 +216,26 @@ def run(
             argv=command_line,
         ),
     )
+    raise typer.Exit(int(status))
+
+
+@app.command()
+def show(
+    run_file: Annotated[
+        Path, typer.Argument(help="A saved run: the output of 'run --json' or 'run --save'.")
+    ],
+    lang: LangOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Draw a saved run as 'run' drew it: every step, the verdict, the ladders.
+
+    The texts are in the language the run was saved in (a --lang other than that shows the
+    English text where the file has it). Exit codes: the saved run's own verdict (0, 3, 8;
+    130 if it was interrupted); 10 the file is not a readable saved run.
+    """
+    from handshake_lab.cli.runlab import show_command  # noqa: PLC0415
+
+    status = guarded(debug, lambda: show_command(run_file, lang.value if lang else None))
     raise typer.Exit(int(status))
 
 

@@ -10,9 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 
+import psutil
 import typer
 
 from handshake_lab.errors import ExitStatus, HandshakeLabError
+from handshake_lab.observe.trace import trace_capability
+from handshake_lab.topo.caps import netns_route, nft_available
+from handshake_lab.topo.registry import cleanup_leftovers
 
 
 def _line(ok: bool, name: str, detail: str) -> None:
@@ -22,14 +26,7 @@ def _line(ok: bool, name: str, detail: str) -> None:
 def doctor_report() -> ExitStatus:
     ss = shutil.which("ss")
     _line(ss is not None, "ss", ss or "not found - labs cannot run: apt install iproute2")
-    try:
-        import psutil  # noqa: PLC0415
-
-        _line(True, "psutil", str(psutil.__version__))
-        psutil_ok = True
-    except ImportError:
-        _line(False, "psutil", "missing - labs cannot run: pip install psutil")
-        psutil_ok = False
+    _line(True, "psutil", str(psutil.__version__))  # a dependency: the import proves it
     try:
         import uvloop  # noqa: PLC0415
 
@@ -38,8 +35,6 @@ def doctor_report() -> ExitStatus:
         _line(False, "uvloop", "missing - --loop uvloop unavailable: pip install uvloop")
     root = os.geteuid() == 0
     _line(root, "root", "yes" if root else f"no (uid {os.geteuid()}): loopback labs still work")
-
-    from handshake_lab.topo.caps import netns_route, nft_available  # noqa: PLC0415
 
     netns_ok, reason = netns_route()
     _line(netns_ok, "netns", reason)
@@ -52,17 +47,13 @@ def doctor_report() -> ExitStatus:
     else:
         _line(False, "capture", "needs root: no packet lists or --pcap")
 
-    from handshake_lab.observe.trace import trace_capability  # noqa: PLC0415
-
     ok, reason = trace_capability()
     _line(ok, "tracefs", reason if ok else f"{reason} - no transition stream; polling only")
-    return ExitStatus.OK if ss is not None and psutil_ok else ExitStatus.MISSING_DEPENDENCY
+    return ExitStatus.OK if ss is not None else ExitStatus.MISSING_DEPENDENCY
 
 
 def cleanup_command(dry_run: bool) -> ExitStatus:
     """Remove (or list) prefixed leftovers of runs that are no longer alive."""
-    from handshake_lab.topo.registry import cleanup_leftovers  # noqa: PLC0415
-
     if os.geteuid() != 0:
         typer.echo("nothing to do: only root can create (and so leave) namespaces and traces")
         return ExitStatus.OK

@@ -18,6 +18,14 @@ from contextlib import nullcontext, suppress
 from handshake_lab.cli.explain import normalise_state
 from handshake_lab.cli.signals import sigterm_as_interrupt
 from handshake_lab.errors import ExitStatus, HandshakeLabError
+from handshake_lab.render.table import make_console
+from handshake_lab.render.watch import (
+    JsonWatchRenderer,
+    LiveWatchRenderer,
+    PlainWatchRenderer,
+    describe_filter,
+    print_once,
+)
 from handshake_lab.tcp.states import TcpState
 from handshake_lab.watch import (
     Refresh,
@@ -90,16 +98,6 @@ def watch_command(
     if count is not None and count < 1:
         raise WatchUsageError(f"--count must be at least 1, not {count}")
     watch_filter = make_filter(port, pid, state)
-    # Imported here: rich costs ~40 ms to import, which --help and the checks above need not.
-    from handshake_lab.render.table import make_console  # noqa: PLC0415
-    from handshake_lab.render.watch import (  # noqa: PLC0415
-        JsonWatchRenderer,
-        LiveWatchRenderer,
-        PlainWatchRenderer,
-        describe_filter,
-        print_once,
-    )
-
     watcher = Watcher(watch_filter)
     description = f"watch {describe_filter(watch_filter)}"
     try:

@@ -48,6 +48,9 @@ def resolve(option: str | None, environ: Mapping[str, str] | None = None) -> str
 
 
 def in_lang(texts: Mapping[str, str], lang: str) -> str:
-    """The entry of ``texts`` (lang -> text) for ``lang``, falling back to English."""
-    chosen = pick(lang)
-    return texts[chosen] if chosen in texts else texts[DEFAULT_LANG]
+    """The entry of ``texts`` (lang -> text) for ``lang``: else English, else the one there is
+    (a run read back from NDJSON has its texts in the language it was saved in)."""
+    for key in (pick(lang), DEFAULT_LANG):
+        if key in texts:
+            return texts[key]
+    return next(iter(texts.values()), "")

@@ -23,11 +23,16 @@ from handshake_lab.capture.conversation import (
     conversations,
 )
 from handshake_lab.capture.decode import Packet
+from handshake_lab.capture.sniffer import Sniffer, default_socket_factory
 from handshake_lab.errors import HandshakeLabError
 from handshake_lab.observe.base import Address
-from handshake_lab.observe.trace import TraceEvent
+from handshake_lab.observe.trace import TraceEvent, TraceFollower, trace_capability
+from handshake_lab.placement.placed import Placed
+from handshake_lab.tcp.machine import TRANSITIONS, Event
 from handshake_lab.tcp.segments import Flags
 from handshake_lab.tcp.states import TcpState
+from handshake_lab.topo.netns import in_netns
+from handshake_lab.topo.registry import KernelObject, RunRegistry, new_run_id
 
 SocketFactory = Callable[[], Any]
 TRACE_BLIND_SPOTS = (
@@ -81,8 +86,6 @@ class Evidence:
             self._start_trace(ports)
 
     def _start_capture(self, ports: Collection[int]) -> None:
-        from handshake_lab.capture.sniffer import Sniffer  # noqa: PLC0415
-
         kwargs: dict[str, Any] = {"ports": sorted(ports)}
         if self.socket_factory is not None:
             kwargs["socket_factory"] = self.socket_factory
@@ -98,9 +101,6 @@ class Evidence:
         self.capture_on = True
 
     def _start_trace(self, ports: Collection[int]) -> None:
-        from handshake_lab.observe.trace import TraceFollower, trace_capability  # noqa: PLC0415
-        from handshake_lab.topo.registry import KernelObject, RunRegistry  # noqa: PLC0415
-
         ok, reason = trace_capability()
         if not ok:
             self.notes.append(f"no transition stream: {reason}")
@@ -141,8 +141,6 @@ class Evidence:
                 sniffer.stop()
         follower, self._follower = self._follower, None
         if follower is not None:
-            from handshake_lab.topo.registry import KernelObject  # noqa: PLC0415
-
             follower.stop()
             if self._registry is not None:
                 # forget() removes the file once nothing is left: in netns the namespaces
@@ -164,6 +162,35 @@ class Evidence:
                     )
                 )
         return found
+
+
+def evidence_for(
+    ends: Placed, *, capture: bool | None, trace: bool | None, pcap: bool
+) -> Evidence | None:
+    """Capture and trace when asked, or by default when the machine allows it, where the
+    placement says the run's segments cross (``Placed.capture``)."""
+    want_capture = True if capture is None or pcap else capture
+    want_trace = trace if trace is not None else True
+    if not (want_capture or want_trace):
+        return None
+    target = ends.capture
+    factory: SocketFactory | None = None
+    if target.netns is not None:
+        netns = target.netns
+
+        def factory() -> object:
+            with in_netns(netns):
+                return default_socket_factory()
+
+    return Evidence(
+        capture=want_capture,
+        trace=want_trace,
+        run_id=ends.run_id or new_run_id(),
+        interface=target.interface,
+        socket_factory=factory,
+        hosts=set(target.hosts),
+        require_capture=pcap or capture is True,
+    )
 
 
 def name_endpoints(
@@ -188,18 +215,24 @@ def segment_records(
     names: Mapping[tuple[str, int], str],
     t0: float,
 ) -> list[dict[str, Any]]:
-    """JSON-ready segments with Wireshark-style relative numbers (bases over the whole run)."""
-    entries = {id(e.packet): e for conv in conversations(every) for e in conv.entries}
+    """JSON-ready segments with Wireshark-style relative numbers (bases over the whole run),
+    each with its conversation (index in order of first appearance) and the end that sent it."""
+    entries = {
+        id(e.packet): (index, e)
+        for index, conv in enumerate(conversations(every))
+        for e in conv.entries
+    }
     out: list[dict[str, Any]] = []
     for p in new:
-        entry = entries.get(id(p))
+        index, entry = entries.get(id(p), (None, None))
+        src, dst = str(Address(p.src, p.src_port)), str(Address(p.dst, p.dst_port))
         out.append(
             {
                 "t_ms": round((p.timestamp - t0) * 1000, 3),
-                "from": names.get((p.src, p.src_port), f"{p.src}:{p.src_port}"),
-                "to": names.get((p.dst, p.dst_port), f"{p.dst}:{p.dst_port}"),
-                "src": f"{p.src}:{p.src_port}",
-                "dst": f"{p.dst}:{p.dst_port}",
+                "from": names.get((p.src, p.src_port), src),
+                "to": names.get((p.dst, p.dst_port), dst),
+                "src": src,
+                "dst": dst,
                 "flags": p.segment.flags_text,
                 "seq": p.seq,
                 "ack": p.ack,
@@ -208,6 +241,8 @@ def segment_records(
                 "len": p.payload_len,
                 "win": p.window,
                 "label": entry.label if entry else p.segment.flags_text,
+                "conv": index,
+                "sender": entry.sender if entry else None,
             }
         )
     return out
@@ -223,8 +258,6 @@ def segment_causes(old: TcpState, new: TcpState) -> list[Callable[[Flags], bool]
     close, listen...) lead there, or None for a move the table does not have: any segment then.
     A traced "-> CLOSE" also counts the table's "-> TIME_WAIT" causes (the tracepoint shows the
     TIME_WAIT mini-socket taking over as a move to CLOSE)."""
-    from handshake_lab.tcp.machine import TRANSITIONS, Event  # noqa: PLC0415
-
     tests: dict[Event, Callable[[Flags], bool]] = {
         Event.RCV_SYN: lambda f: Flags.SYN in f and Flags.ACK not in f,
         Event.RCV_SYN_ACK: lambda f: Flags.SYN in f and Flags.ACK in f,
@@ -291,6 +324,8 @@ def transition_records(
                 "old": ev.old.name,
                 "new": ev.new.name,
                 "cause": cause,
+                "local": str(ev.local),
+                "remote": str(ev.remote) if ev.remote else None,
             }
         )
     return out

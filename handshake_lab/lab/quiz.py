@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from handshake_lab.errors import LabInvalidError
+from handshake_lab.spec.loader import read_data_file
 from handshake_lab.spec.model import ABSENT, Step
 from handshake_lab.tcp.states import TcpState
 
@@ -92,8 +93,6 @@ class Quiz:
     @staticmethod
     def load_answers(path: Path) -> dict[str, dict[str, object]]:
         """``[STEP_ID]`` tables of ``side = "STATE"``, ``outcome = "..."``, ``ack = "u+1"``."""
-        from handshake_lab.spec.loader import read_data_file  # noqa: PLC0415
-
         raw = read_data_file(path)  # bounded, regular files only (not /dev/zero, not a FIFO)
         try:
             doc = tomllib.loads(raw.decode("utf-8"))

@@ -30,7 +30,6 @@ from handshake_lab.lab.evidence import (
 from handshake_lab.lab.quiz import Question, Quiz
 from handshake_lab.net.loops import loop_version
 from handshake_lab.net.sides import (
-    STREAM_ACTIONS,
     ClientSide,
     LocalClients,
     LocalServer,
@@ -40,7 +39,7 @@ from handshake_lab.net.sides import (
 from handshake_lab.observe.base import Address, Observer
 from handshake_lab.observe.reconcile import Reconciled, reconcile
 from handshake_lab.observe.versions import base_versions
-from handshake_lab.placement.build import step_topology
+from handshake_lab.placement.topology import Topology
 from handshake_lab.record.events import (
     Event,
     LabResult,
@@ -52,6 +51,7 @@ from handshake_lab.spec.loader import COMPARISON_RE
 from handshake_lab.spec.model import (
     ABSENT,
     MAIN_PORT,
+    STREAM_ACTIONS,
     Hold,
     Lab,
     Step,
@@ -73,11 +73,14 @@ Ask = Callable[[Step, list[Question]], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
-    lang: str = "en"
     loop: str = "asyncio"
-    topology: str = "loopback"
+    topology: Topology = Topology.LOOPBACK
     host: str = "127.0.0.1"
     port: int | None = None
+
+    def __post_init__(self) -> None:
+        # Accept the enum's value too ("netns"), as callers outside the CLI pass it.
+        object.__setattr__(self, "topology", Topology(self.topology))
 
 
 class LabRun:
@@ -114,9 +117,13 @@ class LabRun:
         self.t0 = time.monotonic()
         self.holds: dict[str, Hold] = {}
         self.released: set[str] = set()
-        self.steps = lab.steps_for(step_topology(options.topology))
+        self.steps = lab.steps_for(options.topology.step_set)
         self.quiz = quiz
         self.ask = ask
+        # How many packets and transitions earlier steps reported: each step reports what came
+        # after, also what a quiz's look at the wire collected before the step ran.
+        self._reported_packets = 0
+        self._reported_events = 0
 
     # -- ports ------------------------------------------------------------------------------
 
@@ -136,18 +143,16 @@ class LabRun:
         if self.evidence is not None:
             await asyncio.to_thread(self.evidence.start, sorted(set(self.ports.values())))
         lab = self.lab
-        lang = self.options.lang
         versions = base_versions()
         versions["loop"] = f"{self.options.loop} {loop_version(self.options.loop)}"
         self.emit(
             LabStarted(
                 name=lab.name,
-                title=lab.title.get(lang),
-                summary=lab.summary.get(lang),
-                intro=lab.intro.get(lang) if lab.intro else None,
+                title=lab.title.as_dict(),
+                summary=lab.summary.as_dict(),
+                intro=lab.intro.as_dict() if lab.intro else None,
                 loop=self.options.loop,
-                topology=self.options.topology,
-                lang=lang,
+                topology=self.options.topology.value,
                 host=self.server.host,
                 ports=dict(self.ports),
                 observers=self.server.observer_names(),
@@ -242,7 +247,7 @@ class LabRun:
             agrees=not mismatches,
             mismatches=mismatches,
             explain_key=f"{self.lab.name}.{step.explain_key}",
-            explanation=step.explain.get(self.options.lang),
+            explanation=step.explain.as_dict(),
             action_ms=round((t1 - t0) * 1000, 3),
             settle_ms=round((t2 - t1) * 1000, 3),
             total_steps=len(self.steps),
@@ -366,7 +371,11 @@ class LabRun:
 
     async def _evidence(self) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
         assert self.evidence is not None
-        packets, events = await asyncio.to_thread(self.evidence.collect)
+        await asyncio.to_thread(self.evidence.collect)
+        packets = self.evidence.packets[self._reported_packets :]
+        events = self.evidence.events[self._reported_events :]
+        self._reported_packets = len(self.evidence.packets)
+        self._reported_events = len(self.evidence.events)
         tuples = {side: tup for side, (_, tup) in self._tuples().items()}
         names = name_endpoints(tuples)
         segments = segment_records(packets, self.evidence.packets, names, self.t0)

@@ -7,6 +7,7 @@ is local to one run and visible in its report.
 from __future__ import annotations
 
 import asyncio
+import platform
 from collections.abc import Callable
 
 from handshake_lab.errors import MissingDependencyError
@@ -38,6 +39,4 @@ def loop_version(name: str) -> str:
         except ImportError:
             return "missing"
         return str(getattr(uvloop, "__version__", "unknown"))
-    import platform  # noqa: PLC0415
-
     return f"python {platform.python_version()}"

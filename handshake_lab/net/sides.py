@@ -29,10 +29,11 @@ from handshake_lab.net.raw import send_raw_syn
 from handshake_lab.net.waits import wait_for
 from handshake_lab.observe.base import Address, Observer, SocketRecord
 from handshake_lab.observe.scoped import needs_main_thread
+from handshake_lab.topo import nft
+from handshake_lab.topo.pair import set_sysctl
 
 Scope = Callable[[], AbstractContextManager[None]]
 Snapshot = dict[str, list[SocketRecord]]
-STREAM_ACTIONS = frozenset({"send", "recv", "send_eof", "close", "abort"})
 NON_ERROR = frozenset({"ok", "pending", "data", "EOF"})
 RETRY_INTERVAL = 0.05
 
@@ -193,9 +194,6 @@ class NamespaceOps:
 
     def run(self, op: str, args: Mapping[str, object]) -> object:
         """Perform ``op`` (blocking; call it in a thread). Returns the op's result."""
-        from handshake_lab.topo import nft  # noqa: PLC0415 - netns only
-        from handshake_lab.topo.pair import set_sysctl  # noqa: PLC0415
-
         if op == "add_hold":
             ns = self._need_netns("a hold")
             count = args.get("count")

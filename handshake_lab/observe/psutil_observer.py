@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Protocol
 
+import psutil
+
 from handshake_lab.errors import ObserverError
 from handshake_lab.observe.aliases import address, to_state
 from handshake_lab.observe.base import Address, SocketRecord, port_matches
@@ -84,9 +86,6 @@ class PsutilObserver:
         self.kind = kind
 
     def snapshot(self, ports: Collection[int] | None = None) -> list[SocketRecord]:
-        # Imported here: psutil costs ~20 ms to import, which every CLI command would pay.
-        import psutil  # noqa: PLC0415
-
         try:
             connections = psutil.net_connections(kind=self.kind)
         except psutil.AccessDenied as error:

@@ -68,6 +68,7 @@ from handshake_lab.errors import MissingDependencyError, ObserverError
 from handshake_lab.observe.aliases import UnknownStateError, address, normalise_host
 from handshake_lab.observe.base import Address
 from handshake_lab.tcp.states import TcpState
+from handshake_lab.topo.userns import in_user_namespace
 
 SOURCE = "trace"
 
@@ -397,8 +398,6 @@ IN_USERNS = "in a user namespace: tracefs needs real root (init user namespace)"
 
 
 def _in_user_namespace() -> bool:
-    from handshake_lab.topo.userns import in_user_namespace  # noqa: PLC0415
-
     return in_user_namespace()
 
 

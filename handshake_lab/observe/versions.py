@@ -8,6 +8,10 @@ import shutil
 import subprocess
 from functools import cache
 
+import psutil
+
+from handshake_lab import __version__
+
 
 @cache
 def ss_version() -> str:
@@ -24,10 +28,6 @@ def ss_version() -> str:
 
 
 def base_versions() -> dict[str, str]:
-    import psutil  # noqa: PLC0415 - keep CLI start-up light
-
-    from handshake_lab import __version__  # noqa: PLC0415
-
     return {
         "handshake_lab": __version__,
         "python": platform.python_version(),

@@ -1,17 +1,29 @@
-"""What a run produces: plain, JSON-serialisable records.
+"""The events of a run: plain, immutable, language-neutral records.
 
-The table renderer and the ``--json`` emitter both read these records, so the two outputs can
-never tell different stories. ``to_json`` gives the stable NDJSON form documented in
-``docs/json.md``; bump ``JSON_SCHEMA`` when a field changes meaning or disappears (adding a field
-does not need a bump).
+A run is a ``LabStarted``, one ``StepReport`` per step, and (unless interrupted) a ``LabResult``.
+The engine (``handshake_lab.lab``) produces them; every view (the terminal tables, the ladder,
+``--json``, the quiz summary) is drawn from them and from nothing else, so two views of one
+run cannot tell different stories.
+
+Language-neutral: a text a user reads is kept in every language (``Texts``, lang -> text), and
+only a renderer picks one. Everything else in a record is a name, a number or a kernel's own
+spelling. ``record.codec`` gives the NDJSON form documented in ``docs/json.md`` and reads it
+back.
+
+Segments and transitions are JSON-ready dicts (their keys are documented in docs/json.md):
+each segment names its conversation (``conv``, an index in order of first appearance in the
+run) and which end of it sent it (``sender``: ``client`` or ``server`` of that conversation);
+each transition names the socket by ``local`` and ``remote`` address, so the ladder places both
+without re-deriving anything from packets.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-JSON_SCHEMA = 1
+Texts = dict[str, str]
+"""A text in each language it exists in (``{"en": ..., "zh": ...}``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,17 +44,16 @@ class SideObservation:
 @dataclass(frozen=True, slots=True)
 class LabStarted:
     name: str
-    title: str
-    summary: str
+    title: Texts
+    summary: Texts
     loop: str
     topology: str
-    lang: str
     host: str
     ports: dict[str, int]
     observers: list[str]
     steps: int
     versions: dict[str, str]
-    intro: str | None = None
+    intro: Texts | None = None
     path: str | None = None
     evidence: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -66,7 +77,7 @@ class StepReport:
     agrees: bool
     mismatches: list[str]
     explain_key: str
-    explanation: str
+    explanation: Texts
     action_ms: float
     settle_ms: float
     total_steps: int = 0
@@ -91,11 +102,3 @@ class LabResult:
 
 
 Event = LabStarted | StepReport | LabResult
-
-_EVENT_NAMES: dict[type, str] = {LabStarted: "lab", StepReport: "step", LabResult: "result"}
-
-
-def to_json(event: Event) -> dict[str, Any]:
-    """The NDJSON object for one event: ``{"schema": 1, "event": "step", ...fields}``."""
-    body = asdict(event)
-    return {"schema": JSON_SCHEMA, "event": _EVENT_NAMES[type(event)], **body}

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import TextIO
 
-from handshake_lab.record.events import Event, to_json
+from handshake_lab.record.codec import dumps
+from handshake_lab.record.events import Event
 
 
 class JsonLinesRenderer:
-    def __init__(self, out: TextIO | None = None) -> None:
+    """Writes each event as it comes; ``lang`` picks the text of the text fields only."""
+
+    def __init__(self, lang: str, out: TextIO | None = None) -> None:
+        self.lang = lang
         self.out = out or sys.stdout
 
     def __call__(self, event: Event) -> None:
-        self.out.write(json.dumps(to_json(event), ensure_ascii=False, sort_keys=False) + "\n")
+        self.out.write(dumps(event, self.lang) + "\n")
         self.out.flush()

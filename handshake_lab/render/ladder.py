@@ -12,10 +12,11 @@ label is the conversation's relative ``label`` (flags, seq, ack, len); a label t
 the arrow (10-digit numbers, big lengths) is wrapped onto lines above a bare arrow, so nothing
 is cut and no line is wider than ``width``.
 
-State annotations are ``(time, side, state)`` with ``time`` on the packets' clock
-(``Packet.timestamp``, i.e. :func:`time.monotonic`). Each is printed on the row of the last
-packet at or before it: the state that held after that segment. A second annotation for the
-same side and row, or one before the first packet, gets a row of its own with no arrow.
+The conversation is the run record's view (``record.run.ConversationView``): its rows are the
+segments the step tables list, its state annotations the transitions the record holds, both
+timed in milliseconds since the run began. Each annotation is printed on the row of the
+segment nearest in time: the state that held after that segment. A second annotation for the
+same side and row, or one far from every segment, gets a row of its own with no arrow.
 
 Pure text, no rich: the lines are plain strings any renderer (or a test) can use.
 """
@@ -25,12 +26,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from handshake_lab.capture.conversation import Conversation, ConversationEntry, Side
+from handshake_lab.record.run import ConversationView, End, LadderRow
 
 __all__ = ["Annotation", "ladder_lines", "render_ladder"]
 
-Annotation = tuple[float, Side, str]
-"""(time on the packets' clock, "client" or "server", state text)."""
+Annotation = tuple[float, End, str]
+"""(milliseconds since the run began, "client" or "server", state text)."""
 
 _TIME_W = 9
 _STATE_W = 12
@@ -42,8 +43,8 @@ _FIXED = _TIME_W + 1 + _STATE_W + 1 + 1 + 1 + 1 + _STATE_W
 @dataclass(slots=True)
 class _Row:
     time: float
-    entry: ConversationEntry | None
-    states: dict[Side, str] = field(default_factory=dict)
+    entry: LadderRow | None
+    states: dict[End, str] = field(default_factory=dict)
 
 
 def _fmt_ms(ms: float) -> str:
@@ -86,12 +87,12 @@ def _arrow(label: str, to_server: bool, width: int) -> str:
     return body + "-" * (width - len(body))
 
 
-NEAREST_ROW_S = 0.005
-"""An annotation further than this from every packet gets a row of its own."""
+NEAREST_ROW_MS = 5.0
+"""An annotation further than this from every segment gets a row of its own."""
 
 
-def _rows(conv: Conversation, annotations: Iterable[Annotation]) -> list[_Row]:
-    rows = [_Row(e.packet.timestamp, e) for e in conv.entries]
+def _rows(conv: ConversationView, annotations: Iterable[Annotation]) -> list[_Row]:
+    rows = [_Row(e.t_ms, e) for e in conv.rows]
     extra: list[_Row] = []
     for when, side, state in sorted(annotations, key=lambda a: a[0]):
         # The packet row nearest in time. Not "the last one before": a change the application
@@ -100,7 +101,7 @@ def _rows(conv: Conversation, annotations: Iterable[Annotation]) -> list[_Row]:
         target: _Row | None = None
         if rows:
             nearest = min(rows, key=lambda row: (abs(row.time - when), row.time))
-            if abs(nearest.time - when) <= NEAREST_ROW_S:
+            if abs(nearest.time - when) <= NEAREST_ROW_MS:
                 target = nearest
         if target is not None and side not in target.states:
             target.states[side] = state
@@ -114,23 +115,23 @@ def _rows(conv: Conversation, annotations: Iterable[Annotation]) -> list[_Row]:
 
 
 def ladder_lines(
-    conv: Conversation,
-    annotations: Iterable[Annotation] = (),
+    conv: ConversationView,
+    annotations: Iterable[Annotation] | None = None,
     *,
     width: int = 80,
     client_label: str = "client",
     server_label: str = "server",
 ) -> list[str]:
-    """The diagram as lines, none longer than ``width`` (at least 58)."""
+    """The diagram as lines, none longer than ``width`` (at least 58). The annotations are
+    the conversation's own states unless given."""
+    annotations = conv.states if annotations is None else annotations
     arrow_w = max(width - _FIXED, _MIN_ARROW)
     width = _FIXED + arrow_w
     inner = arrow_w - 4  # room for a label between "<--" / "--" and the arrow head
     lines: list[str] = []
 
-    c_host, c_port = conv.client
-    s_host, s_port = conv.server
-    c_ep = f"{client_label} {_endpoint(c_host, c_port)}"
-    s_ep = f"{server_label} {_endpoint(s_host, s_port)}"
+    c_ep = f"{client_label} {conv.client}"
+    s_ep = f"{server_label} {conv.server}"
     title = f"{c_ep} <-> {s_ep}"
     if len(title) <= width:
         lines.append(title)
@@ -142,11 +143,11 @@ def ladder_lines(
         f"{server_label[:_STATE_W]}".rstrip()
     )
 
-    start = conv.start
+    start = conv.start_ms
     blank_time = " " * _TIME_W
     blank_state = " " * _STATE_W
     for row in _rows(conv, annotations):
-        t = _fmt_ms((row.time - start) * 1000.0)
+        t = _fmt_ms(row.time - start)
         left = row.states.get("client", "")[:_STATE_W].ljust(_STATE_W)
         right = row.states.get("server", "")[:_STATE_W]
         if row.entry is None:
@@ -168,8 +169,8 @@ def ladder_lines(
 
 
 def render_ladder(
-    conv: Conversation,
-    annotations: Iterable[Annotation] = (),
+    conv: ConversationView,
+    annotations: Iterable[Annotation] | None = None,
     *,
     width: int = 80,
     client_label: str = "client",
@@ -185,7 +186,3 @@ def render_ladder(
             server_label=server_label,
         )
     )
-
-
-def _endpoint(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

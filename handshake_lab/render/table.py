@@ -5,9 +5,6 @@ rich respects NO_COLOR and writes plain text when stdout is not a terminal.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
-
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -15,10 +12,11 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from handshake_lab.capture.decode import Packet
 from handshake_lab.i18n.labels import label
-from handshake_lab.observe.trace import TraceEvent
+from handshake_lab.i18n.lang import in_lang
 from handshake_lab.record.events import Event, LabResult, LabStarted, SideObservation, StepReport
+from handshake_lab.record.run import RunRecord
+from handshake_lab.render.ladder import ladder_lines
 
 WIDTH = 80
 ORPHAN_STATES = frozenset({"TIME_WAIT"})
@@ -93,7 +91,8 @@ class TableRenderer:
 
     def _header(self, ev: LabStarted) -> None:
         c = self.console
-        c.print(Text(f"{self._l('lab')}: {ev.name} - {ev.title}", style="bold"))
+        title = in_lang(ev.title, self.lang)
+        c.print(Text(f"{self._l('lab')}: {ev.name} - {title}", style="bold"))
         ports = ", ".join(f"{slot}={port}" for slot, port in ev.ports.items())
         c.print(
             f"{self._l('loop')} {escape(ev.versions.get('loop', ev.loop))} | "
@@ -110,7 +109,7 @@ class TableRenderer:
                 f"packets: {ev.evidence.get('capture')} | transitions: {ev.evidence.get('trace')}"
             )
         if ev.intro:
-            for paragraph in reflow(ev.intro):
+            for paragraph in reflow(in_lang(ev.intro, self.lang)):
                 c.print()
                 c.print(Text(paragraph))
 
@@ -189,7 +188,7 @@ class TableRenderer:
             )
         for problem in ev.mismatches:
             c.print(Padding(Text(f"- {problem}", style="bold red"), (0, 0, 0, 4), expand=False))
-        for i, paragraph in enumerate(reflow(ev.explanation)):
+        for i, paragraph in enumerate(reflow(in_lang(ev.explanation, self.lang))):
             prefix = f"{self._l('why')}: " if i == 0 else ""
             c.print(Padding(Text(prefix + paragraph), (0, 0, 0, 2), expand=False))
 
@@ -214,28 +213,19 @@ class TableRenderer:
             out.append("\n" + obs.note, style="magenta")
         return out
 
-    def ladders(self, packets: Sequence[Packet], events: Sequence[TraceEvent] = ()) -> None:
-        """A ladder diagram per captured connection, after the run, with each end's state
-        changes from the transition stream beside the arrows."""
-        from handshake_lab.capture.conversation import conversations  # noqa: PLC0415
-        from handshake_lab.render.ladder import Annotation, ladder_lines  # noqa: PLC0415
-
-        for conv in conversations(packets):
-            ends: dict[tuple[str, int], Literal["client", "server"]] = {
-                conv.client: "client",
-                conv.server: "server",
-            }
-            notes: list[Annotation] = []
-            for ev in events:
-                if ev.kind != "state" or ev.new is None or ev.remote is None:
-                    continue
-                side = ends.get((ev.local.host, ev.local.port))
-                peer = (ev.remote.host, ev.remote.port)
-                if side is not None and peer in ends and ends[peer] != side:
-                    notes.append((ev.time, side, ev.new.name))
+    def ladders(self, record: RunRecord) -> None:
+        """A ladder diagram per captured conversation, after the run, with each end's state
+        changes beside the arrows: both from the run record, as the step tables showed them."""
+        for conv in record.conversations():
             self.console.print()
-            for line in ladder_lines(conv, notes, width=WIDTH):
+            for line in ladder_lines(conv, width=WIDTH):
                 self.console.print(Text(line), no_wrap=True, overflow="ignore")
+
+    def render(self, record: RunRecord) -> None:
+        """A whole run (e.g. one read back from ``--json``): every event, then the ladders."""
+        for event in record.events():
+            self(event)
+        self.ladders(record)
 
     def _result(self, ev: LabResult) -> None:
         c = self.console

@@ -39,6 +39,7 @@ from handshake_lab.spec.model import (
     Text,
     listener_side,
     server_side,
+    type_name,
 )
 from handshake_lab.tcp.states import TcpState
 
@@ -185,14 +186,7 @@ def _str(ctx: _Ctx, value: object, what: str) -> str:
 
 
 def _type(value: object) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
+    return type_name(value, mapping="a table")
 
 
 def _text(ctx: _Ctx, value: object, what: str, *, required: bool = True) -> Text | None:

@@ -28,6 +28,22 @@ ABSENT = "ABSENT"
 DEFAULT_TIMEOUT = 2.0
 MAX_TIMEOUT = 300.0
 MAIN_PORT = "main"
+STREAM_ACTIONS: tuple[str, ...] = ("send", "recv", "send_eof", "close", "abort")
+"""The actions on one connection, done by whichever end a step names (runner and agent)."""
+
+
+def type_name(value: object, *, mapping: str = "an object") -> str:
+    """How an error message names a value's type: "an integer", "a string", ... (``mapping``
+    names a dict: a TOML file calls it a table, JSON an object)."""
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: mapping,
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 @dataclass(frozen=True, slots=True)

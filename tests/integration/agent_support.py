@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 from handshake_lab.agent.protocol import encode_request, proof
 from handshake_lab.agent.server import Agent, AgentConfig
 from handshake_lab.net.loops import loop_factory
+from handshake_lab.observe.defaults import fast_observer
 from handshake_lab.observe.psutil_observer import PsutilObserver
 from handshake_lab.observe.ss import SsObserver
-from handshake_lab.placement.build import fast_observer
 
 TOKEN = "0123456789abcdef" * 4
 HOST = "127.0.0.1"

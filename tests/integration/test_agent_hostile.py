@@ -246,7 +246,7 @@ def test_too_many_connections_get_busy() -> None:
 
 
 def test_agent_refuses_a_wildcard_bind() -> None:
-    from handshake_lab.cli.agent_cmd import AgentUsageError, check_bind  # noqa: PLC0415
+    from handshake_lab.agent.run import AgentUsageError, check_bind  # noqa: PLC0415
 
     with pytest.raises(AgentUsageError, match="every interface"):
         check_bind("0.0.0.0")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from handshake_lab.agent.client import RemoteServer
+from handshake_lab.agent.protocol import decode_ready
 from handshake_lab.agent.token import write_token_file
 from handshake_lab.errors import ExitStatus, NetworkError
 from handshake_lab.lab.runner import LabRun, Pause, RunOptions
@@ -116,8 +117,7 @@ def start_agent_process(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # bounded: the agent prints it or exits (EOF)
-    assert "listening on" in line, line
-    port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+    _, port = decode_ready(line)
     return proc, port
 
 

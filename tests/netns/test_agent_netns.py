@@ -8,6 +8,7 @@ connection, the lab sockets and both observers really are on the other "host".
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -19,13 +20,15 @@ from pathlib import Path
 import pytest
 
 from handshake_lab.agent.client import RemoteServer
+from handshake_lab.agent.protocol import decode_ready
 from handshake_lab.agent.token import write_token_file
-from handshake_lab.cli.runlab import default_observers
 from handshake_lab.lab.runner import LabRun, RunOptions
 from handshake_lab.net.loops import loop_factory
 from handshake_lab.net.sides import LocalClients
 from handshake_lab.observe.base import Address, Observer
+from handshake_lab.observe.defaults import default_observers
 from handshake_lab.observe.scoped import ScopedObserver
+from handshake_lab.placement import Topology
 from handshake_lab.spec.loader import builtin_dir, builtin_names, load_lab
 from handshake_lab.spec.model import ABSENT, Lab
 from handshake_lab.topo.netns import in_netns
@@ -59,8 +62,8 @@ def agent_in(pair: NetnsPair, tmp_path: Path, loop: str) -> Iterator[int]:
     assert proc.stdout is not None
     try:
         line = proc.stdout.readline()
-        assert f"in netns {pair.server_ns}" in line, line
-        yield int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+        assert json.loads(line.split(" ", 1)[1])["netns"] == pair.server_ns, line
+        yield decode_ready(line)[1]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10.0) == 0
     finally:
@@ -116,7 +119,7 @@ def test_lab_runs_across_the_veth_with_the_server_side_in_an_agent(
         )
         runner = LabRun(
             lab,
-            RunOptions(loop=loop_name, topology="netns"),
+            RunOptions(loop=loop_name, topology=Topology.NETNS),
             [],
             recorded,
             server=server,

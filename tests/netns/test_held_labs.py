@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from handshake_lab.cli.runlab import default_observers, make_evidence
-from handshake_lab.lab.evidence import Evidence
+from handshake_lab.lab.evidence import Evidence, evidence_for
 from handshake_lab.lab.runner import LabRun, RunOptions
 from handshake_lab.net.loops import loop_factory
-from handshake_lab.placement.build import placed
+from handshake_lab.observe.defaults import default_observers
+from handshake_lab.placement import Topology
+from handshake_lab.placement.place import place
 from handshake_lab.spec.loader import builtin_dir, load_lab
 from handshake_lab.spec.model import ABSENT, Lab
 from tests.integration.labrun import Recorded
@@ -60,12 +61,12 @@ def run_held(name: str, loop_name: str) -> HeldRun:
     the machine has it); assert that every step agreed and that the namespaces are gone."""
     lab = load_lab(builtin_dir() / f"{name}.toml")
     recorded = Recorded()
-    with placed("netns", lab, default_observers) as ends:
-        evidence = make_evidence(ends, capture=True, trace=None, pcap=None)
+    with place(Topology.NETNS, lab, default_observers) as ends:
+        evidence = evidence_for(ends, capture=True, trace=None, pcap=False)
         assert evidence is not None
         runner = LabRun(
             lab,
-            RunOptions(loop=loop_name, topology="netns", host=ends.host),
+            RunOptions(loop=loop_name, topology=Topology.NETNS, host=ends.host),
             ends.observers,
             recorded,
             server=ends.server,

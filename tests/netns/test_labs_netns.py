@@ -8,10 +8,11 @@ import subprocess
 
 import pytest
 
-from handshake_lab.cli.runlab import default_observers
 from handshake_lab.lab.runner import LabRun, RunOptions
 from handshake_lab.net.loops import loop_factory
-from handshake_lab.placement.build import placed
+from handshake_lab.observe.defaults import default_observers
+from handshake_lab.placement import Topology
+from handshake_lab.placement.place import place
 from handshake_lab.spec.loader import builtin_dir, builtin_names, load_lab
 from handshake_lab.spec.model import ABSENT
 from tests.integration.labrun import Recorded
@@ -28,13 +29,14 @@ def hslab_namespaces() -> list[str]:
 def test_builtin_lab_agrees_with_the_kernel_in_namespaces(name: str, loop_name: str) -> None:
     lab = load_lab(builtin_dir() / f"{name}.toml")
     recorded = Recorded()
-    with placed("netns", lab, default_observers) as ends:
+    with place(Topology.NETNS, lab, default_observers) as ends:
         assert ends.host.startswith("198.18.")
-        namespaces = {ends.details["server_ns"], ends.details["client_ns"]}
+        assert ends.netns is not None
+        namespaces = {ends.netns.server_ns, ends.netns.client_ns}
         assert namespaces <= set(hslab_namespaces())
         runner = LabRun(
             lab,
-            RunOptions(loop=loop_name, topology="netns", host=ends.host),
+            RunOptions(loop=loop_name, topology=Topology.NETNS, host=ends.host),
             ends.observers,
             recorded,
             server=ends.server,

@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pytest
 
-from handshake_lab.capture.conversation import conversation
-from handshake_lab.render.ladder import Annotation, ladder_lines, render_ladder
+from handshake_lab.capture.conversation import Conversation, conversation
+from handshake_lab.observe.base import Address
+from handshake_lab.record.run import ConversationView, LadderRow
+from handshake_lab.render import ladder
+from handshake_lab.render.ladder import Annotation
 from tests.unit.test_capture_conversation import C, S, pkt, session
+
+
+def view(conv: Conversation) -> ConversationView:
+    """The run record's view of a conversation the capture decoded (times in ms)."""
+    return ConversationView(
+        index=0,
+        client=str(Address(*conv.client)),
+        server=str(Address(*conv.server)),
+        rows=tuple(LadderRow(e.packet.timestamp * 1000, e.sender, e.label) for e in conv.entries),
+        states=(),
+    )
+
+
+def in_ms(annotations: Iterable[Annotation]) -> list[Annotation]:
+    return [(t * 1000, side, state) for t, side, state in annotations]
+
+
+def ladder_lines(
+    conv: Conversation, annotations: Iterable[Annotation] = (), width: int = 80
+) -> list[str]:
+    return ladder.ladder_lines(view(conv), in_ms(annotations), width=width)
+
+
+def render_ladder(conv: Conversation, annotations: Iterable[Annotation] = ()) -> str:
+    return ladder.render_ladder(view(conv), in_ms(annotations))
 
 
 def test_handshake_ladder_with_state_annotations_exact_text() -> None:

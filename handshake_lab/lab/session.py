@@ -1,0 +1,102 @@
+"""One run of one lab, start to end: the call the CLI (and anything else) makes.
+
+``execute(request, emit)`` places the two ends (``placement.place``), starts the evidence
+(capture, transition stream) where the placement says segments cross, runs the lab in the
+chosen event loop, writes the pcap if asked, removes whatever it created, and returns the run
+record. SIGTERM cancels the run like Ctrl-C does, so sockets and kernel objects are released
+either way; an interrupted run raises ``Interrupted``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from handshake_lab.capture.pcap import write_pcap
+from handshake_lab.errors import Interrupted
+from handshake_lab.lab.evidence import evidence_for
+from handshake_lab.lab.quiz import Quiz
+from handshake_lab.lab.runner import Ask, Emit, LabRun, Pause, RunOptions
+from handshake_lab.net.loops import loop_factory
+from handshake_lab.observe.defaults import default_observers
+from handshake_lab.placement import Topology
+from handshake_lab.placement.place import place
+from handshake_lab.record.run import Recorder, RunRecord
+from handshake_lab.spec.model import Lab
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """Everything a run needs, parsed and checked at the edge."""
+
+    lab: Lab
+    topology: Topology
+    loop: str = "asyncio"
+    port: int | None = None
+    peer: str | None = None
+    token_file: Path | None = None
+    capture: bool | None = None
+    trace: bool | None = None
+    pcap: Path | None = None
+    quiz: Quiz | None = None
+
+
+def execute(
+    request: RunRequest, emit: Emit, pause: Pause | None = None, ask: Ask | None = None
+) -> RunRecord:
+    """Run the lab; every event goes to ``emit`` as it happens; the record is returned."""
+    factory = loop_factory(request.loop)
+    recorder = Recorder(emit)
+    with place(
+        request.topology,
+        request.lab,
+        default_observers,
+        loop=request.loop,
+        peer=request.peer,
+        token_file=request.token_file,
+    ) as ends:
+        evidence = evidence_for(
+            ends, capture=request.capture, trace=request.trace, pcap=request.pcap is not None
+        )
+        options = RunOptions(
+            loop=request.loop, topology=request.topology, port=request.port, host=ends.host
+        )
+        runner = LabRun(
+            request.lab,
+            options,
+            ends.observers,
+            recorder,
+            pause,
+            server=ends.server,
+            clients=ends.clients,
+            evidence=evidence,
+            shared_table=ends.shared_table or None,
+            quiz=request.quiz,
+            ask=ask,
+        )
+
+        async def main() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            running = asyncio.get_running_loop()
+            running.add_signal_handler(signal.SIGTERM, task.cancel)
+            try:
+                await runner.run()
+            finally:
+                running.remove_signal_handler(signal.SIGTERM)
+
+        try:
+            with asyncio.Runner(loop_factory=factory) as r:
+                r.run(main())
+        except asyncio.CancelledError as exc:
+            raise Interrupted("terminated; every socket was closed") from exc
+        finally:
+            # The runner stops the capture and the trace in its cleanup; a second Ctrl-C can
+            # cut that short, so stop them again here, outside the loop (it is idempotent).
+            if evidence is not None:
+                evidence.stop()
+        if evidence is not None and evidence.packets and request.pcap is not None:
+            write_pcap(request.pcap, evidence.packets)
+    return recorder.record()

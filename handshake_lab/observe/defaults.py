@@ -1,0 +1,38 @@
+"""Which observers a run reads: the one place that decides it.
+
+A lab step is confirmed by ``ss`` and psutil side by side (what the tables show); polling uses
+the netlink observer where it works (a fraction of a millisecond per read). Every lab socket
+is IPv4 (127.0.0.1, 198.18.0.0/15), so the defaults read IPv4 only, half the cost.
+"""
+
+from __future__ import annotations
+
+from handshake_lab.errors import HandshakeLabError
+from handshake_lab.observe.base import Observer
+from handshake_lab.observe.netlink import NetlinkObserver
+from handshake_lab.observe.psutil_observer import PsutilObserver
+from handshake_lab.observe.ss import SsObserver
+
+
+def default_observers() -> list[Observer]:
+    """ss and psutil side by side, as the labs promise. Fails early if either is missing."""
+    observers: list[Observer] = [SsObserver(ipv4_only=True), PsutilObserver(kind="tcp4")]
+    for observer in observers:
+        observer.snapshot([])  # raises ObserverError with an install hint if unusable
+    return observers
+
+
+def fast_observer(netns: str | None = None) -> Observer | None:
+    """The netlink observer for polling (in ``netns``), or None where it cannot work."""
+    try:
+        observer = NetlinkObserver(netns=netns)
+        observer.snapshot([])
+    except (HandshakeLabError, OSError):
+        return None
+    return observer
+
+
+def fast_observers(netns: str | None = None) -> list[Observer]:
+    """``fast_observer`` as a list: empty where netlink cannot be read."""
+    fast = fast_observer(netns)
+    return [fast] if fast is not None else []

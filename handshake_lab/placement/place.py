@@ -1,0 +1,41 @@
+"""``place()``: the one function the engine calls to build (and afterwards remove) a lab's two
+ends, whatever the topology."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from handshake_lab.observe.base import Observer
+from handshake_lab.placement.loopback import loopback
+from handshake_lab.placement.netns import namespaces
+from handshake_lab.placement.placed import Placed
+from handshake_lab.placement.remote import remote
+from handshake_lab.placement.topology import Topology
+from handshake_lab.spec.model import Lab
+
+ObserverFactory = Callable[[], list[Observer]]
+
+
+@contextmanager
+def place(
+    topology: Topology,
+    lab: Lab,
+    make_observers: ObserverFactory,
+    *,
+    loop: str = "asyncio",
+    peer: str | None = None,
+    token_file: Path | None = None,
+    sysctls: Mapping[str, Mapping[str, str | int]] | None = None,
+) -> Iterator[Placed]:
+    """Yield the lab's two ends for ``topology``; remove whatever was created on exit."""
+    if topology is Topology.LOOPBACK:
+        yield loopback(lab, make_observers)
+    elif topology is Topology.REMOTE:
+        if peer is None:
+            raise ValueError("the remote placement needs a peer")
+        yield remote(peer, token_file, lab)
+    else:
+        with namespaces(topology, lab, make_observers, sysctls=sysctls, loop=loop) as ends:
+            yield ends

@@ -1,0 +1,150 @@
+"""A whole run as one record, and the views every renderer shares.
+
+``RunRecord`` holds the events of one run in order. ``Recorder`` is an event sink that builds
+it while the run goes (and passes each event on to a live renderer). ``conversations()`` groups
+the run's captured segments by the conversation the engine assigned them to, with each end's
+transitions beside them: the ladder is drawn from this, so it shows exactly the segments and
+states the step tables list, nothing derived anew from packets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from handshake_lab.errors import ExitStatus
+from handshake_lab.record.events import Event, LabResult, LabStarted, StepReport
+
+End = Literal["client", "server"]
+OWNER_SLACK_MS = 5.0
+"""A transition this much before a conversation's first segment still belongs to it (connect()
+is traced just before its SYN is captured)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LadderRow:
+    """One captured segment of a conversation: when (ms since the run began), who sent it,
+    and its label with relative numbers (``SYN seq=0``)."""
+
+    t_ms: float
+    sender: End
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationView:
+    """One captured connection: its two endpoints, its segments and each end's transitions."""
+
+    index: int
+    client: str
+    server: str
+    rows: tuple[LadderRow, ...]
+    states: tuple[tuple[float, End, str], ...]
+    """(ms since the run began, which end, the state it entered), from the record."""
+
+    @property
+    def start_ms(self) -> float:
+        return self.rows[0].t_ms if self.rows else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run: the lab event, the step reports in order, the result (None if interrupted).
+
+    ``lang`` is the language the texts were saved in, for a record read back from NDJSON;
+    None for a record made live (its texts are in every language).
+    """
+
+    started: LabStarted
+    steps: tuple[StepReport, ...] = ()
+    result: LabResult | None = None
+    lang: str | None = None
+
+    def events(self) -> Iterator[Event]:
+        yield self.started
+        yield from self.steps
+        if self.result is not None:
+            yield self.result
+
+    def exit_status(self) -> ExitStatus:
+        """The run's verdict as the exit code ``run`` gave (and ``show`` gives) for it."""
+        if self.result is None:
+            return ExitStatus.INTERRUPTED
+        if not self.result.passed:
+            return ExitStatus.KERNEL_DISAGREED
+        quiz = self.result.quiz
+        if quiz is not None and quiz.get("correct", 0) < quiz.get("asked", 0):
+            return ExitStatus.QUIZ_WRONG
+        return ExitStatus.OK
+
+    def segments(self) -> list[dict[str, Any]]:
+        return [seg for step in self.steps for seg in step.segments]
+
+    def transitions(self) -> list[dict[str, Any]]:
+        return [tr for step in self.steps for tr in step.transitions]
+
+    def conversations(self) -> list[ConversationView]:
+        """Every captured conversation of the run, in order of first appearance."""
+        grouped: dict[int, list[dict[str, Any]]] = {}
+        for seg in self.segments():
+            conv = seg.get("conv")
+            if isinstance(conv, int):
+                grouped.setdefault(conv, []).append(seg)
+        ends: dict[int, dict[tuple[str, str], End]] = {}
+        for index, segs in grouped.items():
+            first = segs[0]
+            src, dst = str(first["src"]), str(first["dst"])
+            client, server = (src, dst) if first["sender"] == "client" else (dst, src)
+            ends[index] = {(client, server): "client", (server, client): "server"}
+        states: dict[int, list[tuple[float, End, str]]] = {index: [] for index in grouped}
+        for tr in self.transitions():
+            key = (str(tr.get("local")), str(tr.get("remote")))
+            # A 4-tuple reused by a later connection (a SYN into TIME_WAIT): a transition
+            # belongs to the latest of its conversations that had begun by then.
+            owners = [i for i in sorted(grouped) if key in ends[i]]
+            begun = [i for i in owners if grouped[i][0]["t_ms"] <= tr["t_ms"] + OWNER_SLACK_MS]
+            owner = begun[-1] if begun else (owners[0] if owners else None)
+            if owner is not None:
+                states[owner].append((float(tr["t_ms"]), ends[owner][key], str(tr["new"])))
+        views: list[ConversationView] = []
+        for index in sorted(grouped):
+            (client, server), _ = next(iter(ends[index].items()))
+            views.append(
+                ConversationView(
+                    index=index,
+                    client=client,
+                    server=server,
+                    rows=tuple(
+                        LadderRow(float(s["t_ms"]), s["sender"], str(s["label"]))
+                        for s in grouped[index]
+                    ),
+                    states=tuple(states[index]),
+                )
+            )
+        return views
+
+
+@dataclass
+class Recorder:
+    """An event sink that keeps the run's record and passes each event on (``forward``)."""
+
+    forward: Callable[[Event], None] | None = None
+    started: LabStarted | None = None
+    steps: list[StepReport] = field(default_factory=list)
+    result: LabResult | None = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, LabStarted):
+            self.started = event
+        elif isinstance(event, StepReport):
+            self.steps.append(event)
+        else:
+            self.result = event
+        if self.forward is not None:
+            self.forward(event)
+
+    def record(self) -> RunRecord:
+        if self.started is None:
+            raise ValueError("no run has started")
+        return RunRecord(self.started, tuple(self.steps), self.result)
