@@ -9,29 +9,11 @@ from handshake_lab.i18n.labels import label
 from handshake_lab.i18n.machine import describe_transitions
 from handshake_lab.i18n.states import state_text
 from handshake_lab.spec.loader import builtin_names, find_lab
-from handshake_lab.tcp.states import TcpState
-
-
-def normalise_state(word: str) -> TcpState | None:
-    """Accept Linux (FIN_WAIT2), ss (FIN-WAIT-2) and RFC (FIN-WAIT-2, CLOSED) spellings."""
-    key = word.strip().upper().replace("-", "_")
-    aliases = {
-        "ESTAB": "ESTABLISHED",
-        "FIN_WAIT_1": "FIN_WAIT1",
-        "FIN_WAIT_2": "FIN_WAIT2",
-        "SYN_RECEIVED": "SYN_RECV",
-        "CLOSED": "CLOSE",
-        "UNCONN": "CLOSE",
-    }
-    key = aliases.get(key, key)
-    try:
-        return TcpState[key]
-    except KeyError:
-        return None
+from handshake_lab.tcp.states import TcpState, parse_state
 
 
 def explain_topic(topic: str, lang: str) -> str:
-    state = normalise_state(topic)
+    state = parse_state(topic)
     if state is not None:
         return explain_state(state, lang)
     if topic.upper() == "ABSENT":

@@ -15,7 +15,6 @@ import sys
 import threading
 from contextlib import nullcontext, suppress
 
-from handshake_lab.cli.explain import normalise_state
 from handshake_lab.cli.signals import sigterm_as_interrupt
 from handshake_lab.errors import ExitStatus, HandshakeLabError
 from handshake_lab.render.table import make_console
@@ -27,6 +26,7 @@ from handshake_lab.render.watch import (
     print_once,
 )
 from handshake_lab.tcp.states import TcpState
+from handshake_lab.tcp.states import parse_state as parse_any_state
 from handshake_lab.watch import (
     Refresh,
     Sink,
@@ -45,7 +45,7 @@ class WatchUsageError(HandshakeLabError, ValueError):
 
 def parse_state(word: str) -> TcpState:
     """Linux (``FIN_WAIT2``), ss (``FIN-WAIT-2``, ``ESTAB``) or RFC (``CLOSED``) spelling."""
-    state = normalise_state(word)
+    state = parse_any_state(word)
     if state is None:
         names = ", ".join(s.name for s in TcpState if s is not TcpState.NEW_SYN_RECV)
         raise WatchUsageError(f"unknown TCP state {word!r}; use one of {names}")

@@ -23,7 +23,7 @@ from typing import Any
 from handshake_lab.errors import LabInvalidError
 from handshake_lab.spec.loader import read_data_file
 from handshake_lab.spec.model import ABSENT, Step
-from handshake_lab.tcp.states import TcpState
+from handshake_lab.tcp.states import parse_state
 
 EXPR_RE = re.compile(r"^\s*[+-]?\s*(\w+)(\s*[+-]\s*\w+)*\s*$")
 TERM_RE = re.compile(r"([+-]?)\s*(\w+)")
@@ -50,21 +50,14 @@ class Question:
 
 
 def normalise_state_answer(text: str) -> str | None:
-    """A state name in any common spelling, or ABSENT; None if unknown."""
+    """A state name in any common spelling (``tcp.states.parse_state``), or ABSENT; None if
+    unknown. A prediction of CLOSED means "no socket": a closed socket leaves the kernel's
+    table, so in a quiz it is graded as ABSENT (as are GONE and NONE)."""
     key = text.strip().upper().replace("-", "_").replace(" ", "_")
-    aliases = {
-        "ESTAB": "ESTABLISHED",
-        "FIN_WAIT_1": "FIN_WAIT1",
-        "FIN_WAIT_2": "FIN_WAIT2",
-        "SYN_RECEIVED": "SYN_RECV",
-        "CLOSED": "ABSENT",
-        "GONE": "ABSENT",
-        "NONE": "ABSENT",
-    }
-    key = aliases.get(key, key)
-    if key == ABSENT or key in TcpState.__members__:
-        return key
-    return None
+    if key in {ABSENT, "CLOSED", "GONE", "NONE"}:
+        return ABSENT
+    state = parse_state(key)
+    return state.name if state is not None else None
 
 
 def evaluate(text: str, names: Mapping[str, int]) -> int | None:

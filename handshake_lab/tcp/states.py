@@ -37,6 +37,25 @@ class TcpState(IntEnum):
         return cls[name]
 
 
+def parse_state(word: str) -> TcpState | None:
+    """A state a person typed, in any common spelling: Linux (``FIN_WAIT2``), ss
+    (``FIN-WAIT-2``, ``ESTAB``, ``UNCONN``) or RFC 9293 (``FIN-WAIT-1``, ``SYN-RECEIVED``,
+    ``CLOSED``), any case, spaces or hyphens for underscores; None if it is none of them.
+    (Observers parse their sources' output strictly, with the tables in ``observe.aliases``.)"""
+    key = word.strip().upper().replace("-", "_").replace(" ", "_")
+    key = _TYPED_ALIASES.get(key, key)
+    return TcpState.__members__.get(key)
+
+
+_TYPED_ALIASES: dict[str, str] = {
+    "ESTAB": "ESTABLISHED",
+    "FIN_WAIT_1": "FIN_WAIT1",
+    "FIN_WAIT_2": "FIN_WAIT2",
+    "SYN_RECEIVED": "SYN_RECV",
+    "CLOSED": "CLOSE",
+    "UNCONN": "CLOSE",
+}
+
 _RFC_NAMES: dict[TcpState, str] = {
     TcpState.ESTABLISHED: "ESTABLISHED",
     TcpState.SYN_SENT: "SYN-SENT",
