@@ -67,6 +67,8 @@ NON_ERROR_OUTCOMES = frozenset({"ok", "pending", "data", "EOF"})
 SERVER, CLIENT = "server", "client"
 
 Emit = Callable[[Event], None]
+ActResult = tuple[str | None, str | None, dict[str, object]]
+"""(outcome, received text, facts) of one action."""
 Pause = Callable[[Step], Awaitable[None]]
 Ask = Callable[[Step, list[Question]], Awaitable[None]]
 
@@ -393,84 +395,100 @@ class LabRun:
 
     # -- actions ----------------------------------------------------------------------------
 
-    async def _act(self, step: Step) -> tuple[str | None, str | None, dict[str, object]]:
+    async def _act(self, step: Step) -> ActResult:
         """Perform the step's action. Returns (outcome, received text, facts)."""
+        return await ACTIONS_TABLE[step.action](self, step)
+
+    async def _act_observe(self, step: Step) -> ActResult:
+        return None, None, {}
+
+    async def _act_sysctl(self, step: Step) -> ActResult:
+        side = self._side_for(SERVER if step.actor == SERVER else CLIENT)
+        await side.ns_op("sysctl", {"key": step.args["key"], "value": step.args["value"]})
+        return "ok", None, {}
+
+    async def _act_counters(self, step: Step) -> ActResult:
+        side = self._side_for(SERVER if step.actor == SERVER else CLIENT)
+        counters = await side.ns_op("counters", {})
+        assert isinstance(counters, dict)
+        return "ok", None, dict(counters)
+
+    async def _act_listen(self, step: Step) -> ActResult:
         args = step.args
-        action = step.action
+        slot = str(args.get("port", MAIN_PORT))
+        reuse = args.get("reuse_address", False)
+        outcome, facts = await self.server.listen(
+            slot,
+            self.ports[slot],
+            backlog=int(args.get("backlog", 16)),
+            reuse_address=None if reuse == "default" else bool(reuse),
+            accept=bool(args.get("accept", True)),
+        )
+        return outcome, None, dict(facts)
+
+    async def _act_accept(self, step: Step) -> ActResult:
+        return await self.server.accept(str(step.args.get("port", MAIN_PORT))), None, {}
+
+    async def _act_unlisten(self, step: Step) -> ActResult:
+        return await self.server.unlisten(str(step.args.get("port", MAIN_PORT))), None, {}
+
+    async def _act_stream(self, step: Step) -> ActResult:
+        """send, recv, send_eof, close, abort: on the server's end of a connection or on a
+        client's socket, whichever the step's actor is."""
+        args = step.args
         data = str(args["data"]) if "data" in args else None
-        if action == "observe":
-            return None, None, {}
-        if action in {"sysctl", "counters"}:
-            side = self._side_for(SERVER if step.actor == SERVER else CLIENT)
-            if action == "sysctl":
-                await side.ns_op("sysctl", {"key": args["key"], "value": args["value"]})
-                return "ok", None, {}
-            counters = await side.ns_op("counters", {})
-            assert isinstance(counters, dict)
-            return "ok", None, dict(counters)
         if step.actor == SERVER:
-            slot = str(args.get("port", MAIN_PORT))
-            if action == "listen":
-                reuse = args.get("reuse_address", False)
-                outcome, facts = await self.server.listen(
-                    slot,
-                    self.ports[slot],
-                    backlog=int(args.get("backlog", 16)),
-                    reuse_address=None if reuse == "default" else bool(reuse),
-                    accept=bool(args.get("accept", True)),
-                )
-                return outcome, None, dict(facts)
-            if action == "accept":
-                return await self.server.accept(slot), None, {}
-            if action == "unlisten":
-                return await self.server.unlisten(slot), None, {}
-            assert action in STREAM_ACTIONS
             tup = self.clients.tuple_of(str(args.get("conn", "client")))
             if tup is None:
                 return "ENOTCONN", None, {}
-            outcome, text = await self.server.stream_action(tup[0], action, data, step.timeout)
+            outcome, text = await self.server.stream_action(
+                tup[0], step.action, data, step.timeout
+            )
             return outcome, text, {}
-        if action == "connect":
-            slot = str(args.get("port", MAIN_PORT))
-            server = Address(self.server.host, self.ports[slot])
-            outcome = await self.clients.connect(
-                step.actor,
-                server,
-                wait=bool(args.get("wait", True)),
-                timeout=step.timeout,
-                retry=bool(args.get("retry", False)),
-            )
-            return outcome, None, {}
-        if action == "churn":
-            slot = str(args.get("port", MAIN_PORT))
-            server = Address(self.server.host, self.ports[slot])
-            await self.server.set_close_on_eof(True)
-            try:
-                outcome, made = await self.clients.churn(
-                    server, int(args.get("count", 10)), step.timeout
-                )
-            finally:
-                await self.server.set_close_on_eof(False)
-            table = await self.clients.snapshot([server.port])
-            first = next(iter(table.values()), [])
-            time_wait = sum(
-                1
-                for r in first
-                if r.state is TcpState.TIME_WAIT and r.remote is not None and r.remote == server
-            )
-            return outcome, None, {"connected": made, "time_wait": time_wait}
-        if action == "self_connect":
-            port = self.ports[str(args.get("port", "self"))]
-            return await self.clients.self_connect(step.actor, port, step.timeout), None, {}
-        if action == "stale_syn":
-            slot = str(args.get("port", MAIN_PORT))
-            server = Address(self.server.host, self.ports[slot])
-            seq = int(args["seq"]) if "seq" in args else secrets.randbits(32)
-            outcome = await self.clients.stale_syn(step.actor, server, seq)
-            return outcome, None, {"seq": seq}
-        assert action in STREAM_ACTIONS
-        outcome, text = await self.clients.stream_action(step.actor, action, data, step.timeout)
+        outcome, text = await self.clients.stream_action(
+            step.actor, step.action, data, step.timeout
+        )
         return outcome, text, {}
+
+    def _server_address(self, step: Step) -> Address:
+        return Address(self.server.host, self.ports[str(step.args.get("port", MAIN_PORT))])
+
+    async def _act_connect(self, step: Step) -> ActResult:
+        outcome = await self.clients.connect(
+            step.actor,
+            self._server_address(step),
+            wait=bool(step.args.get("wait", True)),
+            timeout=step.timeout,
+            retry=bool(step.args.get("retry", False)),
+        )
+        return outcome, None, {}
+
+    async def _act_churn(self, step: Step) -> ActResult:
+        server = self._server_address(step)
+        await self.server.set_close_on_eof(True)
+        try:
+            outcome, made = await self.clients.churn(
+                server, int(step.args.get("count", 10)), step.timeout
+            )
+        finally:
+            await self.server.set_close_on_eof(False)
+        table = await self.clients.snapshot([server.port])
+        first = next(iter(table.values()), [])
+        time_wait = sum(
+            1
+            for r in first
+            if r.state is TcpState.TIME_WAIT and r.remote is not None and r.remote == server
+        )
+        return outcome, None, {"connected": made, "time_wait": time_wait}
+
+    async def _act_self_connect(self, step: Step) -> ActResult:
+        port = self.ports[str(step.args.get("port", "self"))]
+        return await self.clients.self_connect(step.actor, port, step.timeout), None, {}
+
+    async def _act_stale_syn(self, step: Step) -> ActResult:
+        seq = int(step.args["seq"]) if "seq" in step.args else secrets.randbits(32)
+        outcome = await self.clients.stale_syn(step.actor, self._server_address(step), seq)
+        return outcome, None, {"seq": seq}
 
     # -- observation ------------------------------------------------------------------------
 
@@ -593,6 +611,24 @@ class LabRun:
             if not fact_matches(want_value, facts.get(key)):
                 problems.append(f"{key}: expected {want_value!r}, got {facts.get(key)!r}")
         return problems
+
+
+ActHandler = Callable[[LabRun, Step], Awaitable[ActResult]]
+ACTIONS_TABLE: Mapping[str, ActHandler] = {
+    "listen": LabRun._act_listen,
+    "accept": LabRun._act_accept,
+    "unlisten": LabRun._act_unlisten,
+    "connect": LabRun._act_connect,
+    **dict.fromkeys(STREAM_ACTIONS, LabRun._act_stream),
+    "observe": LabRun._act_observe,
+    "sysctl": LabRun._act_sysctl,
+    "counters": LabRun._act_counters,
+    "churn": LabRun._act_churn,
+    "self_connect": LabRun._act_self_connect,
+    "stale_syn": LabRun._act_stale_syn,
+}
+"""Every action a lab file may name (``spec.model.ACTIONS``, same keys: tested) -> the method
+that performs it. The stream actions travel to the agent as its ``stream_action`` verb."""
 
 
 def fact_matches(want: object, got: object) -> bool:
