@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from itertools import filterfalse
 
 from handshake_lab.observe.base import SocketRecord
-from handshake_lab.observe.netlink import RawDump
+from handshake_lab.observe.netlink_codec import RawDump
 from handshake_lab.watch.tracker import Key, Tracked, Tracker, Transition, WatchFilter, key_of
 
 Owner = Callable[[SocketRecord], int | None]

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handshake_lab.observe.netlink import MAX_FILTER_PORTS, port_filter_bytecode
+from handshake_lab.observe.netlink_codec import MAX_FILTER_PORTS, port_filter_bytecode
 
 NOP, JMP, S_GE, S_LE, D_GE, D_LE = 0, 1, 2, 3, 4, 5
 

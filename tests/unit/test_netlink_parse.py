@@ -22,12 +22,12 @@ from hypothesis import strategies as st
 from handshake_lab.errors import ObserverError
 from handshake_lab.observe.aliases import UnknownStateError
 from handshake_lab.observe.base import Address, Timer
-from handshake_lab.observe.netlink import (
+from handshake_lab.observe.netlink import NetlinkObserver
+from handshake_lab.observe.netlink_codec import (
     ALL_STATES_MASK,
     Decoder,
     MarkDecoder,
     NetlinkError,
-    NetlinkObserver,
     NetlinkRecord,
     dump_request,
     exact_request,
@@ -267,7 +267,7 @@ def test_random_bytes_raise_only_observer_error(data: bytes) -> None:
 
 
 def test_fast_builders_make_the_same_objects_as_the_constructors() -> None:
-    from handshake_lab.observe import netlink  # noqa: PLC0415
+    from handshake_lab.observe import netlink_codec as netlink  # noqa: PLC0415
 
     assert netlink._RECORD_SETTERS  # the fast path is live for the current base.py
     assert netlink._TIMER_SETTERS
