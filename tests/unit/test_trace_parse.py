@@ -18,19 +18,21 @@ from handshake_lab.errors import MissingDependencyError, ObserverError
 from handshake_lab.observe.aliases import UnknownStateError
 from handshake_lab.observe.base import Address
 from handshake_lab.observe.trace import (
+    TraceFollower,
+    ensure_tracefs,
+    port_filter,
+    trace_capability,
+)
+from handshake_lab.observe.trace_parse import (
     TRACE,
     StateSpan,
     TraceEvent,
-    TraceFollower,
     TraceParseError,
     durations,
-    ensure_tracefs,
     from_trace,
     parse_lost_line,
     parse_trace,
     parse_trace_line,
-    port_filter,
-    trace_capability,
 )
 from handshake_lab.tcp.states import TcpState as S
 
