@@ -36,9 +36,9 @@ from handshake_lab.topo.registry import KernelObject, RunRegistry, new_run_id
 
 SocketFactory = Callable[[], Any]
 TRACE_BLIND_SPOTS = (
-    "the transition stream never reports TIME_WAIT (a TIME_WAIT mini-socket takes over: it "
-    "shows as -> CLOSE) nor request sockets (a server's SYN_RECV before the handshake "
-    "completes); those states come from ss and psutil in the tables"
+    "the transition stream never reports TIME_WAIT (the timewait mini-socket that takes over "
+    "is traced as -> CLOSE) nor request sockets (a server's SYN_RECV before the handshake "
+    "completes); the transitions shown are reconciled with ss and psutil, which see both"
 )
 
 
@@ -276,6 +276,20 @@ def segment_causes(old: TcpState, new: TcpState) -> list[Callable[[Flags], bool]
     return [tests[ev] for ev in events if ev in tests]
 
 
+def _next_syn_source(
+    packets: Sequence[Packet], after: float, host: str, remote: tuple[str, int]
+) -> tuple[str, int] | None:
+    """The source of the first SYN (no ACK) from ``host`` to ``remote`` at or after ``after``
+    (within ``CAUSE_WINDOW_S``): the socket a port-0 ``CLOSE -> SYN_SENT`` turned into."""
+    for p in packets:
+        if p.timestamp < after - CAUSE_SLACK_S or p.timestamp - after > CAUSE_WINDOW_S:
+            continue
+        is_syn = Flags.SYN in p.flags and Flags.ACK not in p.flags
+        if is_syn and p.src == host and (p.dst, p.dst_port) == remote:
+            return (p.src, p.src_port)
+    return None
+
+
 def transition_records(
     events: Sequence[TraceEvent],
     sides: Mapping[tuple[tuple[str, int], tuple[str, int] | None], str],
@@ -290,15 +304,22 @@ def transition_records(
             continue
         local = (ev.local.host, ev.local.port)
         remote = (ev.remote.host, ev.remote.port) if ev.remote else None
-        side = sides.get((local, remote)) or sides.get((local, None))
-        if side is None and ev.local.port == 0:
-            # CLOSE -> SYN_SENT is traced before the kernel picks the local port: the side is
-            # the one socket of that host connecting to that peer, if there is just one.
-            same = {
-                name for (lo, re_), name in sides.items() if lo[0] == local[0] and re_ == remote
-            }
-            side = same.pop() if len(same) == 1 else None
-        side = side or f"{ev.local}"
+        if ev.local.port == 0 and remote is not None:
+            # CLOSE -> SYN_SENT is traced before the kernel picks the local port: the socket
+            # is the one whose SYN from this host to that peer was captured next.
+            found = _next_syn_source(packets, ev.time, local[0], remote)
+            if found is None:  # no capture: the one socket of that host connecting there
+                same = [lo for (lo, re_) in sides if lo[0] == local[0] and re_ == remote]
+                found = same[0] if len(same) == 1 else None
+            local = found or local
+        side = sides.get((local, remote))
+        if side is None and remote is None:
+            side = sides.get((local, None))  # a listener's own moves
+        if side is None:
+            # No side owns it (a churn connection, a server end of a second client...): named
+            # by its addresses, never by a listener that shares its local port.
+            where = str(Address(*local))
+            side = f"{where} > {Address(*remote)}" if remote is not None else where
         cause = None
         tests = segment_causes(ev.old, ev.new)
         if tests == []:
@@ -324,7 +345,7 @@ def transition_records(
                 "old": ev.old.name,
                 "new": ev.new.name,
                 "cause": cause,
-                "local": str(ev.local),
+                "local": str(Address(*local)),
                 "remote": str(ev.remote) if ev.remote else None,
             }
         )

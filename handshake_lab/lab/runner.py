@@ -28,6 +28,8 @@ from handshake_lab.lab.evidence import (
     transition_records,
 )
 from handshake_lab.lab.quiz import Question, Quiz
+from handshake_lab.lab.timeline import Key
+from handshake_lab.lab.timeline import reconcile as reconcile_timeline
 from handshake_lab.net.loops import loop_version
 from handshake_lab.net.sides import (
     ClientSide,
@@ -60,6 +62,7 @@ from handshake_lab.spec.model import (
 )
 from handshake_lab.tcp.segments import Flags, seq_diff
 from handshake_lab.tcp.states import TcpState
+from handshake_lab.topo.nft import hold_matches
 
 POLL_INTERVAL = 0.005
 STAY_POLL_INTERVAL = 0.05
@@ -126,6 +129,9 @@ class LabRun:
         # after, also what a quiz's look at the wire collected before the step ran.
         self._reported_packets = 0
         self._reported_events = 0
+        self._known: dict[Key, str] = {}  # each socket's last state (lab.timeline)
+        self._counts: dict[str, int] = {}  # each hold's nft counter, last read
+        self._marked: dict[str, int] = {}  # how many captured segments each hold marked
 
     # -- ports ------------------------------------------------------------------------------
 
@@ -212,13 +218,15 @@ class LabRun:
         await self._apply_holds(step)
         outcome, data, facts = await self._act(step)
         t1 = time.monotonic()
-        observed = await self._settle(step)
+        observed, every_side, observed_at = await self._settle(step)
         t2 = time.monotonic()
-        holds = await self._hold_counts(step, facts)
         segments: list[dict[str, object]] = []
         transitions: list[dict[str, object]] = []
         if self.evidence is not None:
-            segments, transitions = await self._evidence()
+            # Before the counters: every drop the capture saw is then counted already.
+            segments, transitions = await self._evidence(every_side, observed_at)
+        holds = await self._hold_counts(step, facts)
+        self._mark_drops(segments)
         mismatches = self._mismatches(step, observed, outcome, data, facts)
         if self.quiz is not None and questions:
             states = {
@@ -252,6 +260,7 @@ class LabRun:
             explanation=step.explain.as_dict(),
             action_ms=round((t1 - t0) * 1000, 3),
             settle_ms=round((t2 - t1) * 1000, 3),
+            observed_ms=round((observed_at - self.t0) * 1000, 3),
             total_steps=len(self.steps),
             segments=segments,
             transitions=transitions,
@@ -363,6 +372,8 @@ class LabRun:
         for hold_id, hold in self.holds.items():
             count = await self._side_for(hold.at).ns_op("dropped", {"id": hold_id})
             facts[f"dropped.{hold_id}"] = count
+            if isinstance(count, int):
+                self._counts[hold_id] = count
             out[hold_id] = {
                 "kind": hold.kind,
                 "at": hold.at,
@@ -371,7 +382,10 @@ class LabRun:
             }
         return out
 
-    async def _evidence(self) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    async def _evidence(
+        self, observed: Mapping[str, Reconciled | None], observed_at: float
+    ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+        """The step's segments and its transitions, reconciled with the table (``timeline``)."""
         assert self.evidence is not None
         await asyncio.to_thread(self.evidence.collect)
         packets = self.evidence.packets[self._reported_packets :]
@@ -390,8 +404,61 @@ class LabRun:
                 local, remote = tup
                 remote_key = (remote.host, remote.port) if remote else None
                 keyed[((local.host, local.port), remote_key)] = side
-        transitions = transition_records(events, keyed, self.evidence.packets, self.t0)
+        traced = transition_records(events, keyed, self.evidence.packets, self.t0)
+        seen: dict[Key, tuple[str, str]] = {}
+        for side in sorted(observed, key=lambda name: name in self.lab.clients):
+            r = observed[side]
+            if r is not None:
+                peer = str(r.remote) if r.remote is not None else None
+                seen[(str(r.local), peer)] = (side, r.state.name if r.state else ABSENT)
+        table_now: dict[Key, str] = {}
+        if traced and any(t["new"] == "CLOSE" for t in traced):
+            # A move traced after the step's read: what the table says of it now.
+            for table in (await self._snapshot(fast=True)).values():
+                for records in table.values():
+                    for rec in records:
+                        peer = str(rec.remote) if rec.remote and rec.remote.port else None
+                        table_now.setdefault((str(rec.local), peer), rec.state.name)
+                    break  # one source per end is enough
+        transitions = reconcile_timeline(
+            traced, seen, round((observed_at - self.t0) * 1000, 3), table_now, self._known
+        )
         return segments, transitions
+
+    def _mark_drops(self, segments: Sequence[dict[str, object]]) -> None:
+        """Mark the captured segments each hold dropped, as many as its nft counter says.
+
+        A capture sees a segment before the receiving end's input hook drops it, so a dropped
+        segment is in the capture: the first segments matching a hold (its kind's flags, its
+        port, towards the side it sits at) while it is active, up to the counter's count, are
+        the ones it dropped (``nft`` drops the first COUNT matches). Holds on the output hook
+        drop before the capture and mark nothing.
+        """
+        for seg in segments:
+            seg["dropped"] = False
+            seg["hold"] = None
+        for hold_id, hold in self.holds.items():
+            if hold.hook != "input" or hold_id in self.released:
+                continue
+            host = self.server.host if hold.at == SERVER else self._client_host()
+            port = self.ports[hold.port]
+            for seg in segments:
+                if self._marked.get(hold_id, 0) >= self._counts.get(hold_id, 0):
+                    break
+                if seg["dropped"] or not str(seg["dst"]).startswith(f"{host}:"):
+                    continue
+                if port not in (_port_of(seg["src"]), _port_of(seg["dst"])):
+                    continue
+                if hold_matches(hold.kind, str(seg["flags"]), int(str(seg["len"]))):
+                    seg["dropped"] = True
+                    seg["hold"] = hold_id
+                    self._marked[hold_id] = self._marked.get(hold_id, 0) + 1
+
+    def _client_host(self) -> str:
+        for side, (end, tup) in self._tuples().items():
+            if end == CLIENT and tup is not None and side in self.lab.clients:
+                return tup[0].host
+        return self.server.host
 
     # -- actions ----------------------------------------------------------------------------
 
@@ -537,11 +604,14 @@ class LabRun:
                 shown.append(side)
         return shown
 
-    async def _settle(self, step: Step) -> dict[str, Reconciled | None]:
+    async def _settle(
+        self, step: Step
+    ) -> tuple[dict[str, Reconciled | None], dict[str, Reconciled | None], float]:
         """Poll until the expected states hold (for ``step.stay`` s) or the timeout passes.
 
         The result is the last observation: on success one where every expectation held, on a
-        hold that broke the observation that broke it, on timeout the last one read.
+        hold that broke the observation that broke it, on timeout the last one read. Returned
+        as the sides to show, every side, and the monotonic time of that read.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + step.timeout
@@ -559,7 +629,7 @@ class LabRun:
                 await asyncio.sleep(POLL_INTERVAL)
                 continue
             tables = await self._snapshot()
-            now = loop.time()
+            now, read_at = loop.time(), time.monotonic()
             observed = self._observe(tables, all_sides)
             matched = self._states_match(step, observed)
             if matched and held_since is None:
@@ -570,7 +640,8 @@ class LabRun:
                 or (not matched and now >= deadline)
             )
             if done:
-                return {side: observed[side] for side in self._sides_to_show(step, observed)}
+                shown = {side: observed[side] for side in self._sides_to_show(step, observed)}
+                return shown, observed, read_at
             await asyncio.sleep(POLL_INTERVAL if held_since is None else STAY_POLL_INTERVAL)
 
     @staticmethod
@@ -629,6 +700,10 @@ ACTIONS_TABLE: Mapping[str, ActHandler] = {
 }
 """Every action a lab file may name (``spec.model.ACTIONS``, same keys: tested) -> the method
 that performs it. The stream actions travel to the agent as its ``stream_action`` verb."""
+
+
+def _port_of(endpoint: object) -> int:
+    return int(str(endpoint).rsplit(":", 1)[1])
 
 
 def fact_matches(want: object, got: object) -> bool:

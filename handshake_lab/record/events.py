@@ -81,6 +81,8 @@ class StepReport:
     action_ms: float
     settle_ms: float
     total_steps: int = 0
+    observed_ms: float | None = None
+    """When the table read shown in ``observed`` was made (ms since the run began)."""
     segments: list[dict[str, Any]] = field(default_factory=list)
     transitions: list[dict[str, Any]] = field(default_factory=list)
     holds: dict[str, dict[str, Any]] = field(default_factory=dict)

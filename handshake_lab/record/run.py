@@ -30,6 +30,8 @@ class LadderRow:
     t_ms: float
     sender: End
     label: str
+    dropped: bool = False
+    """A hold dropped it at the receiver (``"dropped": true`` in the record)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,11 @@ class ConversationView:
     rows: tuple[LadderRow, ...]
     states: tuple[tuple[float, End, str], ...]
     """(ms since the run began, which end, the state it entered), from the record."""
+
+    @property
+    def self_connected(self) -> bool:
+        """One socket connected to itself (a simultaneous open with a single socket)."""
+        return self.client == self.server
 
     @property
     def start_ms(self) -> float:
@@ -96,9 +103,11 @@ class RunRecord:
             first = segs[0]
             src, dst = str(first["src"]), str(first["dst"])
             client, server = (src, dst) if first["sender"] == "client" else (dst, src)
-            ends[index] = {(client, server): "client", (server, client): "server"}
+            ends[index] = {(server, client): "server", (client, server): "client"}
         states: dict[int, list[tuple[float, End, str]]] = {index: [] for index in grouped}
         for tr in self.transitions():
+            if tr.get("old") == tr.get("new"):
+                continue  # a socket handed to a timewait socket in the same state: no move
             key = (str(tr.get("local")), str(tr.get("remote")))
             # A 4-tuple reused by a later connection (a SYN into TIME_WAIT): a transition
             # belongs to the latest of its conversations that had begun by then.
@@ -109,14 +118,18 @@ class RunRecord:
                 states[owner].append((float(tr["t_ms"]), ends[owner][key], str(tr["new"])))
         views: list[ConversationView] = []
         for index in sorted(grouped):
-            (client, server), _ = next(iter(ends[index].items()))
+            first = grouped[index][0]
+            src, dst = str(first["src"]), str(first["dst"])
+            client, server = (src, dst) if first["sender"] == "client" else (dst, src)
             views.append(
                 ConversationView(
                     index=index,
                     client=client,
                     server=server,
                     rows=tuple(
-                        LadderRow(float(s["t_ms"]), s["sender"], str(s["label"]))
+                        LadderRow(
+                            float(s["t_ms"]), s["sender"], str(s["label"]), bool(s.get("dropped"))
+                        )
                         for s in grouped[index]
                     ),
                     states=tuple(states[index]),

@@ -79,7 +79,18 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines
 
 
-def _arrow(label: str, to_server: bool, width: int) -> str:
+DROP_MARK = "x"
+
+
+def _arrow(label: str, to_server: bool, width: int, dropped: bool = False) -> str:
+    """An arrow across ``width`` columns; a dropped segment's arrow stops short of the
+    receiver's bar with an ``x`` (it never arrived)."""
+    if dropped:
+        if to_server:
+            body = "--" + label
+            return body + "-" * (width - len(body) - 4) + DROP_MARK + "   "
+        body = "   " + DROP_MARK + "--" + label
+        return body + "-" * (width - len(body))
     if to_server:
         body = "--" + label
         return body + "-" * (width - len(body) - 1) + ">"
@@ -128,10 +139,12 @@ def ladder_lines(
     arrow_w = max(width - _FIXED, _MIN_ARROW)
     width = _FIXED + arrow_w
     inner = arrow_w - 4  # room for a label between "<--" / "--" and the arrow head
+    if conv.self_connected:
+        server_label = "(itself)"
     lines: list[str] = []
 
     c_ep = f"{client_label} {conv.client}"
-    s_ep = f"{server_label} {conv.server}"
+    s_ep = "itself" if conv.self_connected else f"{server_label} {conv.server}"
     title = f"{c_ep} <-> {s_ep}"
     if len(title) <= width:
         lines.append(title)
@@ -155,8 +168,9 @@ def ladder_lines(
             continue
         to_server = row.entry.sender == "client"
         label = row.entry.label
-        if len(label) <= inner:
-            arrow = _arrow(label, to_server, arrow_w)
+        dropped = row.entry.dropped
+        if len(label) <= inner - (3 if dropped else 0):
+            arrow = _arrow(label, to_server, arrow_w, dropped)
             lines.append(f"{t} {left} |{arrow}| {right}".rstrip())
             continue
         # Too long for the arrow: the label's words on lines above, then a bare arrow.
@@ -164,7 +178,7 @@ def ladder_lines(
             head = f"{t} {left}" if i == 0 else f"{blank_time} {blank_state}"
             tail = f" {right}" if i == 0 else ""
             lines.append(f"{head} |  {chunk:<{arrow_w - 2}}|{tail}".rstrip())
-        lines.append(f"{blank_time} {blank_state} |{_arrow('', to_server, arrow_w)}|")
+        lines.append(f"{blank_time} {blank_state} |{_arrow('', to_server, arrow_w, dropped)}|")
     return lines
 
 

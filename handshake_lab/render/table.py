@@ -160,9 +160,15 @@ class TableRenderer:
             c.print(Padding(Text(line, style="yellow"), (0, 0, 0, 2), expand=False))
         for seg in ev.segments:
             line = f"{seg['t_ms']:>9.3f} ms  {seg['from']} > {seg['to']}  {seg['label']}"
+            if seg.get("dropped"):
+                line += f"  DROPPED (hold {seg.get('hold')})"
             c.print(Padding(Text(line, style="blue"), (0, 0, 0, 2), expand=False))
         for tr in ev.transitions:
             cause = f" (after {tr['cause']})" if tr.get("cause") else ""
+            if tr.get("source") == "table":
+                cause = " (seen in the table)"
+            elif tr.get("traced"):
+                cause += f" [traced -> {tr['traced']}]"
             line = f"{tr['t_ms']:>9.3f} ms  {tr['side']}: {tr['old']} -> {tr['new']}{cause}"
             c.print(Padding(Text(line, style="magenta"), (0, 0, 0, 2), expand=False))
         for qa in ev.quiz:

@@ -94,6 +94,36 @@ _FLAG_MATCH: dict[HoldKind, str] = {
 _NEEDS_EMPTY_PAYLOAD = frozenset({HoldKind.DROP_PURE_ACK, HoldKind.DROP_ACK_OF_FIN})
 
 
+_MATCH_MASK: dict[HoldKind, tuple[frozenset[str], frozenset[str]]] = {
+    # kind -> (flags looked at, the flags among them that must be set), as in _FLAG_MATCH
+    HoldKind.DROP_SYN: (frozenset({"FIN", "SYN", "RST", "ACK"}), frozenset({"SYN"})),
+    HoldKind.DROP_SYNACK: (frozenset({"FIN", "SYN", "RST", "ACK"}), frozenset({"SYN", "ACK"})),
+    HoldKind.DROP_PURE_ACK: (
+        frozenset({"FIN", "SYN", "RST", "PSH", "ACK", "URG"}),
+        frozenset({"ACK"}),
+    ),
+    HoldKind.DROP_ACK_OF_FIN: (
+        frozenset({"FIN", "SYN", "RST", "PSH", "ACK", "URG"}),
+        frozenset({"ACK"}),
+    ),
+    HoldKind.DROP_FIN: (frozenset({"FIN"}), frozenset({"FIN"})),
+    HoldKind.HOLD_FIN: (frozenset({"FIN"}), frozenset({"FIN"})),
+    HoldKind.DROP_RST: (frozenset({"RST"}), frozenset({"RST"})),
+}
+
+
+def hold_matches(kind: HoldKind | str, flags: str, payload_len: int) -> bool:
+    """Whether a segment (flags as ``"FIN,ACK"``, its payload length) is one ``kind`` drops:
+    the same test the nft rule of ``hold_script`` makes, in Python, to mark captured segments
+    as dropped (the port and hook are the caller's to check)."""
+    hold_kind = HoldKind(kind)
+    looked_at, wanted = _MATCH_MASK[hold_kind]
+    present = {name.strip().upper() for name in flags.split(",") if name.strip()}
+    if present & looked_at != wanted:
+        return False
+    return payload_len == 0 or hold_kind not in _NEEDS_EMPTY_PAYLOAD
+
+
 @dataclass(frozen=True)
 class HoldHandle:
     """One installed hold: where it is and the names needed to read and release it."""

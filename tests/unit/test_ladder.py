@@ -137,3 +137,38 @@ def test_width_is_respected(width: int) -> None:
     assert max(len(line) for line in lines) <= width
     # the server's bar sits where the server column (13 wide) begins
     assert all(line.endswith("|") and len(line) == width - 13 for line in lines[2:])
+
+
+def test_a_dropped_segment_is_an_arrow_that_stops_short_of_the_receiver() -> None:
+    conv = ConversationView(
+        index=0,
+        client="198.18.0.2:40000",
+        server="198.18.0.1:80",
+        rows=(
+            LadderRow(0.0, "client", "FIN,ACK seq=1 ack=1"),
+            LadderRow(1.0, "server", "ACK seq=1 ack=2", dropped=True),
+            LadderRow(2.0, "client", "ACK seq=2 ack=2", dropped=True),
+        ),
+        states=(),
+    )
+    lines = ladder.ladder_lines(conv)
+    assert lines[2].endswith("-->|")
+    assert "|   x--ACK seq=1 ack=2---" in lines[3]
+    assert lines[4].endswith("---x   |")
+    assert max(len(line) for line in lines) <= 80
+
+
+def test_a_socket_connected_to_itself_is_drawn_against_itself_with_its_states() -> None:
+    me = "127.0.0.1:5000"
+    conv = ConversationView(
+        index=0,
+        client=me,
+        server=me,
+        rows=(LadderRow(0.0, "client", "SYN seq=0"), LadderRow(0.1, "client", "SYN,ACK seq=0")),
+        states=((0.0, "client", "SYN_SENT"), (0.1, "client", "SYN_RECV")),
+    )
+    lines = ladder.ladder_lines(conv)
+    assert lines[0] == f"client {me} <-> itself"
+    assert lines[1].endswith("| (itself)")
+    assert "SYN_SENT" in lines[2]
+    assert "SYN_RECV" in lines[3]
