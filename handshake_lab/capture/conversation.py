@@ -388,9 +388,13 @@ def check_fin_acks(packets: Iterable[Packet], four_tuple: FourTuple | None = Non
         )
         rel_fin = relative_seq(fin_seq, conv.base(entry.sender))
         name = f"fin.{entry.sender}"
+        # The seed's names: the client's FIN is seq=u, the server's seq=w.
+        var = "u" if entry.sender == "client" else "w"
         if acker is None:
             checks.append(
-                Check(name, False, f"{entry.sender} FIN u={fin_seq} (rel {rel_fin}) never ACKed")
+                Check(
+                    name, False, f"{entry.sender} FIN {var}={fin_seq} (rel {rel_fin}) never ACKed"
+                )
             )
             continue
         ack = acker.packet.ack
@@ -398,8 +402,8 @@ def check_fin_acks(packets: Iterable[Packet], four_tuple: FourTuple | None = Non
             Check(
                 name,
                 ack == want,
-                f"{entry.sender} FIN seq=u={fin_seq} (rel {rel_fin}) -> {entry.receiver} "
-                f"ack={ack} (rel {acker.rel_ack}), expected u+1={want}",
+                f"{entry.sender} FIN seq={var}={fin_seq} (rel {rel_fin}) -> {entry.receiver} "
+                f"ack={ack} (rel {acker.rel_ack}), expected {var}+1={want}",
             )
         )
     return checks

@@ -111,13 +111,14 @@ class Quiz:
             qs.append(
                 Question("outcome", "what will the call return (ok, EOF, an errno...)?", "outcome")
             )
-        if "u" in numbers:
+        fin = "u" if "u" in numbers else "w" if "w" in numbers else None
+        if fin is not None:
             qs.append(
                 Question(
                     "ack",
-                    f"the FIN will carry seq=u={numbers['u']}: what ack will the peer send?",
+                    f"the FIN will carry seq={fin}={numbers[fin]}: what ack will the peer send?",
                     "number",
-                    {"u": numbers["u"]},
+                    {fin: numbers[fin]},
                 )
             )
         elif "s" in numbers and "n" in numbers:

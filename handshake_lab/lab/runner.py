@@ -303,7 +303,8 @@ class LabRun:
             if sent:
                 next_seq = sent[-1].segment.next_seq
                 if step.action in {"close", "send_eof"}:
-                    numbers["u"] = next_seq
+                    # The seed's names: the client's FIN is seq=u, the server's seq=w.
+                    numbers["w" if step.actor == SERVER else "u"] = next_seq
                 elif step.action == "send":
                     numbers["s"] = next_seq
                     numbers["n"] = len(str(step.args.get("data", "")).encode())
@@ -326,7 +327,7 @@ class LabRun:
         """The peer's first acknowledgment, after ``t0``, of what the step sent."""
         if self.evidence is None or ends is None:
             return None
-        base = numbers.get("u", numbers.get("s"))
+        base = numbers.get("u", numbers.get("w", numbers.get("s")))
         if base is None:
             return None
         for p in self.evidence.packets:

@@ -29,7 +29,8 @@ def answers_from_lab(name: str, *, wrong_step: str | None = None) -> str:
             lines.append(f'"{side}" = "{answer}"')
         if step.outcome not in (None, "ok"):
             lines.append(f'outcome = "{step.outcome}"')
-        lines.append('ack = "u+1"' if step.action in {"close", "send_eof"} else 'ack = "s+n"')
+        fin = "w" if step.actor == "server" else "u"  # the seed's names for the two FINs
+        lines.append(f'ack = "{fin}+1"' if step.action in {"close", "send_eof"} else 'ack = "s+n"')
     return "\n".join(lines) + "\n"
 
 

@@ -148,7 +148,9 @@ def test_lost_last_ack_fin_is_resent_and_reacknowledged(loop_name: str) -> None:
     assert all(run.checks().get("fin.server", [False]))
 
 
-def test_simultaneous_close_passes_through_closing(loop_name: str) -> None:
+def test_simultaneous_close_holds_the_server_in_closing_for_ss_and_psutil(
+    loop_name: str,
+) -> None:
     run = run_held("simultaneous-close", loop_name)
     assert run.state("server-closes", "client") == "FIN_WAIT1"
     assert run.state("server-closes", "server") == "FIN_WAIT1"
@@ -158,17 +160,21 @@ def test_simultaneous_close_passes_through_closing(loop_name: str) -> None:
     client_fin = flagged(run.segments("client-closes"), "FIN,ACK", sender="client")[0]
     server_fin = flagged(run.segments("server-closes"), "FIN,ACK", sender="server")[0]
     assert server_fin["ack"] != client_fin["seq"] + 1
+    # CLOSING held still, and read by both table sources, not only by the tracepoint.
+    closing = run.recorded.steps["server-closing"].observed["server"]
+    assert closing.sources == {"ss": "CLOSING", "psutil": "CLOSING"}
+    assert run.state("server-closing", "client") == "FIN_WAIT1"
+    assert run.fact("server-closing", "dropped.ack-to-client") >= 1
+    dropped = [s for s in run.segments("server-closing") if s["dropped"]]
+    assert {s["hold"] for s in dropped} >= {"ack-to-client"}
+    # The server's later FINs acknowledge u+1, so the client skips CLOSING.
+    later = flagged(run.segments("client-time-wait"), "FIN,ACK", sender="server")
+    assert later
+    assert all(s["ack"] == client_fin["seq"] + 1 for s in later)
+    assert run.state("client-time-wait", "client") == "TIME_WAIT"
+    assert run.state("client-time-wait", "server") == "CLOSING"
     assert run.state("release", "client") == "TIME_WAIT"
     assert run.state("release", "server") == "TIME_WAIT"
-    if not run.evidence.trace_on:
-        pytest.skip(
-            "CLOSING lasts until one ACK arrives and only the transition stream shows it; "
-            f"the tracepoint is unavailable here: {run.evidence.notes}"
-        )
-    closing = [t for t in run.transitions() if t["new"] == "CLOSING"]
-    assert closing, run.transitions()
-    assert {t["old"] for t in closing} == {"FIN_WAIT1"}
-    assert {t["side"] for t in closing} <= {"client", "server"}
 
 
 def test_stale_syn_gets_synack_then_rst_and_no_connection(loop_name: str) -> None:

@@ -416,17 +416,28 @@ def test_lost_last_ack_holds_fin_wait1_and_last_ack() -> None:
     assert "not simply discarded" in en("lost-last-ack", "why-time-wait")
 
 
-def test_simultaneous_close_holds_both_fins_then_both_time_wait() -> None:
+def test_simultaneous_close_lets_the_held_fins_go_one_at_a_time() -> None:
     assert holds_of("simultaneous-close", "client-closes") == {
         "fin-to-server": ("hold_fin", "server", None),
         "fin-to-client": ("hold_fin", "client", None),
     }
+    assert holds_of("simultaneous-close", "server-closes") == {
+        "ack-to-server": ("drop_pure_ack", "server", None),
+        "ack-to-client": ("drop_pure_ack", "client", None),
+    }
     both = step("simultaneous-close", "server-closes")
     assert both.expect == {"client": TcpState.FIN_WAIT1, "server": TcpState.FIN_WAIT1}
+    closing = step("simultaneous-close", "server-closing")
+    assert closing.release == ("fin-to-server",)
+    assert closing.expect == {"client": TcpState.FIN_WAIT1, "server": TcpState.CLOSING}
+    assert step("simultaneous-close", "client-time-wait").expect == {
+        "client": TcpState.TIME_WAIT,
+        "server": TcpState.CLOSING,
+    }
     released = step("simultaneous-close", "release")
-    assert set(released.release) == {"fin-to-server", "fin-to-client"}
+    assert set(released.release) == {"ack-to-server", "ack-to-client"}
     assert released.expect == {"client": TcpState.TIME_WAIT, "server": TcpState.TIME_WAIT}
-    assert "FIN_WAIT1 -> CLOSING" in en("simultaneous-close", "release")
+    assert "CLOSING" in en("simultaneous-close", "server-closing")
 
 
 def test_simultaneous_open_needs_no_listener_and_runs_on_loopback() -> None:

@@ -230,6 +230,8 @@ def test_each_fin_is_acknowledged_with_u_plus_1() -> None:
     checks = check_fin_acks(session())
 
     assert [(c.name, c.ok) for c in checks] == [("fin.client", True), ("fin.server", True)]
+    assert "server FIN seq=w=" in checks[1].detail
+    assert "expected w+1=" in checks[1].detail
     assert checks[0].detail == (
         "client FIN seq=u=3488 (rel 6) -> server ack=3489 (rel 7), expected u+1=3489"
     )
