@@ -488,3 +488,17 @@ def test_syn_backlog_counts_the_dropped_syns_only_in_a_fresh_namespace() -> None
         "syn-dropped",
         "accept",
     ]
+
+
+def test_every_rfc_state_is_held_for_ss_and_psutil_at_some_step_of_some_lab() -> None:
+    # A step's expectation holds only when ss and psutil both report it (runner._states_match
+    # requires the sources to agree): so an expected state is a state both tables showed.
+    expected = {
+        state.name if state is not None else "ABSENT"
+        for name in (path.stem for path in LAB_FILES)
+        for s in lab(name).steps
+        for state in s.expect.values()
+    }
+    rfc = {t.name for t in TcpState if t is not TcpState.NEW_SYN_RECV and t is not TcpState.CLOSE}
+    assert len(rfc | {"ABSENT"}) == 11  # RFC 9293's eleven, CLOSED being "no socket"
+    assert rfc | {"ABSENT"} <= expected, sorted(rfc | {"ABSENT"} - expected)
