@@ -33,6 +33,7 @@ LABELS: dict[str, dict[str, str]] = {
         "pid": "pid",
         "no_pid": "psutil pid: none (kernel-owned)",
         "transitions": "Transitions:",
+        "no_sysctl": "not on this kernel",
     },
     "zh": {
         "step": "步骤",
@@ -61,6 +62,7 @@ LABELS: dict[str, dict[str, str]] = {
         "pid": "进程",
         "no_pid": "psutil pid：无（内核持有）",
         "transitions": "状态转换：",
+        "no_sysctl": "此内核没有",
     },
 }
 

@@ -52,17 +52,20 @@ from handshake_lab.record.events import (
 from handshake_lab.spec.loader import COMPARISON_RE
 from handshake_lab.spec.model import (
     ABSENT,
+    KERNEL_FIGURES,
     MAIN_PORT,
     STREAM_ACTIONS,
     Hold,
     Lab,
     Step,
+    cited_sysctls,
     listener_side,
     server_side,
 )
 from handshake_lab.tcp.segments import Flags, seq_diff
 from handshake_lab.tcp.states import TcpState
 from handshake_lab.topo.nft import hold_matches
+from handshake_lab.topo.pair import read_sysctls
 
 POLL_INTERVAL = 0.005
 STAY_POLL_INTERVAL = 0.05
@@ -151,6 +154,10 @@ class LabRun:
         if self.evidence is not None:
             await asyncio.to_thread(self.evidence.start, sorted(set(self.ports.values())))
         lab = self.lab
+        figures = [*KERNEL_FIGURES, *cited_sysctls(lab.texts())]
+        kernel = await asyncio.to_thread(
+            read_sysctls, list(dict.fromkeys(figures)), getattr(self.clients, "netns", None)
+        )
         versions = base_versions()
         versions["loop"] = f"{self.options.loop} {loop_version(self.options.loop)}"
         self.emit(
@@ -169,6 +176,7 @@ class LabRun:
                 path=str(lab.path),
                 evidence=self.evidence.describe() if self.evidence else {},
                 notes=list(self.evidence.notes) if self.evidence else [],
+                kernel=kernel,
             )
         )
         reports: list[StepReport] = []

@@ -98,11 +98,12 @@ def reconcile(
                 known[key] = record["new"]
                 continue
         if record["new"] == "CLOSE":
-            table = (
-                observed.get(key, ("", ""))[1]
-                if float(record["t_ms"]) <= observed_ms
-                else table_now.get(key, "")
-            )
+            # The step's read where it saw this socket and came after the move; else the
+            # read made after the stream was collected (sockets no side names: churn).
+            if key in observed and float(record["t_ms"]) <= observed_ms:
+                table = observed[key][1]
+            else:
+                table = table_now.get(key, "")
             if table in TIMEWAIT_STATES:
                 record["traced"] = "CLOSE"
                 record["new"] = table

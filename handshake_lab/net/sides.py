@@ -256,6 +256,11 @@ class _LocalEnd:
     def observer_names(self) -> list[str]:
         return [o.name for o in self.observers]
 
+    @property
+    def netns(self) -> str | None:
+        """The namespace this end's sockets live in (None: the host's)."""
+        return self.ops.netns
+
     async def ns_op(self, op: str, args: Mapping[str, object]) -> object:
         return await self.ops.arun(op, args)
 

@@ -10,7 +10,7 @@ meaning or disappears (adding a field does not need a bump).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -34,21 +34,26 @@ TEXT_FIELDS: dict[str, tuple[str, ...]] = {
 """The fields, per event, that depend on ``--lang``: everything else is language-neutral."""
 
 
-def to_json(event: Event, lang: str) -> dict[str, Any]:
-    """The NDJSON object for one event: ``{"schema": 1, "event": "step", ...fields}``."""
+def to_json(event: Event, lang: str, fill: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """The NDJSON object for one event: ``{"schema": 1, "event": "step", ...fields}``.
+
+    ``fill`` finishes each text (the renderer fills in the kernel's figures)."""
     name = EVENT_NAMES[type(event)]
     body: dict[str, Any] = {"schema": JSON_SCHEMA, "event": name}
     texts = TEXT_FIELDS.get(name, ())
+    finish = fill or (lambda text: text)
     for key, value in asdict(event).items():
-        body[key] = in_lang(value, lang) if key in texts and value is not None else value
+        if key in texts and isinstance(value, dict):
+            value = finish(in_lang(value, lang))  # noqa: PLW2901 - the text in one language
+        body[key] = value
         if name == "lab" and key == "topology":
             body["lang"] = lang
     return body
 
 
-def dumps(event: Event, lang: str) -> str:
+def dumps(event: Event, lang: str, fill: Callable[[str], str] | None = None) -> str:
     """One NDJSON line (without the newline)."""
-    return json.dumps(to_json(event, lang), ensure_ascii=False)
+    return json.dumps(to_json(event, lang, fill), ensure_ascii=False)
 
 
 def from_json(doc: Mapping[str, Any], lang: str | None = None) -> tuple[Event, str | None]:

@@ -57,6 +57,9 @@ class LabStarted:
     path: str | None = None
     evidence: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    kernel: dict[str, str | None] = field(default_factory=dict)
+    """The sysctls the texts cite and the timer sysctls, as the run's client end saw them
+    (None: this kernel has no such sysctl). ``{sysctl:KEY}`` in a text is filled from here."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ import sys
 from typing import TextIO
 
 from handshake_lab.record.codec import dumps
-from handshake_lab.record.events import Event
+from handshake_lab.record.events import Event, LabStarted
+from handshake_lab.render.kernel_text import filler
 
 
 class JsonLinesRenderer:
@@ -15,7 +16,10 @@ class JsonLinesRenderer:
     def __init__(self, lang: str, out: TextIO | None = None) -> None:
         self.lang = lang
         self.out = out or sys.stdout
+        self.fill = filler({}, lang)
 
     def __call__(self, event: Event) -> None:
-        self.out.write(dumps(event, self.lang) + "\n")
+        if isinstance(event, LabStarted):
+            self.fill = filler(event.kernel, self.lang)
+        self.out.write(dumps(event, self.lang, self.fill) + "\n")
         self.out.flush()

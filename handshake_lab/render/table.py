@@ -16,6 +16,7 @@ from handshake_lab.i18n.labels import label
 from handshake_lab.i18n.lang import in_lang
 from handshake_lab.record.events import Event, LabResult, LabStarted, SideObservation, StepReport
 from handshake_lab.record.run import RunRecord
+from handshake_lab.render.kernel_text import filler
 from handshake_lab.render.ladder import ladder_lines
 
 WIDTH = 80
@@ -77,6 +78,7 @@ class TableRenderer:
     def __init__(self, console: Console, lang: str) -> None:
         self.console = console
         self.lang = lang
+        self.fill = filler({}, lang)
 
     def _l(self, key: str) -> str:
         return label(key, self.lang)
@@ -91,7 +93,8 @@ class TableRenderer:
 
     def _header(self, ev: LabStarted) -> None:
         c = self.console
-        title = in_lang(ev.title, self.lang)
+        self.fill = filler(ev.kernel, self.lang)
+        title = self.fill(in_lang(ev.title, self.lang))
         c.print(Text(f"{self._l('lab')}: {ev.name} - {title}", style="bold"))
         ports = ", ".join(f"{slot}={port}" for slot, port in ev.ports.items())
         c.print(
@@ -109,7 +112,7 @@ class TableRenderer:
                 f"packets: {ev.evidence.get('capture')} | transitions: {ev.evidence.get('trace')}"
             )
         if ev.intro:
-            for paragraph in reflow(in_lang(ev.intro, self.lang)):
+            for paragraph in reflow(self.fill(in_lang(ev.intro, self.lang))):
                 c.print()
                 c.print(Text(paragraph))
 
@@ -194,7 +197,7 @@ class TableRenderer:
             )
         for problem in ev.mismatches:
             c.print(Padding(Text(f"- {problem}", style="bold red"), (0, 0, 0, 4), expand=False))
-        for i, paragraph in enumerate(reflow(in_lang(ev.explanation, self.lang))):
+        for i, paragraph in enumerate(reflow(self.fill(in_lang(ev.explanation, self.lang)))):
             prefix = f"{self._l('why')}: " if i == 0 else ""
             c.print(Padding(Text(prefix + paragraph), (0, 0, 0, 2), expand=False))
 

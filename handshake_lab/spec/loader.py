@@ -30,6 +30,7 @@ from handshake_lab.spec.model import (
     NETNS_ONLY_ACTIONS,
     OUTCOMES,
     SCHEMA_VERSION,
+    SYSCTL_PLACEHOLDER,
     TOPOLOGIES,
     ArgValue,
     Expected,
@@ -195,6 +196,7 @@ def _text(ctx: _Ctx, value: object, what: str, *, required: bool = True) -> Text
             raise ctx.fail(f"missing {what} (a table with en and zh)")
         return None
     if isinstance(value, str):
+        _placeholders(ctx, value, what)
         return Text(value, value)
     if not isinstance(value, dict):
         raise ctx.fail(
@@ -205,7 +207,19 @@ def _text(ctx: _Ctx, value: object, what: str, *, required: bool = True) -> Text
         raise ctx.fail(f"{what} needs an 'en' text")
     en = _str(ctx, value["en"], f"{what}.en")
     zh = _str(ctx, value.get("zh", en), f"{what}.zh")
+    _placeholders(ctx, en, f"{what}.en")
+    _placeholders(ctx, zh, f"{what}.zh")
     return Text(en.strip(), zh.strip())
+
+
+def _placeholders(ctx: _Ctx, text: str, what: str) -> None:
+    """Every ``{sysctl:`` in a text must be a well-formed ``{sysctl:net.x.y}``."""
+    well_formed = len(SYSCTL_PLACEHOLDER.findall(text))
+    if text.count("{sysctl:") != well_formed:
+        raise ctx.fail(
+            f"{what}: a placeholder must read {{sysctl:net.ipv4.NAME}} "
+            "(lower-case net.* key, closed with })"
+        )
 
 
 def _build(doc: dict[str, Any], where: str, path: Path) -> Lab:

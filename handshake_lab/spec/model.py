@@ -16,7 +16,8 @@ A side expected ``ABSENT`` must not be in the kernel's table at all.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,30 @@ MAX_TIMEOUT = 300.0
 MAIN_PORT = "main"
 STREAM_ACTIONS: tuple[str, ...] = ("send", "recv", "send_eof", "close", "abort")
 """The actions on one connection, done by whichever end a step names (runner and agent)."""
+
+
+SYSCTL_PLACEHOLDER = re.compile(r"\{sysctl:(net(?:\.[a-z0-9_]+){2,})\}")
+"""``{sysctl:net.ipv4.tcp_fin_timeout}`` in a text: the value the running kernel has, filled in
+when the text is drawn (``render.kernel_text``), so no explanation quotes another kernel."""
+KERNEL_FIGURES: tuple[str, ...] = (
+    "net.ipv4.tcp_syn_retries",
+    "net.ipv4.tcp_synack_retries",
+    "net.ipv4.tcp_syn_linear_timeouts",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_tw_reuse",
+    "net.ipv4.tcp_tw_reuse_delay",
+)
+"""The timer sysctls every run records (``LabStarted.kernel``), whether or not its texts cite
+them: a grader can see what the student's kernel used."""
+
+
+def cited_sysctls(texts: Iterable[str]) -> list[str]:
+    """The sysctls the placeholders in ``texts`` name, in order, each once."""
+    seen: dict[str, None] = {}
+    for text in texts:
+        for match in SYSCTL_PLACEHOLDER.finditer(text):
+            seen.setdefault(match.group(1))
+    return list(seen)
 
 
 def type_name(value: object, *, mapping: str = "an object") -> str:
@@ -266,6 +291,15 @@ class Lab:
     intro: Text | None = None
     topologies: tuple[str, ...] = TOPOLOGIES
     sysctls: Mapping[str, Mapping[str, str | int]] = field(default_factory=dict)
+
+    def texts(self) -> list[str]:
+        """Every text of the lab, in every language (intro, then each step's explanation)."""
+        out = [self.title.en, self.title.zh, self.summary.en, self.summary.zh]
+        if self.intro is not None:
+            out += [self.intro.en, self.intro.zh]
+        for step in self.steps:
+            out += [step.explain.en, step.explain.zh]
+        return out
 
     def steps_for(self, topology: str) -> tuple[Step, ...]:
         """The steps that run in ``topology`` (steps marked ``only`` for another are skipped)."""

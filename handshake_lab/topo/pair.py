@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
@@ -117,6 +117,25 @@ def get_sysctl(ns: str, key: str) -> str:
             return " ".join(sysctl_path(key).read_text().split())
         except OSError as error:
             raise NetworkError(f"cannot read {key} in {ns}: {error.strerror}") from error
+
+
+def read_sysctls(keys: Iterable[str], ns: str | None = None) -> dict[str, str | None]:
+    """The values of ``keys`` (``net.*``) as this run's sockets see them: in namespace ``ns``,
+    or the host's when None. Read-only; a key this kernel lacks (or cannot read) is None."""
+
+    def read() -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for key in keys:
+            try:
+                out[key] = " ".join(sysctl_path(key).read_text().split())
+            except (OSError, ValueError):
+                out[key] = None
+        return out
+
+    if ns is None:
+        return read()
+    with in_netns(ns):
+        return read()
 
 
 def _ip(args: list[str], script: str) -> None:

@@ -11,6 +11,7 @@ needs real root; CI runs as root.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,20 @@ import pytest
 from handshake_lab.record.codec import read_run
 from handshake_lab.record.run import RunRecord
 from handshake_lab.spec.loader import builtin_names, find_lab
+from handshake_lab.tcp.states import TcpState
 from tests.integration.test_cli import cli
 
 pytestmark = pytest.mark.root
 GONE = {"CLOSE", "ABSENT"}
+SENTENCE = re.compile(r"[.;:。；：]\s*")
+NEGATION = re.compile(
+    r"\b(no|not|never|without|nobody|avoid|skips?|instead|otherwise|would|unless)\b"
+    r"|没有|不|跳过|躲避|而不是|否则",
+    re.IGNORECASE,
+)
+STATE_NAME = re.compile(
+    r"\b(" + "|".join(sorted((s.name for s in TcpState), key=len, reverse=True)) + r")\b"
+)
 
 
 def same(a: str, b: str) -> bool:
@@ -104,3 +115,16 @@ def test_the_ladder_and_the_transitions_agree_with_ss_and_psutil_at_every_step(
     record = read_run(saved)
     assert any(step.transitions for step in record.steps), "no transition stream: not root?"
     assert disagreements(record) == []
+    # Every state a text of this run names is one the record contains: texts hold on this run.
+    lab = find_lab(name)
+    named = {
+        (step.id, word)
+        for step in lab.steps_for("netns" if topology == "netns" else "loopback")
+        for text in (step.explain.en, step.explain.zh)
+        for sentence in SENTENCE.split(text)
+        if not NEGATION.search(sentence)  # "no TIME_WAIT", "没有 TIME_WAIT": named as absent
+        for word in STATE_NAME.findall(sentence)
+    }
+    seen = {obs.state for step in record.steps for obs in step.observed.values()}
+    seen |= {str(t[k]) for step in record.steps for t in step.transitions for k in ("old", "new")}
+    assert sorted((sid, w) for sid, w in named if w not in seen) == []
