@@ -12,6 +12,7 @@ from handshake_lab.errors import ExitStatus, RunInvalidError
 from handshake_lab.record.codec import TEXT_FIELDS, dumps, read_events, read_run, to_json
 from handshake_lab.record.events import LabResult, LabStarted, SideObservation, StepReport
 from handshake_lab.record.run import Recorder, RunRecord
+from tests.unit.test_timeline import traced as transition
 
 C, S = "127.0.0.1:40000", "127.0.0.1:8080"
 
@@ -37,18 +38,6 @@ def seg(
         "label": flags,
         "conv": conv,
         "sender": sender,
-    }
-
-
-def transition(t: float, local: str, remote: str, old: str, new: str) -> dict[str, Any]:
-    return {
-        "t_ms": t,
-        "side": "x",
-        "old": old,
-        "new": new,
-        "cause": None,
-        "local": local,
-        "remote": remote,
     }
 
 
