@@ -33,6 +33,10 @@ LABELS: dict[str, dict[str, str]] = {
         "pid": "pid",
         "no_pid": "psutil pid: none (kernel-owned)",
         "transitions": "Transitions:",
+        "after": "after",
+        "seen_in_table": "seen in the table",
+        "traced_as": "traced",
+        "dropped_by": "DROPPED by hold",
         "no_sysctl": "not on this kernel",
     },
     "zh": {
@@ -62,6 +66,10 @@ LABELS: dict[str, dict[str, str]] = {
         "pid": "进程",
         "no_pid": "psutil pid：无（内核持有）",
         "transitions": "状态转换：",
+        "after": "起因",
+        "seen_in_table": "由套接字表看到",
+        "traced_as": "跟踪点记为",
+        "dropped_by": "被规则丢弃",
         "no_sysctl": "此内核没有",
     },
 }

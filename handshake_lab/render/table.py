@@ -164,14 +164,14 @@ class TableRenderer:
         for seg in ev.segments:
             line = f"{seg['t_ms']:>9.3f} ms  {seg['from']} > {seg['to']}  {seg['label']}"
             if seg.get("dropped"):
-                line += f"  DROPPED (hold {seg.get('hold')})"
+                line += f"  {self._l('dropped_by')} {seg.get('hold')}"
             c.print(Padding(Text(line, style="blue"), (0, 0, 0, 2), expand=False))
         for tr in ev.transitions:
-            cause = f" (after {tr['cause']})" if tr.get("cause") else ""
+            cause = f" ({self._l('after')} {tr['cause']})" if tr.get("cause") else ""
             if tr.get("source") == "table":
-                cause = " (seen in the table)"
+                cause = f" ({self._l('seen_in_table')})"
             elif tr.get("traced"):
-                cause += f" [traced -> {tr['traced']}]"
+                cause += f" [{self._l('traced_as')} -> {tr['traced']}]"
             line = f"{tr['t_ms']:>9.3f} ms  {tr['side']}: {tr['old']} -> {tr['new']}{cause}"
             c.print(Padding(Text(line, style="magenta"), (0, 0, 0, 2), expand=False))
         for qa in ev.quiz:
