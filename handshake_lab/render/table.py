@@ -167,7 +167,9 @@ class TableRenderer:
                 line += f"  {self._l('dropped_by')} {seg.get('hold')}"
             c.print(Padding(Text(line, style="blue"), (0, 0, 0, 2), expand=False))
         for tr in ev.transitions:
-            cause = f" ({self._l('after')} {tr['cause']})" if tr.get("cause") else ""
+            why = str(tr.get("cause") or "")
+            why = self._l(why) if why == "application call" else why  # a key; flags stay
+            cause = f" ({self._l('after')} {why})" if why else ""
             if tr.get("source") == "table":
                 cause = f" ({self._l('seen_in_table')})"
             elif tr.get("traced"):
