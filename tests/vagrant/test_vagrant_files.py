@@ -11,6 +11,7 @@ CI, which installs them. ``run-all-labs.sh`` is exercised against a stub ``vagra
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -435,3 +436,39 @@ def test_run_all_labs_refuses_to_boot_vms_under_ci() -> None:
     )
     assert out.returncode == 2
     assert "refusing to boot VMs under CI" in out.stderr
+
+
+def _provision_env(tmp_path: Path, extra: dict[str, str]) -> dict[str, str]:
+    """What the Vagrantfile hands to provision.sh, evaluated by ruby with Vagrant stubbed out."""
+    ruby = need_tool("ruby")
+    work = copy_vagrant_tree(tmp_path)
+    script = textwrap.dedent(
+        """
+        require "json"
+        module Vagrant
+          def self.configure(_version); end
+        end
+        load ARGV[0]
+        puts JSON.generate(hslab_provision_env("server"))
+        """
+    )
+    out = subprocess.run(
+        [ruby, "-e", script, str(work / "Vagrantfile")],
+        env=vagrant_env(tmp_path) | extra,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    env: dict[str, str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return env
+
+
+def test_vagrantfile_passes_the_wheel_dir_on_to_provisioning(tmp_path: Path) -> None:
+    """The documented offline install: HSLAB_WHEEL_DIR must reach provision.sh."""
+    env = _provision_env(tmp_path, {"HSLAB_WHEEL_DIR": "/vagrant/wheelhouse"})
+    assert env["HSLAB_WHEEL_DIR"] == "/vagrant/wheelhouse"
+    unset = tmp_path / "unset"
+    unset.mkdir()
+    assert "HSLAB_WHEEL_DIR" not in _provision_env(unset, {})
