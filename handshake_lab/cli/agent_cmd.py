@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from handshake_lab.agent.client import (
@@ -32,7 +33,9 @@ from handshake_lab.errors import (
 )
 from handshake_lab.net.loops import loop_factory
 from handshake_lab.net.sides import LocalClients
+from handshake_lab.placement.build import step_topology
 from handshake_lab.spec.model import Lab
+from handshake_lab.topo.vmhold import VmOps, lab_needs_vm_ops, vm_holds_allowed
 
 
 class AgentUsageError(HandshakeLabError):
@@ -177,6 +180,7 @@ def remote_sides(peer: str, token: str, lab: Lab) -> tuple[RemoteServer, LocalCl
 
     host, port = parse_peer(peer, DEFAULT_AGENT_PORT)
     info, local_addr = probe_agent(host, port, token)
+    vm_ops = vm_sides_ops(lab, info, peer)
     lab_host = info.get("host")
     names = info.get("observers")
     server = RemoteServer(
@@ -194,8 +198,40 @@ def remote_sides(peer: str, token: str, lab: Lab) -> tuple[RemoteServer, LocalCl
         lab.clients,
         default_observers(),
         fast_observers=[fast] if fast is not None else [],
+        vm_ops=vm_ops,
     )
     return server, clients
+
+
+def vm_sides_ops(lab: Lab, info: Mapping[str, object], peer: str) -> VmOps | None:
+    """On a provisioned lab VM: this VM's operations for the run, with the lab's client
+    sysctls applied (restored by the clients' ``close_all``); None elsewhere.
+
+    A lab that changes a namespace needs both VMs marked: it is refused here, before step 1,
+    when the agent's VM is not (``vm_holds`` in its hello), or when the lab wants sysctls on
+    the server's side, which the agent sets only through steps.
+    """
+    if not vm_holds_allowed():
+        return None
+    steps = lab.steps_for(step_topology("remote"))
+    if lab_needs_vm_ops(steps, lab.sysctls):
+        if info.get("vm_holds") is not True:
+            raise MissingDependencyError(
+                f"lab {lab.name} holds segments on both VMs, but the agent at {peer} is not "
+                "on a VM that vagrant/provision.sh provisioned"
+            )
+        if lab.sysctls.get("server"):
+            raise MissingDependencyError(
+                f"lab {lab.name} sets server sysctls, which --peer cannot apply before step 1"
+            )
+    ops = VmOps()
+    try:
+        for key, value in lab.sysctls.get("client", {}).items():
+            ops.run("sysctl", {"key": key, "value": value})
+    except BaseException:
+        ops.close()
+        raise
+    return ops
 
 
 __all__ = ["DEFAULT_AGENT_PORT", "AgentUsageError", "agent_command", "remote_sides"]

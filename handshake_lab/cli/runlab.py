@@ -25,6 +25,7 @@ from handshake_lab.render.jsonl import JsonLinesRenderer
 from handshake_lab.render.table import TableRenderer, make_console
 from handshake_lab.spec.loader import find_lab
 from handshake_lab.spec.model import Lab, Step
+from handshake_lab.topo.vmhold import refusal as vm_refusal
 
 
 def default_observers() -> list[Observer]:
@@ -196,6 +197,7 @@ def run_lab_command(
         raise UsageError(
             f"lab {lab.name} cannot run with {where}: it runs with --topology "
             + " or ".join(lab.topologies)
+            + (f" ({vm_refusal()})" if peer is not None else "")  # topo.vmhold
         )
     isolate_without_root(
         step_topology(chosen) == "netns", [lab.path, pcap, answers, token_file], argv

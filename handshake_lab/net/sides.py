@@ -172,16 +172,27 @@ def read_tcp_counters() -> dict[str, int]:
     return counters
 
 
+class VmOps(Protocol):
+    """The same operations in a provisioned lab VM's own namespace (``topo.vmhold.VmOps``)."""
+
+    def run(self, op: str, args: Mapping[str, object]) -> object: ...
+
+    def close(self) -> None: ...
+
+
 class NamespaceOps:
     """What a lab may do to one end's namespace: nft holds, sysctls, counters.
 
     Only in a namespace the tool made (``netns`` set): on loopback every operation would touch
-    the host, which this tool never does, so they fail with a clear message instead.
+    the host, which this tool never does, so they fail with a clear message instead. The one
+    exception is ``vm``: on a lab VM that provisioning marked, placement hands in the VM's
+    operations (``topo.vmhold``), used when there is no lab namespace.
     """
 
-    def __init__(self, netns: str | None, scope: Scope) -> None:
+    def __init__(self, netns: str | None, scope: Scope, vm: VmOps | None = None) -> None:
         self.netns = netns
         self.scope = scope
+        self.vm = vm
         self.holds: dict[str, object] = {}
 
     def _need_netns(self, what: str) -> str:
@@ -196,6 +207,10 @@ class NamespaceOps:
         from handshake_lab.topo import nft  # noqa: PLC0415 - netns only
         from handshake_lab.topo.pair import set_sysctl  # noqa: PLC0415
 
+        if self.netns is None and self.vm is not None:
+            if op == "add_hold":
+                self.holds[str(args["id"])] = "vm"
+            return self.vm.run(op, args)
         if op == "add_hold":
             ns = self._need_netns("a hold")
             count = args.get("count")
@@ -230,6 +245,11 @@ class NamespaceOps:
     async def arun(self, op: str, args: Mapping[str, object]) -> object:
         return await asyncio.to_thread(self.run, op, args)
 
+    async def aclose(self) -> None:
+        """Undo the VM's changes (holds, sysctls); lab namespaces go with the namespace."""
+        if self.vm is not None:
+            await asyncio.to_thread(self.vm.close)
+
 
 class _LocalEnd:
     """What both local ends share: where their sockets live, how their table is read, and
@@ -242,12 +262,13 @@ class _LocalEnd:
         scope: Scope,
         netns: str | None,
         fast_observers: Sequence[Observer],
+        vm_ops: VmOps | None = None,
     ) -> None:
         self.host = host
         self.observers = list(observers)
         self.fast_observers = list(fast_observers)
         self.scope = scope
-        self.ops = NamespaceOps(netns, scope)
+        self.ops = NamespaceOps(netns, scope, vm_ops)
 
     async def snapshot(self, ports: Collection[int], *, fast: bool = False) -> Snapshot:
         """Every observer's view; with ``fast``, only the fast poller's (netlink) if any."""
@@ -274,8 +295,9 @@ class LocalServer(_LocalEnd):
         scope: Scope = contextlib.nullcontext,
         netns: str | None = None,
         fast_observers: Sequence[Observer] = (),
+        vm_ops: VmOps | None = None,
     ) -> None:
-        super().__init__(host, observers, scope, netns, fast_observers)
+        super().__init__(host, observers, scope, netns, fast_observers, vm_ops)
         self.server = EchoServer(host, echo=echo)
 
     async def reserve_port(self, port: int | None, taken: Collection[int]) -> int:
@@ -316,6 +338,7 @@ class LocalServer(_LocalEnd):
 
     async def close_all(self) -> None:
         await self.server.close_all()
+        await self.ops.aclose()
 
     async def set_close_on_eof(self, enabled: bool) -> None:
         self.server.close_on_eof = enabled
@@ -333,8 +356,9 @@ class LocalClients(_LocalEnd):
         scope: Scope = contextlib.nullcontext,
         netns: str | None = None,
         fast_observers: Sequence[Observer] = (),
+        vm_ops: VmOps | None = None,
     ) -> None:
-        super().__init__(host, observers, scope, netns, fast_observers)
+        super().__init__(host, observers, scope, netns, fast_observers, vm_ops)
         self.clients = {name: Client(name, host) for name in names}
 
     async def connect(
@@ -378,6 +402,7 @@ class LocalClients(_LocalEnd):
     async def close_all(self) -> None:
         for client in self.clients.values():
             await client.close_all()
+        await self.ops.aclose()
 
     async def churn(self, server: Address, count: int, timeout: float) -> tuple[str, int]:
         """Open and close COUNT connections, the client closing first (each leaves a

@@ -20,6 +20,7 @@ from handshake_lab.net.sides import ClientSide, LocalClients, LocalServer, Serve
 from handshake_lab.observe.base import Observer
 from handshake_lab.observe.scoped import ScopedObserver
 from handshake_lab.spec.model import Lab
+from handshake_lab.topo.vmhold import vm_holds_allowed
 
 TOPOLOGIES: tuple[str, ...] = ("loopback", "netns", "netns-agent")
 AGENT_READY_TIMEOUT = 10.0
@@ -28,6 +29,8 @@ AGENT_READY_TIMEOUT = 10.0
 def step_topology(topology: str) -> str:
     """Which of a lab's step sets (``only = ...``) a placement runs: the agent in a namespace
     can hold segments like netns; a remote peer (a VM) cannot, like loopback."""
+    if topology == "remote" and vm_holds_allowed():  # a provisioned lab VM: see topo.vmhold
+        return "netns"
     return {"netns-agent": "netns", "remote": "loopback"}.get(topology, topology)
 
 

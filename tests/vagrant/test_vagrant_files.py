@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from handshake_lab.topo import vmhold
+
 ROOT = Path(__file__).resolve().parents[2]
 VAGRANTFILE = ROOT / "Vagrantfile"
 VAGRANT_DIR = ROOT / "vagrant"
@@ -472,3 +474,17 @@ def test_vagrantfile_passes_the_wheel_dir_on_to_provisioning(tmp_path: Path) -> 
     unset = tmp_path / "unset"
     unset.mkdir()
     assert "HSLAB_WHEEL_DIR" not in _provision_env(unset, {})
+
+
+def test_provisioning_writes_the_marker_the_tool_checks() -> None:
+    """provision.sh's marker line must be the one ``topo.vmhold`` accepts, at its path."""
+    text = PROVISION.read_text()
+    match = re.search(r'^readonly MARKER_TEXT="([^"]+)"$', text, re.MULTILINE)
+    assert match
+    assert match[1] == vmhold.MARKER_TEXT
+    assert "readonly MARKER=$CONF_DIR/provisioned-vm" in text
+    assert str(vmhold.MARKER) == "/etc/handshake-lab/provisioned-vm"
+    body = text[text.index("install_marker() {") :]
+    assert body.index("in_chroot") < body.index('write_file 0644 "$MARKER"'), (
+        "a chroot (somebody's machine) must never get the marker"
+    )
