@@ -29,6 +29,7 @@ VAGRANT_DIR = ROOT / "vagrant"
 PROVISION = VAGRANT_DIR / "provision.sh"
 RUN_ALL = VAGRANT_DIR / "run-all-labs.sh"
 UNIT = VAGRANT_DIR / "handshake-lab-agent.service"
+SCRIPTS = sorted(VAGRANT_DIR.glob("*.sh"))
 LAB_NET = ipaddress.ip_network("198.18.0.0/15")
 IN_CI = bool(os.environ.get("CI"))
 
@@ -221,7 +222,7 @@ def test_private_network_is_isolated() -> None:
 # ---------------------------------------------------------------------------- scripts
 
 
-@pytest.mark.parametrize("script", [PROVISION, RUN_ALL], ids=lambda p: p.name)
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_scripts_pass_shellcheck(script: Path) -> None:
     shellcheck = need_tool("shellcheck")
     out = subprocess.run(
@@ -234,7 +235,7 @@ def test_scripts_pass_shellcheck(script: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("script", [PROVISION, RUN_ALL], ids=lambda p: p.name)
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_scripts_are_strict_bash(script: Path) -> None:
     lines = script.read_text().splitlines()
     assert lines[0] == "#!/usr/bin/env bash"
