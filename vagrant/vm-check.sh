@@ -59,7 +59,8 @@ if [[ -z $PROVIDER ]]; then
 fi
 DRIVER=${HSLAB_LIBVIRT_DRIVER:-}
 if [[ -z $DRIVER ]]; then
-  if [[ -r /dev/kvm && -w /dev/kvm ]]; then DRIVER=kvm; else DRIVER=qemu; fi
+  # /dev/kvm can exist on a CPU without vmx/svm (qemu then fails with "Permission denied").
+  if [[ -w /dev/kvm ]] && grep -Eqw 'vmx|svm' /proc/cpuinfo; then DRIVER=kvm; else DRIVER=qemu; fi
 fi
 if [[ $PROVIDER == libvirt ]]; then
   for tool in virsh libvirtd virtlogd qemu-system-x86_64 qemu-img debootstrap; do
