@@ -282,6 +282,31 @@ install_marker() {
   say "lab-VM marker $MARKER written"
 }
 
+# ifup@eth1.service failed on the VMs (the lab network still worked): udev starts the ifupdown
+# hotplug unit for every new NIC at boot, whose ExecStart is `ifup --allow=hotplug eth1;
+# ifquery --state eth1`. At that moment eth1 has no stanza (Vagrant writes `auto eth1` + a static
+# stanza later, over ssh, and runs `ifup eth1` itself), so ifup skips it and `ifquery --state`
+# exits 1: the unit stays failed and the system "degraded", although eth1 came up right after.
+# And with `auto` only, every later boot races networking.service against the same unit.
+# Fix: declare the lab interface allow-hotplug as well (one owner: the hotplug unit, which now
+# configures it at boot), then re-run the unit, which finds eth1 configured and succeeds.
+settle_lab_interface() {
+  local ip dev
+  systemd_running || return 0
+  [[ $ROLE == server ]] && ip=$SERVER_IP || ip=$CLIENT_IP
+  dev=$(ip -4 -o addr show | awk -v ip="$ip" '{split($4, a, "/")} a[1] == ip {print $2; exit}')
+  [[ -n $dev ]] || { say "warning: $ip is on no interface yet"; return 0; }
+  grep -qsE "^iface $dev inet" /etc/network/interfaces || return 0 # not ifupdown's (netplan...)
+  if ! grep -qsxF "allow-hotplug $dev" "/etc/network/interfaces.d/hslab-$dev"; then
+    printf '# Written by vagrant/provision.sh: see settle_lab_interface there.\nallow-hotplug %s\n' \
+      "$dev" | write_file 0644 "/etc/network/interfaces.d/hslab-$dev"
+  fi
+  if systemctl is-failed --quiet "ifup@$dev.service"; then
+    systemctl reset-failed "ifup@$dev.service"
+    systemctl start "ifup@$dev.service" && say "ifup@$dev.service: active ($dev is allow-hotplug)"
+  fi
+}
+
 main() {
   check_settings
   if in_chroot; then
@@ -291,6 +316,7 @@ main() {
   install_project
   install_token
   install_marker
+  settle_lab_interface
   case $ROLE in
     server) setup_server ;;
     client) setup_client ;;
