@@ -154,8 +154,8 @@ vv ssh-config >"$SSH_CFG" 2>/dev/null
 for vm in server client; do
   {
     echo "== $vm"
-    sshx "$vm" 'ls -l /etc/handshake-lab/provisioned-vm; systemctl is-system-running;
-      systemctl --no-pager --failed --plain --no-legend; ip -br -4 addr show eth1'
+    sshx "$vm" 'ls -l /etc/handshake-lab/provisioned-vm; sudo systemctl is-system-running;
+      sudo systemctl --no-pager --failed --plain --no-legend; ip -br -4 addr show eth1'
   } >>"$LOGS/vm-state.log" 2>&1 || true
   sshx "$vm" 'sudo bash /vagrant/vagrant/ss-sampler.sh start /tmp/hslab-ss.log'
 done
