@@ -6,7 +6,10 @@
 #
 #   both roles : apt packages; a venv in /opt/handshake-lab with the project pip-installed from
 #                PROJECT_DIR; /usr/local/bin/handshake-lab; the agent token as
-#                /etc/handshake-lab/agent-token (mode 0600)
+#                /etc/handshake-lab/agent-token (mode 0600); the lab-VM marker
+#                /etc/handshake-lab/provisioned-vm (root, 0644): only where it exists may
+#                handshake-lab put nft holds and sysctls in the VM's own namespace
+#                (handshake_lab/topo/vmhold.py); never written in a chroot
 #   server     : /etc/systemd/system/handshake-lab-agent.service (from the template beside this
 #                script in the project), /etc/handshake-lab/agent.env, enabled and (re)started
 #   client     : /usr/local/bin/hslab-peer-run LAB [run options] -> run LAB --peer SERVER:PORT
@@ -31,6 +34,9 @@ readonly CONF_DIR=/etc/handshake-lab
 readonly TOKEN=$CONF_DIR/agent-token
 readonly UNIT_NAME=handshake-lab-agent.service
 readonly UNIT_DEST=/etc/systemd/system/$UNIT_NAME
+readonly MARKER=$CONF_DIR/provisioned-vm
+# The first line handshake_lab/topo/vmhold.py checks (MARKER_TEXT there).
+readonly MARKER_TEXT="handshake-lab lab VM, provisioned by vagrant/provision.sh"
 readonly PACKAGES=(python3 python3-venv iproute2 nftables tcpdump make procps ca-certificates)
 
 ROLE=${1:-${HSLAB_ROLE:-}}
@@ -264,6 +270,43 @@ EOF
   say "client helper: hslab-peer-run LAB (peer $SERVER_IP:$AGENT_PORT)"
 }
 
+install_marker() {
+  # A chroot is somebody's machine, not a lab VM: no marker there, so the host rule stands.
+  if in_chroot; then
+    say "chroot: no lab-VM marker (holds stay confined to lab namespaces)"
+    return
+  fi
+  install -d -m 0755 -o root -g root "$CONF_DIR"
+  printf '%s\nrole=%s\n' "$MARKER_TEXT" "$ROLE" | write_file 0644 "$MARKER"
+  chown root:root "$MARKER"
+  say "lab-VM marker $MARKER written"
+}
+
+# ifup@eth1.service failed on the VMs (the lab network still worked): udev starts the ifupdown
+# hotplug unit for every new NIC at boot, whose ExecStart is `ifup --allow=hotplug eth1;
+# ifquery --state eth1`. At that moment eth1 has no stanza (Vagrant writes `auto eth1` + a static
+# stanza later, over ssh, and runs `ifup eth1` itself), so ifup skips it and `ifquery --state`
+# exits 1: the unit stays failed and the system "degraded", although eth1 came up right after.
+# And with `auto` only, every later boot races networking.service against the same unit.
+# Fix: declare the lab interface allow-hotplug as well (one owner: the hotplug unit, which now
+# configures it at boot), then re-run the unit, which finds eth1 configured and succeeds.
+settle_lab_interface() {
+  local ip dev
+  systemd_running || return 0
+  [[ $ROLE == server ]] && ip=$SERVER_IP || ip=$CLIENT_IP
+  dev=$(ip -4 -o addr show | awk -v ip="$ip" '{split($4, a, "/")} a[1] == ip {print $2; exit}')
+  [[ -n $dev ]] || { say "warning: $ip is on no interface yet"; return 0; }
+  grep -qsE "^iface $dev inet" /etc/network/interfaces || return 0 # not ifupdown's (netplan...)
+  if ! grep -qsxF "allow-hotplug $dev" "/etc/network/interfaces.d/hslab-$dev"; then
+    printf '# Written by vagrant/provision.sh: see settle_lab_interface there.\nallow-hotplug %s\n' \
+      "$dev" | write_file 0644 "/etc/network/interfaces.d/hslab-$dev"
+  fi
+  if systemctl is-failed --quiet "ifup@$dev.service"; then
+    systemctl reset-failed "ifup@$dev.service"
+    systemctl start "ifup@$dev.service" && say "ifup@$dev.service: active ($dev is allow-hotplug)"
+  fi
+}
+
 main() {
   check_settings
   if in_chroot; then
@@ -272,6 +315,8 @@ main() {
   install_packages
   install_project
   install_token
+  install_marker
+  settle_lab_interface
   case $ROLE in
     server) setup_server ;;
     client) setup_client ;;

@@ -56,6 +56,7 @@ from handshake_lab.net.sides import LocalServer
 from handshake_lab.net.waits import wait_for
 from handshake_lab.observe.base import Observer
 from handshake_lab.topo.registry import is_owned_name
+from handshake_lab.topo.vmhold import vm_holds_allowed, vm_ops_here
 
 log = logging.getLogger("handshake_lab.agent")
 
@@ -323,6 +324,7 @@ async def _begin(session: Session, args: dict[str, Any]) -> dict[str, object]:
         echo=args["echo"],
         netns=agent.holds_netns(),
         fast_observers=agent.fast_observers,
+        vm_ops=vm_ops_here() if agent.config.netns is None else None,  # topo.vmhold
     )
     log.info("session %d: lab %s begins", session.id, args["lab"] or "?")
     return agent.describe()
@@ -457,6 +459,7 @@ class Agent:
             "observers": [o.name for o in self.observers],
             "netns": self.config.netns,
             "holds": self.holds_netns() is not None,
+            "vm_holds": self.config.netns is None and vm_holds_allowed(),  # topo.vmhold
             "limits": {
                 "max_line": MAX_LINE,
                 "max_reply": MAX_REPLY,

@@ -21,6 +21,7 @@ from handshake_lab.lab.runner import Ask, Pause
 from handshake_lab.lab.session import RunRequest, execute
 from handshake_lab.observe.defaults import default_observers
 from handshake_lab.placement import Topology
+from handshake_lab.placement.place import step_set
 from handshake_lab.record.codec import read_run
 from handshake_lab.record.events import Event
 from handshake_lab.render.jsonl import JsonLinesRenderer
@@ -29,6 +30,7 @@ from handshake_lab.spec.loader import find_lab
 from handshake_lab.spec.model import Step
 from handshake_lab.topo import userns
 from handshake_lab.topo.caps import user_namespaces_work
+from handshake_lab.topo.vmhold import refusal as vm_refusal
 
 
 def make_pause(lang: str) -> Pause:
@@ -121,13 +123,16 @@ def run_lab_command(
             raise UsageError("--quiz needs a terminal to ask on, or --answers FILE")
         the_quiz = Quiz(Quiz.load_answers(answers) if answers is not None else None)
     chosen = Topology.REMOTE if peer is not None else topology or Topology(lab.topologies[0])
-    if chosen.step_set not in lab.topologies:
+    if step_set(chosen) not in lab.topologies:
         raise UsageError(
             f"lab {lab.name} cannot run with {chosen.option}: it runs with --topology "
             + " or ".join(lab.topologies)
+            + (f" ({vm_refusal()})" if peer is not None else "")  # topo.vmhold
         )
     isolate_without_root(
-        chosen.step_set == "netns", [lab.path, pcap, answers, token_file, save], argv
+        step_set(chosen) == "netns" and chosen is not Topology.REMOTE,
+        [lab.path, pcap, answers, token_file, save],
+        argv,
     )
     default_observers()  # fail early, before building anything, if ss or psutil is unusable
     request = RunRequest(

@@ -85,6 +85,8 @@ class RunOptions:
     topology: Topology = Topology.LOOPBACK
     host: str = "127.0.0.1"
     port: int | None = None
+    step_set: str | None = None
+    """The lab's step set to run; None: the topology's own (``Topology.step_set``)."""
 
     def __post_init__(self) -> None:
         # Accept the enum's value too ("netns"), as callers outside the CLI pass it.
@@ -125,7 +127,7 @@ class LabRun:
         self.t0 = time.monotonic()
         self.holds: dict[str, Hold] = {}
         self.released: set[str] = set()
-        self.steps = lab.steps_for(options.topology.step_set)
+        self.steps = lab.steps_for(options.step_set or options.topology.step_set)
         self.quiz = quiz
         self.ask = ask
         # How many packets and transitions earlier steps reported: each step reports what came

@@ -22,7 +22,7 @@ from handshake_lab.lab.runner import Ask, Emit, LabRun, Pause, RunOptions
 from handshake_lab.net.loops import loop_factory
 from handshake_lab.observe.defaults import default_observers
 from handshake_lab.placement import Topology
-from handshake_lab.placement.place import place
+from handshake_lab.placement.place import place, step_set
 from handshake_lab.record.run import Recorder, RunRecord
 from handshake_lab.spec.model import Lab
 
@@ -61,7 +61,11 @@ def execute(
             ends, capture=request.capture, trace=request.trace, pcap=request.pcap is not None
         )
         options = RunOptions(
-            loop=request.loop, topology=request.topology, port=request.port, host=ends.host
+            loop=request.loop,
+            topology=request.topology,
+            port=request.port,
+            host=ends.host,
+            step_set=step_set(request.topology),
         )
         runner = LabRun(
             request.lab,

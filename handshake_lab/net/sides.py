@@ -30,7 +30,7 @@ from handshake_lab.net.waits import wait_for
 from handshake_lab.observe.base import Address, Observer, SocketRecord
 from handshake_lab.observe.scoped import needs_main_thread
 from handshake_lab.topo import nft
-from handshake_lab.topo.pair import set_sysctl
+from handshake_lab.topo.pair import read_tcp_counters, set_sysctl
 
 Scope = Callable[[], AbstractContextManager[None]]
 Snapshot = dict[str, list[SocketRecord]]
@@ -154,35 +154,27 @@ async def stream_action(
     raise ValueError(f"not a stream action: {action}")
 
 
-def read_tcp_counters() -> dict[str, int]:
-    """The calling thread's namespace's TCP counters (``/proc/thread-self/net/{snmp,netstat}``).
+class VmOps(Protocol):
+    """The same operations in a provisioned lab VM's own namespace (``topo.vmhold.VmOps``)."""
 
-    ``thread-self`` matters: ``/proc/net`` follows the main thread's namespace (see
-    ``observe.scoped``). Keys are ``Group.Name``, e.g. ``TcpExt.ListenOverflows``.
-    """
-    counters: dict[str, int] = {}
-    for name in ("snmp", "netstat"):
-        with open(f"/proc/thread-self/net/{name}", encoding="ascii") as fh:
-            lines = fh.read().splitlines()
-        for header, values in zip(lines[::2], lines[1::2], strict=False):
-            group, _, names = header.partition(":")
-            if not group.startswith("Tcp"):
-                continue
-            for key, value in zip(names.split(), values.partition(":")[2].split(), strict=False):
-                counters[f"{group}.{key}"] = int(value)
-    return counters
+    def run(self, op: str, args: Mapping[str, object]) -> object: ...
+
+    def close(self) -> None: ...
 
 
 class NamespaceOps:
     """What a lab may do to one end's namespace: nft holds, sysctls, counters.
 
     Only in a namespace the tool made (``netns`` set): on loopback every operation would touch
-    the host, which this tool never does, so they fail with a clear message instead.
+    the host, which this tool never does, so they fail with a clear message instead. The one
+    exception is ``vm``: on a lab VM that provisioning marked, placement hands in the VM's
+    operations (``topo.vmhold``), used when there is no lab namespace.
     """
 
-    def __init__(self, netns: str | None, scope: Scope) -> None:
+    def __init__(self, netns: str | None, scope: Scope, vm: VmOps | None = None) -> None:
         self.netns = netns
         self.scope = scope
+        self.vm = vm
         self.holds: dict[str, object] = {}
 
     def _need_netns(self, what: str) -> str:
@@ -194,6 +186,10 @@ class NamespaceOps:
 
     def run(self, op: str, args: Mapping[str, object]) -> object:
         """Perform ``op`` (blocking; call it in a thread). Returns the op's result."""
+        if self.netns is None and self.vm is not None:
+            if op == "add_hold":
+                self.holds[str(args["id"])] = "vm"
+            return self.vm.run(op, args)
         if op == "add_hold":
             ns = self._need_netns("a hold")
             count = args.get("count")
@@ -228,6 +224,11 @@ class NamespaceOps:
     async def arun(self, op: str, args: Mapping[str, object]) -> object:
         return await asyncio.to_thread(self.run, op, args)
 
+    async def aclose(self) -> None:
+        """Undo the VM's changes (holds, sysctls); lab namespaces go with the namespace."""
+        if self.vm is not None:
+            await asyncio.to_thread(self.vm.close)
+
 
 class _LocalEnd:
     """What both local ends share: where their sockets live, how their table is read, and
@@ -240,12 +241,13 @@ class _LocalEnd:
         scope: Scope,
         netns: str | None,
         fast_observers: Sequence[Observer],
+        vm_ops: VmOps | None = None,
     ) -> None:
         self.host = host
         self.observers = list(observers)
         self.fast_observers = list(fast_observers)
         self.scope = scope
-        self.ops = NamespaceOps(netns, scope)
+        self.ops = NamespaceOps(netns, scope, vm_ops)
 
     async def snapshot(self, ports: Collection[int], *, fast: bool = False) -> Snapshot:
         """Every observer's view; with ``fast``, only the fast poller's (netlink) if any."""
@@ -277,8 +279,9 @@ class LocalServer(_LocalEnd):
         scope: Scope = contextlib.nullcontext,
         netns: str | None = None,
         fast_observers: Sequence[Observer] = (),
+        vm_ops: VmOps | None = None,
     ) -> None:
-        super().__init__(host, observers, scope, netns, fast_observers)
+        super().__init__(host, observers, scope, netns, fast_observers, vm_ops)
         self.server = EchoServer(host, echo=echo)
 
     async def reserve_port(self, port: int | None, taken: Collection[int]) -> int:
@@ -319,6 +322,7 @@ class LocalServer(_LocalEnd):
 
     async def close_all(self) -> None:
         await self.server.close_all()
+        await self.ops.aclose()
 
     async def set_close_on_eof(self, enabled: bool) -> None:
         self.server.close_on_eof = enabled
@@ -336,8 +340,9 @@ class LocalClients(_LocalEnd):
         scope: Scope = contextlib.nullcontext,
         netns: str | None = None,
         fast_observers: Sequence[Observer] = (),
+        vm_ops: VmOps | None = None,
     ) -> None:
-        super().__init__(host, observers, scope, netns, fast_observers)
+        super().__init__(host, observers, scope, netns, fast_observers, vm_ops)
         self.clients = {name: Client(name, host) for name in names}
 
     async def connect(
@@ -381,6 +386,7 @@ class LocalClients(_LocalEnd):
     async def close_all(self) -> None:
         for client in self.clients.values():
             await client.close_all()
+        await self.ops.aclose()
 
     async def churn(self, server: Address, count: int, timeout: float) -> tuple[str, int]:
         """Open and close COUNT connections, the client closing first (each leaves a

@@ -11,11 +11,17 @@ from handshake_lab.observe.base import Observer
 from handshake_lab.placement.loopback import loopback
 from handshake_lab.placement.netns import namespaces
 from handshake_lab.placement.placed import Placed
-from handshake_lab.placement.remote import remote
+from handshake_lab.placement.remote import remote, remote_step_set
 from handshake_lab.placement.topology import Topology
 from handshake_lab.spec.model import Lab
 
 ObserverFactory = Callable[[], list[Observer]]
+
+
+def step_set(topology: Topology) -> str:
+    """Which of a lab's step sets a placement runs (``Topology.step_set``, and for ``--peer``
+    the namespace steps where both ends are provisioned lab VMs: ``remote.remote_step_set``)."""
+    return remote_step_set() if topology is Topology.REMOTE else topology.step_set
 
 
 @contextmanager

@@ -252,6 +252,11 @@ def release(handle: HoldHandle) -> None:
 def dropped(handle: HoldHandle) -> int:
     """How many segments the hold has dropped, read from its named counter."""
     text = _nft(handle.netns, ["-j", "list", "counter", "inet", handle.table, handle.counter])
+    return counter_packets(text, handle.counter, handle.netns)
+
+
+def counter_packets(text: str, counter: str, where: str) -> int:
+    """The packet count in ``nft -j list counter`` output (pure: tested without nft)."""
     try:
         for item in json.loads(text)["nftables"]:
             if "counter" in item:
@@ -259,8 +264,8 @@ def dropped(handle: HoldHandle) -> int:
                 if isinstance(packets, int):
                     return packets
     except (ValueError, KeyError, TypeError) as error:
-        raise NetworkError(f"cannot read nft counter {handle.counter}: {error}") from error
-    raise NetworkError(f"nft counter {handle.counter} not found in {handle.netns}")
+        raise NetworkError(f"cannot read nft counter {counter}: {error}") from error
+    raise NetworkError(f"nft counter {counter} not found in {where}")
 
 
 def remove_holds(ns: str) -> bool:
@@ -277,6 +282,7 @@ __all__ = [
     "HoldHandle",
     "HoldKind",
     "add_hold",
+    "counter_packets",
     "dropped",
     "hold_script",
     "release",

@@ -138,6 +138,25 @@ def read_sysctls(keys: Iterable[str], ns: str | None = None) -> dict[str, str | 
         return read()
 
 
+def read_tcp_counters() -> dict[str, int]:
+    """The calling thread's namespace's TCP counters (``/proc/thread-self/net/{snmp,netstat}``).
+
+    ``thread-self`` matters: ``/proc/net`` follows the main thread's namespace (see
+    ``observe.scoped``). Keys are ``Group.Name``, e.g. ``TcpExt.ListenOverflows``.
+    """
+    counters: dict[str, int] = {}
+    for name in ("snmp", "netstat"):
+        with open(f"/proc/thread-self/net/{name}", encoding="ascii") as fh:
+            lines = fh.read().splitlines()
+        for header, values in zip(lines[::2], lines[1::2], strict=False):
+            group, _, names = header.partition(":")
+            if not group.startswith("Tcp"):
+                continue
+            for key, value in zip(names.split(), values.partition(":")[2].split(), strict=False):
+                counters[f"{group}.{key}"] = int(value)
+    return counters
+
+
 def _ip(args: list[str], script: str) -> None:
     """Run ``ip ARGS -batch -`` with ``script`` on stdin; one process for many commands."""
     argv = ["ip", *args, "-batch", "-"]

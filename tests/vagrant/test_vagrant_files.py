@@ -11,6 +11,7 @@ CI, which installs them. ``run-all-labs.sh`` is exercised against a stub ``vagra
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -20,12 +21,15 @@ from pathlib import Path
 
 import pytest
 
+from handshake_lab.topo import vmhold
+
 ROOT = Path(__file__).resolve().parents[2]
 VAGRANTFILE = ROOT / "Vagrantfile"
 VAGRANT_DIR = ROOT / "vagrant"
 PROVISION = VAGRANT_DIR / "provision.sh"
 RUN_ALL = VAGRANT_DIR / "run-all-labs.sh"
 UNIT = VAGRANT_DIR / "handshake-lab-agent.service"
+SCRIPTS = sorted(VAGRANT_DIR.glob("*.sh"))
 LAB_NET = ipaddress.ip_network("198.18.0.0/15")
 IN_CI = bool(os.environ.get("CI"))
 
@@ -218,7 +222,7 @@ def test_private_network_is_isolated() -> None:
 # ---------------------------------------------------------------------------- scripts
 
 
-@pytest.mark.parametrize("script", [PROVISION, RUN_ALL], ids=lambda p: p.name)
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_scripts_pass_shellcheck(script: Path) -> None:
     shellcheck = need_tool("shellcheck")
     out = subprocess.run(
@@ -231,7 +235,7 @@ def test_scripts_pass_shellcheck(script: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("script", [PROVISION, RUN_ALL], ids=lambda p: p.name)
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_scripts_are_strict_bash(script: Path) -> None:
     lines = script.read_text().splitlines()
     assert lines[0] == "#!/usr/bin/env bash"
@@ -435,3 +439,53 @@ def test_run_all_labs_refuses_to_boot_vms_under_ci() -> None:
     )
     assert out.returncode == 2
     assert "refusing to boot VMs under CI" in out.stderr
+
+
+def _provision_env(tmp_path: Path, extra: dict[str, str]) -> dict[str, str]:
+    """What the Vagrantfile hands to provision.sh, evaluated by ruby with Vagrant stubbed out."""
+    ruby = need_tool("ruby")
+    work = copy_vagrant_tree(tmp_path)
+    script = textwrap.dedent(
+        """
+        require "json"
+        module Vagrant
+          def self.configure(_version); end
+        end
+        load ARGV[0]
+        puts JSON.generate(hslab_provision_env("server"))
+        """
+    )
+    out = subprocess.run(
+        [ruby, "-e", script, str(work / "Vagrantfile")],
+        env=vagrant_env(tmp_path) | extra,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    env: dict[str, str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return env
+
+
+def test_vagrantfile_passes_the_wheel_dir_on_to_provisioning(tmp_path: Path) -> None:
+    """The documented offline install: HSLAB_WHEEL_DIR must reach provision.sh."""
+    env = _provision_env(tmp_path, {"HSLAB_WHEEL_DIR": "/vagrant/wheelhouse"})
+    assert env["HSLAB_WHEEL_DIR"] == "/vagrant/wheelhouse"
+    unset = tmp_path / "unset"
+    unset.mkdir()
+    assert "HSLAB_WHEEL_DIR" not in _provision_env(unset, {})
+
+
+def test_provisioning_writes_the_marker_the_tool_checks() -> None:
+    """provision.sh's marker line must be the one ``topo.vmhold`` accepts, at its path."""
+    text = PROVISION.read_text()
+    match = re.search(r'^readonly MARKER_TEXT="([^"]+)"$', text, re.MULTILINE)
+    assert match
+    assert match[1] == vmhold.MARKER_TEXT
+    assert "readonly MARKER=$CONF_DIR/provisioned-vm" in text
+    assert str(vmhold.MARKER) == "/etc/handshake-lab/provisioned-vm"
+    body = text[text.index("install_marker() {") :]
+    assert body.index("in_chroot") < body.index('write_file 0644 "$MARKER"'), (
+        "a chroot (somebody's machine) must never get the marker"
+    )
