@@ -24,6 +24,7 @@ from handshake_lab.agent.client import (
 from handshake_lab.agent.protocol import PROTOCOL_VERSION
 from handshake_lab.agent.server import Agent, AgentConfig
 from handshake_lab.agent.token import agent_token
+from handshake_lab.cli.signals import TERMINATING
 from handshake_lab.errors import (
     ExitStatus,
     HandshakeLabError,
@@ -139,7 +140,7 @@ def agent_command(
     async def main() -> None:
         running = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (*TERMINATING, signal.SIGINT):
             running.add_signal_handler(signum, stop.set)
         try:
             await agent.start()
@@ -156,7 +157,7 @@ def agent_command(
         try:
             await stop.wait()
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (*TERMINATING, signal.SIGINT):
                 running.remove_signal_handler(signum)
             await agent.close()
 

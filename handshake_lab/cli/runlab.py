@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from handshake_lab.cli.signals import sigterm_as_interrupt
+from handshake_lab.cli.signals import TERMINATING, sigterm_as_interrupt
 from handshake_lab.errors import ExitStatus, Interrupted, MissingDependencyError, UsageError
 from handshake_lab.i18n.labels import label
 from handshake_lab.lab.evidence import Evidence
@@ -227,11 +226,13 @@ def run_lab_command(
             task = asyncio.current_task()
             assert task is not None
             running = asyncio.get_running_loop()
-            running.add_signal_handler(signal.SIGTERM, task.cancel)
+            for signum in TERMINATING:  # SIGHUP, SIGQUIT too: a closed terminal, Ctrl-\
+                running.add_signal_handler(signum, task.cancel)
             try:
                 result = await runner.run()
             finally:
-                running.remove_signal_handler(signal.SIGTERM)
+                for signum in TERMINATING:
+                    running.remove_signal_handler(signum)
             return result.passed
 
         try:

@@ -178,7 +178,8 @@ def agent_in_namespace(
     from handshake_lab.topo.netns import in_netns  # noqa: PLC0415
 
     token = generate_token()
-    with tempfile.TemporaryDirectory(prefix="hslab-agent-") as tmp:
+    # The pid in the name ties a leftover (after SIGKILL) to its run, as for namespaces.
+    with tempfile.TemporaryDirectory(prefix=f"hslab-agent-{os.getpid()}-") as tmp:
         token_file = Path(tmp) / "token"
         write_token_file(token_file, token)
         argv = [
