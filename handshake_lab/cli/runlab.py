@@ -19,6 +19,7 @@ from handshake_lab.net.loops import loop_factory
 from handshake_lab.observe.base import Observer
 from handshake_lab.observe.psutil_observer import PsutilObserver
 from handshake_lab.observe.ss import SsObserver
+from handshake_lab.outputs import check_output, write_output
 from handshake_lab.placement.build import Placed, placed, step_topology
 from handshake_lab.render.jsonl import JsonLinesRenderer
 from handshake_lab.render.table import TableRenderer, make_console
@@ -182,6 +183,8 @@ def run_lab_command(
     argv: list[str] | None = None,
 ) -> ExitStatus:
     lab = find_lab(name)
+    if pcap is not None:
+        check_output(pcap)  # a path that cannot be written fails now, not after the last step
     if peer is not None and topology is not None:
         raise UsageError("--peer and --topology exclude each other: the agent is the server")
     the_quiz: Quiz | None = None
@@ -249,7 +252,8 @@ def run_lab_command(
             if pcap is not None:
                 from handshake_lab.capture.pcap import write_pcap  # noqa: PLC0415
 
-                write_pcap(pcap, evidence.packets)
+                packets = evidence.packets
+                write_output(pcap, lambda stream: write_pcap(stream, packets))
             if renderer is not None:
                 renderer.ladders(evidence.packets, evidence.events)
     if not passed:

@@ -149,6 +149,51 @@ def test_missing_ss_says_which_package_provides_it(tmp_path: Path) -> None:
     assert "iproute2" in one_error_line(proc)
 
 
+@pytest.mark.parametrize(
+    ("where", "words"),
+    [
+        ("/nonexistent/x.pcap", "directory /nonexistent does not exist"),
+        ("/proc/x.pcap", "cannot create a file in /proc"),
+        ("{tmp}/link.pcap", "symbolic link"),
+    ],
+    ids=["missing-directory", "read-only-place", "symlink"],
+)
+def test_an_unwritable_pcap_path_exits_9_before_step_1(
+    tmp_path: Path, where: str, words: str
+) -> None:
+    (tmp_path / "link.pcap").symlink_to(tmp_path / "victim")
+    path = where.format(tmp=tmp_path)
+    proc = cli("run", "reset", "--json", "--pcap", path)
+    assert proc.returncode == ExitStatus.OUTPUT_UNWRITABLE, proc.stderr
+    line = one_error_line(proc)
+    assert line.startswith(f"handshake-lab: {path}: "), line
+    assert words in line, line
+    assert proc.stdout == "", "refused before the lab started: no event at all"
+    assert not (tmp_path / "victim").exists()
+
+
+@pytest.mark.root
+def test_a_pcap_write_error_after_the_run_is_one_line_and_exit_9() -> None:
+    """/dev/full takes the open and refuses the bytes: the lab ran, the file could not be."""
+    proc = cli("run", "reset", "--json", "--pcap", "/dev/full")
+    assert proc.returncode == ExitStatus.OUTPUT_UNWRITABLE, proc.stderr
+    assert one_error_line(proc) == (
+        "handshake-lab: /dev/full: cannot write: No space left on device"
+    )
+    assert json.loads(proc.stdout.splitlines()[-1])["event"] == "result"
+
+
+@pytest.mark.root
+def test_an_existing_pcap_is_replaced_whole_and_said(tmp_path: Path) -> None:
+    target = tmp_path / "run.pcap"
+    target.write_bytes(b"an older capture")
+    proc = cli("run", "reset", "--json", "--pcap", str(target))
+    assert proc.returncode == ExitStatus.OK, proc.stderr
+    assert f"handshake-lab: replaced the existing file {target}" in proc.stderr.splitlines()
+    assert target.read_bytes()[:4] in {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4"}
+    assert [p.name for p in tmp_path.iterdir()] == ["run.pcap"]
+
+
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("= nope")
