@@ -8,10 +8,10 @@ run owns; ``--dry-run`` lists them instead. Anything without the prefix is never
 from __future__ import annotations
 
 import os
-import shutil
 
 import typer
 
+from handshake_lab import tools
 from handshake_lab.errors import ExitStatus, HandshakeLabError
 
 
@@ -20,7 +20,7 @@ def _line(ok: bool, name: str, detail: str) -> None:
 
 
 def doctor_report() -> ExitStatus:
-    ss = shutil.which("ss")
+    ss = tools.find("ss")
     _line(ss is not None, "ss", ss or "not found - labs cannot run: apt install iproute2")
     try:
         import psutil  # noqa: PLC0415

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from handshake_lab import tools
 from handshake_lab.cli.signals import TERMINATING, sigterm_as_interrupt
 from handshake_lab.errors import ExitStatus, Interrupted, MissingDependencyError, UsageError
 from handshake_lab.i18n.labels import label
@@ -199,6 +200,9 @@ def run_lab_command(
             f"lab {lab.name} cannot run with {where}: it runs with --topology "
             + " or ".join(lab.topologies)
         )
+    holds = any(s.holds for s in lab.steps_for(step_topology(chosen)))
+    for tool in tools.needed_for(step_topology(chosen), holds=holds):
+        tools.require(tool)  # refused now, with its package, not in the middle of the run
     isolate_without_root(
         step_topology(chosen) == "netns", [lab.path, pcap, answers, token_file], argv
     )

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from handshake_lab import tools
 from handshake_lab.errors import NetworkError
 from handshake_lab.topo.netns import NETNS_RUN_DIR
 
@@ -301,12 +302,13 @@ class RunRegistry:
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    argv = [tools.command(argv[0]), *argv[1:]]
     try:
         return subprocess.run(
             argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
         )
     except FileNotFoundError as error:
-        raise NetworkError(f"{argv[0]} not found: install iproute2/nftables") from error
+        raise NetworkError(tools.missing(Path(argv[0]).name)) from error
     except subprocess.TimeoutExpired as error:
         raise NetworkError(f"{' '.join(argv)} did not finish in {COMMAND_TIMEOUT:g} s") from error
 
@@ -337,7 +339,8 @@ def remove_nft_table(name: str, netns: str) -> bool:
         raise ValueError(f"refusing to delete nft table {name!r} in {netns!r}: not ours")
     if not netns_exists(netns):
         return False
-    done = _run(["ip", "netns", "exec", netns, "nft", "delete", "table", "inet", name])
+    nft = tools.command("nft")
+    done = _run(["ip", "netns", "exec", netns, nft, "delete", "table", "inet", name])
     return done.returncode == 0
 
 

@@ -155,7 +155,8 @@ def test_broken_ss_is_exit_6_naming_ss(tmp_path: Path, fault: str, after: int) -
         )
     )
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    env = {**os.environ, "PATH": str(fake.parent)}
+    # HSLAB_SYSTEM_DIRS empty: the real ss in /usr/bin is not looked for either.
+    env = {**os.environ, "PATH": str(fake.parent), "HSLAB_SYSTEM_DIRS": ""}
     run = Run.start("half-close", "--topology", "loopback", env=env)
     try:
         rc = run.finish(timeout=60)

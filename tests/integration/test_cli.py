@@ -143,10 +143,23 @@ def test_busy_port_is_a_network_error() -> None:
 
 
 def test_missing_ss_says_which_package_provides_it(tmp_path: Path) -> None:
-    env = {**os.environ, "PATH": str(tmp_path)}
+    env = {**os.environ, "PATH": str(tmp_path), "HSLAB_SYSTEM_DIRS": ""}
     proc = cli("run", "half-close", env=env)
     assert proc.returncode == ExitStatus.MISSING_DEPENDENCY
     assert "iproute2" in one_error_line(proc)
+
+
+def test_nft_outside_path_is_found_and_a_really_missing_one_refused_before_step_1() -> None:
+    """A Debian user's PATH (no /usr/sbin): nft is looked for in the system directories too.
+    With those emptied (as on a machine without nftables) the netns lab that holds segments
+    is refused before anything is built: one line naming the package, exit 6, no event."""
+    env = {**os.environ, "PATH": "/usr/bin:/bin", "HSLAB_SYSTEM_DIRS": ""}
+    proc = cli("run", "lost-last-ack", "--topology", "netns", "--json", env=env)
+    assert proc.returncode == ExitStatus.MISSING_DEPENDENCY, proc.stderr
+    line = one_error_line(proc)
+    assert "nft not found" in line, line
+    assert "apt install nftables" in line, line
+    assert proc.stdout == ""
 
 
 @pytest.mark.parametrize(
