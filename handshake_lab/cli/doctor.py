@@ -59,15 +59,16 @@ def doctor_report() -> ExitStatus:
     return ExitStatus.OK if ss is not None and psutil_ok else ExitStatus.MISSING_DEPENDENCY
 
 
-def cleanup_command(dry_run: bool) -> ExitStatus:
-    """Remove (or list) prefixed leftovers of runs that are no longer alive."""
+def cleanup_command(dry_run: bool, *, pid: int | None = None) -> ExitStatus:
+    """Remove (or list) prefixed leftovers of runs that are no longer alive; with ``pid``,
+    only those of that run (its objects carry the pid in their names)."""
     from handshake_lab.topo.registry import cleanup_leftovers  # noqa: PLC0415
 
     if os.geteuid() != 0:
         typer.echo("nothing to do: only root can create (and so leave) namespaces and traces")
         return ExitStatus.OK
     try:
-        objects = cleanup_leftovers(dry_run)
+        objects = cleanup_leftovers(dry_run, pid=pid)
     except HandshakeLabError:
         raise
     verb = "would remove" if dry_run else "removed"

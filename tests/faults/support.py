@@ -248,8 +248,12 @@ class Run:
                 stream.close()
 
 
-def doctor_cleanup(dry_run: bool) -> subprocess.CompletedProcess[str]:
-    args = ["doctor", "--cleanup"] + (["--dry-run"] if dry_run else [])
+def doctor_cleanup(dry_run: bool, pid: int | None = None) -> subprocess.CompletedProcess[str]:
+    """``doctor --cleanup --pid PID``: only run ``pid``'s leftovers. A host-wide sweep would
+    remove a concurrent suite's SIGKILLed run while that suite is about to count it; tests
+    always pass ``pid`` (the soak's final report alone lists the whole host)."""
+    args = ["doctor", "--cleanup"] + (["--pid", str(pid)] if pid is not None else [])
+    args += ["--dry-run"] if dry_run else []
     return subprocess.run(
         [*CLI, *args],
         capture_output=True,

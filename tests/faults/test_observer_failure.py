@@ -30,6 +30,7 @@ from handshake_lab.observe.ss import SsObserver
 from handshake_lab.record.events import LabStarted, StepReport
 from handshake_lab.spec.loader import find_lab
 from handshake_lab.tcp.states import TcpState
+from tests import needs
 from tests.faults.support import Run, listening_on, poll_until, wait_clean
 from tests.integration.labrun import Recorded
 
@@ -138,7 +139,7 @@ def _real_ss() -> str:
     for base in ("/usr/bin", "/bin", "/usr/sbin", "/sbin"):
         if os.access(f"{base}/ss", os.X_OK):
             return f"{base}/ss"
-    pytest.skip("no ss binary")
+    needs.unavailable("ss is not installed (apt install iproute2)")
 
 
 @pytest.mark.parametrize("after", [0, FAULT_AT], ids=["first-call", "mid-run"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import socket
 import struct
 import subprocess
@@ -33,6 +32,7 @@ from handshake_lab.errors import NetworkError
 from handshake_lab.net.loops import loop_factory
 from handshake_lab.render.ladder import ladder_lines
 from handshake_lab.tcp.segments import Flags
+from tests import needs
 
 pytestmark = pytest.mark.root
 
@@ -161,13 +161,13 @@ def test_loopback_capture_sees_each_segment_once_and_the_arithmetic_holds(
     assert [_key(decode_frame(r.frame) or packets[0]) for r in records] == keys
 
 
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 def test_tshark_reads_our_pcap_field_for_field(listener: socket.socket, tmp_path: Path) -> None:
+    tshark = needs.tool("tshark")
     packets = _capture_one_conversation(listener)
     path = tmp_path / "lo.pcap"
     write_pcap(path, packets)
 
-    cmd = ["tshark", "-r", str(path), "-T", "fields", "-E", "separator=,"]
+    cmd = [tshark, "-r", str(path), "-T", "fields", "-E", "separator=,"]
     for name in TSHARK_FIELDS:
         cmd += ["-e", name]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
@@ -199,14 +199,14 @@ _TCPDUMP_FLAGS = {
 }
 
 
-@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump not installed")
 def test_tcpdump_reads_our_pcap_field_for_field(listener: socket.socket, tmp_path: Path) -> None:
+    tcpdump = needs.tool("tcpdump")
     packets = _capture_one_conversation(listener)
     path = tmp_path / "lo.pcap"
     write_pcap(path, packets)
 
     out = subprocess.run(
-        ["tcpdump", "-nn", "-S", "-r", str(path)],
+        [tcpdump, "-nn", "-S", "-r", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
