@@ -294,7 +294,9 @@ def test_stop_is_prompt_even_with_a_long_poll_interval() -> None:
     sniffer.start()
     began = time.monotonic()
     sniffer.stop()
-    assert time.monotonic() - began < 1.0
+    # Prompt means: not waiting out the 30 s poll interval. 10 s is far from both that and
+    # the few ms it takes alone, so a loaded 2-core machine cannot fail it by being slow.
+    assert time.monotonic() - began < 10.0
     assert not sniffer.running
 
 

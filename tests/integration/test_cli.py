@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from handshake_lab.errors import ExitStatus
-from handshake_lab.spec.loader import builtin_names
+from handshake_lab.spec.loader import builtin_names, find_lab
 
 CLI = [sys.executable, "-m", "handshake_lab"]
 
@@ -66,7 +66,17 @@ def test_explain_state_accepts_every_spelling(topic: str) -> None:
 def test_explain_lab_prints_every_step() -> None:
     proc = cli("explain", "half-close", "--lang", "zh")
     assert proc.returncode == 0
-    assert "shutdown" in proc.stdout or "SHUT_WR" in proc.stdout
+    lines = proc.stdout.splitlines()
+    steps = find_lab("half-close").steps
+    assert len(steps) > 5
+    for step in steps:  # each step's heading, in order, each followed by its text
+        heading = f"{step.index}. {step.actor}: {step.action} ({step.id})"
+        assert heading in lines, heading
+        after = lines[lines.index(heading) + 1]
+        assert after.strip(), f"no explanation under {heading}"
+    indices = [lines.index(f"{s.index}. {s.actor}: {s.action} ({s.id})") for s in steps]
+    assert indices == sorted(indices)
+    assert "SHUT_WR" in proc.stdout
 
 
 def test_explain_unknown_topic_suggests_and_exits_lab_not_found() -> None:

@@ -21,6 +21,7 @@ from handshake_lab.net.loops import loop_factory
 from handshake_lab.placement.build import placed
 from handshake_lab.spec.loader import builtin_dir, load_lab
 from handshake_lab.spec.model import ABSENT, Lab
+from tests import needs
 from tests.integration.labrun import Recorded
 
 pytestmark = pytest.mark.root
@@ -113,14 +114,16 @@ def test_handshake_netns_holds_the_synack_then_the_third_segment(loop_name: str)
     assert data
     assert "ACK" in data[0]["flags"].split(",")
     assert run.state("data-completes", "server.lazy") == "ESTABLISHED"
-    if run.evidence.trace_on:
-        completed = [
-            t
-            for t in run.recorded.steps["data-completes"].transitions
-            if t["side"] == "server.lazy" and t["new"] == "ESTABLISHED"
-        ]
-        assert completed, run.transitions()
-        assert completed[0]["cause"] == "PSH,ACK", completed
+    # The cause of the completion is only in the transition stream: without it, say so
+    # (skip; a failure under CI) rather than pass with the check silently dropped.
+    needs.require(run.evidence.trace_on, f"no transition stream here: {run.evidence.notes}")
+    completed = [
+        t
+        for t in run.recorded.steps["data-completes"].transitions
+        if t["side"] == "server.lazy" and t["new"] == "ESTABLISHED"
+    ]
+    assert completed, run.transitions()
+    assert completed[0]["cause"] == "PSH,ACK", completed
 
 
 def test_lost_last_ack_fin_is_resent_and_reacknowledged(loop_name: str) -> None:
@@ -159,11 +162,11 @@ def test_simultaneous_close_passes_through_closing(loop_name: str) -> None:
     assert server_fin["ack"] != client_fin["seq"] + 1
     assert run.state("release", "client") == "TIME_WAIT"
     assert run.state("release", "server") == "TIME_WAIT"
-    if not run.evidence.trace_on:
-        pytest.skip(
-            "CLOSING lasts until one ACK arrives and only the transition stream shows it; "
-            f"the tracepoint is unavailable here: {run.evidence.notes}"
-        )
+    needs.require(
+        run.evidence.trace_on,
+        "CLOSING lasts until one ACK arrives and only the transition stream shows it; "
+        f"the tracepoint is unavailable here: {run.evidence.notes}",
+    )
     closing = [t for t in run.transitions() if t["new"] == "CLOSING"]
     assert closing, run.transitions()
     assert {t["old"] for t in closing} == {"FIN_WAIT1"}
@@ -222,7 +225,7 @@ def test_simultaneous_open_in_a_namespace(loop_name: str) -> None:
     assert observed.state == "ESTABLISHED"
     assert observed.local == observed.remote
     assert run.state("close-itself", "client") == "TIME_WAIT"
-    if run.evidence.trace_on:
-        states = [(t["old"], t["new"]) for t in run.transitions()]
-        assert ("SYN_SENT", "SYN_RECV") in states, states
-        assert ("FIN_WAIT1", "CLOSING") in states, states
+    needs.require(run.evidence.trace_on, f"no transition stream here: {run.evidence.notes}")
+    states = [(t["old"], t["new"]) for t in run.transitions()]
+    assert ("SYN_SENT", "SYN_RECV") in states, states
+    assert ("FIN_WAIT1", "CLOSING") in states, states
