@@ -144,7 +144,7 @@ def kill_once(lab: str, topology: str, after: int, sig: signal.Signals) -> str |
     left = wait_clean(run.pid, ports, timeout=2)
     left.pop("listen", None)
     expected = set(left.get("netns", [])) | set(left.get("trace", []))
-    listed = doctor_cleanup(dry_run=True)
+    listed = doctor_cleanup(dry_run=True, pid=run.pid)
     # Another run's stale cleanup (the other promised path) may remove them first when runs
     # are concurrent: only what is still there must be listed.
     still = wait_clean(run.pid, ports, timeout=0)
@@ -155,7 +155,7 @@ def kill_once(lab: str, topology: str, after: int, sig: signal.Signals) -> str |
         problems.append(f"dry-run did not list {missing}")
     if "agent" in left:
         problems.append(f"agent survived its SIGKILLed parent: {left['agent']}")
-    cleaned = doctor_cleanup(dry_run=False)
+    cleaned = doctor_cleanup(dry_run=False, pid=run.pid)
     if cleaned.returncode != 0:
         problems.append(f"doctor --cleanup exit {cleaned.returncode}: {cleaned.stderr.strip()}")
     after_cleanup = wait_clean(run.pid, ports, timeout=5)

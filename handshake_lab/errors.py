@@ -34,6 +34,9 @@ class ExitStatus(IntEnum):
     """A socket operation failed in a way the lab did not ask for (busy port, ...)."""
     QUIZ_WRONG = 8
     """``--quiz``: the kernel agreed with the lab, but some predictions were wrong."""
+    OUTPUT_UNWRITABLE = 9
+    """An output file (``--pcap``) cannot be written: checked before step 1, or failed at the
+    end (then nothing was left under its name)."""
     RUN_INVALID = 10
     """A saved run (``run --json`` output) is unreadable, truncated or not a run."""
     INTERRUPTED = 130
@@ -85,6 +88,12 @@ class ObserverError(MissingDependencyError):
 
 class NetworkError(HandshakeLabError):
     exit_status = ExitStatus.NETWORK_ERROR
+
+
+class OutputError(HandshakeLabError):
+    """An output path is refused (missing directory, read-only, a symlink) or a write failed."""
+
+    exit_status = ExitStatus.OUTPUT_UNWRITABLE
 
 
 class Interrupted(HandshakeLabError):

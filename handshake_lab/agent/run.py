@@ -27,6 +27,7 @@ from handshake_lab.errors import (
 )
 from handshake_lab.net.loops import loop_factory
 from handshake_lab.observe.defaults import default_observers, fast_observers
+from handshake_lab.signals import TERMINATING
 from handshake_lab.topo.netns import netns_path, setns
 
 
@@ -141,7 +142,7 @@ def serve(
     async def main() -> None:
         running = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (*TERMINATING, signal.SIGINT):
             running.add_signal_handler(signum, stop.set)
         try:
             await agent.start()
@@ -159,7 +160,7 @@ def serve(
         try:
             await stop.wait()
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (*TERMINATING, signal.SIGINT):
                 running.remove_signal_handler(signum)
             await agent.close()
 

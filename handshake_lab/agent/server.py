@@ -19,6 +19,15 @@ Limits: a request line is ``MAX_LINE`` bytes at most; a line that has started mu
 within ``line_timeout`` (a slow writer cannot hold a session open byte by byte); an
 authenticated client silent for ``idle_timeout`` is dropped (the runner pings while idle);
 at most ``max_connections`` connections at once.
+
+Before authentication a connection is a cost anyone who reaches the port can impose, so it is
+bounded more tightly (issue 18: 32 idle or trickling connections used to lock everyone out):
+``hello_timeout`` is the whole time from accept to a valid ``hello``, however the bytes
+trickle in; at most ``max_preauth`` unauthenticated connections at once, and at most
+``max_preauth_per_address`` from one address, so one address can never take the slots an
+authenticated client needs; and each wrong token from an address waits longer before its
+reply (``AuthThrottle``), which, with the per-address quota, bounds how fast one address can
+guess.
 """
 
 from __future__ import annotations
@@ -76,6 +85,57 @@ class AgentConfig:
     line_timeout: float = 10.0
     idle_timeout: float = 300.0
     max_connections: int = 32
+    max_preauth: int = 16
+    """Unauthenticated connections at once, all addresses; half of ``max_connections``, so
+    authenticated sessions always have the other half."""
+    max_preauth_per_address: int = 4
+    auth_delay: float = 0.05
+    """Wait before answering an address's first wrong token; doubles with each further one."""
+    auth_delay_max: float = 2.0
+    auth_forget: float = 60.0
+    """An address with no wrong token for this long starts again at ``auth_delay``."""
+
+
+class AuthThrottle:
+    """Per-address backoff for wrong tokens: pure bookkeeping, the clock is injected.
+
+    ``failed(address)`` records a wrong token and returns how long to wait before answering
+    it: ``base`` for the first, doubling per failure, at most ``cap``. A good token
+    (``succeeded``) or ``forget`` seconds without failures resets the address. At most
+    ``max_addresses`` are remembered (the stalest are dropped first), so a flood of source
+    addresses cannot grow the table without bound.
+    """
+
+    def __init__(
+        self,
+        base: float,
+        cap: float,
+        forget: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_addresses: int = 4096,
+    ) -> None:
+        self.base = base
+        self.cap = cap
+        self.forget = forget
+        self.clock = clock
+        self.max_addresses = max_addresses
+        self._failures: dict[str, tuple[int, float]] = {}
+
+    def failures(self, address: str) -> int:
+        count, last = self._failures.get(address, (0, 0.0))
+        return count if count and self.clock() - last < self.forget else 0
+
+    def failed(self, address: str) -> float:
+        count = self.failures(address) + 1
+        self._failures.pop(address, None)  # re-inserted last: the dict stays oldest-first
+        self._failures[address] = (count, self.clock())
+        while len(self._failures) > self.max_addresses:
+            del self._failures[next(iter(self._failures))]
+        return float(min(self.cap, self.base * 2 ** (count - 1)))
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)
 
 
 @dataclass
@@ -169,6 +229,7 @@ class Session:
         self.lines = LineReader(reader, MAX_LINE)
         self.writer = writer
         self.peer = _peer_name(writer)
+        self.address = _peer_address(writer)
         self.nonce = secrets.token_hex(NONCE_BYTES)
         self.authenticated = False
         self.last_seq = 0
@@ -186,6 +247,7 @@ class Session:
         except (ConnectionError, OSError) as exc:
             return f"connection lost ({type(exc).__name__})"
         finally:
+            self.agent.preauth_done(self)  # before the close: the slot is free once they see EOF
             await self._release()
             self.writer.close()
             with contextlib.suppress(OSError, TimeoutError, ConnectionError):
@@ -194,12 +256,16 @@ class Session:
     async def _serve(self) -> str:
         started = time.monotonic()
         while True:
+            line_timeout = self.config.line_timeout
             if self.authenticated:
                 idle = self.config.idle_timeout
             else:
+                # One deadline for the whole hello: a line that has started gets no more time
+                # than is left of it, so a trickling client is cut off at hello_timeout too.
                 idle = max(0.0, self.config.hello_timeout - (time.monotonic() - started))
+                line_timeout = min(line_timeout, idle)
             try:
-                line = await self.lines.read_line(idle, self.config.line_timeout)
+                line = await self.lines.read_line(idle, line_timeout)
             except ProtocolError as exc:
                 if exc.code == ErrorCode.TIMEOUT and not self.authenticated:
                     exc = ProtocolError(
@@ -248,8 +314,15 @@ class Session:
             except ProtocolError as exc:
                 raise ProtocolError(ErrorCode.AUTH, exc.message, seq) from exc
             if not proof_matches(self.config.token, self.nonce, args["proof"]):
+                delay = self.agent.throttle.failed(self.address)
+                log.info(
+                    "session %d from %s: wrong token (reply in %g s)", self.id, self.peer, delay
+                )
+                await asyncio.sleep(delay)
                 raise ProtocolError(ErrorCode.AUTH, "wrong token", seq)
             self.authenticated = True
+            self.agent.throttle.succeeded(self.address)
+            self.agent.preauth_done(self)
             self.last_seq = seq
             self.agent.stats.authenticated += 1
             log.info("session %d from %s: authenticated", self.id, self.peer)
@@ -294,6 +367,14 @@ class Session:
         for hold_id in list(server.ops.holds):
             with contextlib.suppress(Exception):
                 await wait_for(server.ns_op("release_hold", {"id": hold_id}), 10.0)
+
+
+def _peer_address(writer: asyncio.StreamWriter) -> str:
+    """The peer's address without its port: what the pre-auth quota and the throttle count."""
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return "?"
 
 
 def _peer_name(writer: asyncio.StreamWriter) -> str:
@@ -436,6 +517,28 @@ class Agent:
         self.stats = AgentStats()
         self.server: asyncio.Server | None = None
         self.sessions: set[asyncio.Task[Any]] = set()
+        self.preauth: Counter[str] = Counter()
+        """Unauthenticated connections per peer address."""
+        self._preauth_sessions: set[int] = set()
+        self.throttle = AuthThrottle(config.auth_delay, config.auth_delay_max, config.auth_forget)
+
+    def preauth_done(self, session: Session) -> None:
+        """``session`` authenticated or ended: its pre-auth slot is free. Idempotent."""
+        if session.id in self._preauth_sessions:
+            self._preauth_sessions.discard(session.id)
+            self.preauth[session.address] -= 1
+            if self.preauth[session.address] <= 0:
+                del self.preauth[session.address]
+
+    def _refusal(self, address: str) -> str | None:
+        """Why a new connection from ``address`` gets ``busy``, or None to serve it."""
+        if len(self.sessions) >= self.config.max_connections:
+            return "too many connections"
+        if sum(self.preauth.values()) >= self.config.max_preauth:
+            return "too many unauthenticated connections"
+        if self.preauth[address] >= self.config.max_preauth_per_address:
+            return f"too many unauthenticated connections from {address}"
+        return None
 
     @property
     def port(self) -> int:
@@ -500,15 +603,18 @@ class Agent:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         self.stats.sessions += 1
-        if len(self.sessions) >= self.config.max_connections:
+        refusal = self._refusal(_peer_address(writer))
+        if refusal is not None:
             with contextlib.suppress(OSError, ConnectionError):
-                writer.write(encode_error(None, ErrorCode.BUSY, "too many connections"))
+                writer.write(encode_error(None, ErrorCode.BUSY, refusal))
             writer.close()
             self.stats.ended["busy"] += 1
             return
         task = asyncio.current_task()
         assert task is not None
         session = Session(self, reader, writer)
+        self.preauth[session.address] += 1
+        self._preauth_sessions.add(session.id)
         self.sessions.add(task)
         self.stats.active = len(self.sessions)
         try:
@@ -516,10 +622,11 @@ class Agent:
         except asyncio.CancelledError:
             reason = "agent shutting down"  # run() released the session's sockets already
         finally:
+            self.preauth_done(session)
             self.sessions.discard(task)
             self.stats.active = len(self.sessions)
         self.stats.ended[reason.split(":")[0]] += 1
         log.info("session %d from %s ended: %s", session.id, session.peer, reason)
 
 
-__all__ = ["Agent", "AgentConfig", "AgentStats", "LineReader", "Session"]
+__all__ = ["Agent", "AgentConfig", "AgentStats", "AuthThrottle", "LineReader", "Session"]

@@ -145,13 +145,13 @@ class PcapWriter:
 
 
 def write_pcap(
-    path: str | Path,
+    path: str | Path | BinaryIO,
     packets: Iterable[Packet],
     *,
     link_type: LinkType = LinkType.ETHERNET,
     nanoseconds: bool = False,
 ) -> int:
-    """Write ``packets`` to ``path``; return how many were written."""
+    """Write ``packets`` to ``path`` (or an open binary stream); return how many were written."""
     with PcapWriter(path, link_type=link_type, nanoseconds=nanoseconds) as writer:
         writer.write_packets(packets)
         return writer.count

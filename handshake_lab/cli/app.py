@@ -251,6 +251,12 @@ def doctor(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="With --cleanup: list what would be removed.")
     ] = False,
+    pid: Annotated[
+        int | None,
+        typer.Option(
+            "--pid", min=1, help="With --cleanup: only the leftovers of the run with this pid."
+        ),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Report what this machine offers (ss, psutil, uvloop, root, netns, nft, tracefs)."""
@@ -258,7 +264,11 @@ def doctor(
 
     if dry_run and not cleanup:
         raise typer.BadParameter("--dry-run goes with --cleanup", param_hint="--dry-run")
-    status = guarded(debug, (lambda: cleanup_command(dry_run)) if cleanup else doctor_report)
+    if pid is not None and not cleanup:
+        raise typer.BadParameter("--pid goes with --cleanup", param_hint="--pid")
+    status = guarded(
+        debug, (lambda: cleanup_command(dry_run, pid=pid)) if cleanup else doctor_report
+    )
     raise typer.Exit(int(status))
 
 

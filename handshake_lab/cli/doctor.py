@@ -8,11 +8,11 @@ run owns; ``--dry-run`` lists them instead. Anything without the prefix is never
 from __future__ import annotations
 
 import os
-import shutil
 
 import psutil
 import typer
 
+from handshake_lab import tools
 from handshake_lab.errors import ExitStatus, HandshakeLabError
 from handshake_lab.observe.trace import trace_capability
 from handshake_lab.topo.caps import netns_route, nft_available
@@ -24,7 +24,7 @@ def _line(ok: bool, name: str, detail: str) -> None:
 
 
 def doctor_report() -> ExitStatus:
-    ss = shutil.which("ss")
+    ss = tools.find("ss")
     _line(ss is not None, "ss", ss or "not found - labs cannot run: apt install iproute2")
     _line(True, "psutil", str(psutil.__version__))  # a dependency: the import proves it
     try:
@@ -52,13 +52,14 @@ def doctor_report() -> ExitStatus:
     return ExitStatus.OK if ss is not None else ExitStatus.MISSING_DEPENDENCY
 
 
-def cleanup_command(dry_run: bool) -> ExitStatus:
-    """Remove (or list) prefixed leftovers of runs that are no longer alive."""
+def cleanup_command(dry_run: bool, *, pid: int | None = None) -> ExitStatus:
+    """Remove (or list) prefixed leftovers of runs that are no longer alive; with ``pid``,
+    only those of that run (its objects carry the pid in their names)."""
     if os.geteuid() != 0:
         typer.echo("nothing to do: only root can create (and so leave) namespaces and traces")
         return ExitStatus.OK
     try:
-        objects = cleanup_leftovers(dry_run)
+        objects = cleanup_leftovers(dry_run, pid=pid)
     except HandshakeLabError:
         raise
     verb = "would remove" if dry_run else "removed"

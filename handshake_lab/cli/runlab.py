@@ -14,12 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from handshake_lab import tools
 from handshake_lab.errors import ExitStatus, MissingDependencyError, UsageError
 from handshake_lab.i18n.labels import label
 from handshake_lab.lab.quiz import Question, Quiz, normalise_state_answer
 from handshake_lab.lab.runner import Ask, Pause
 from handshake_lab.lab.session import RunRequest, execute
 from handshake_lab.observe.defaults import default_observers
+from handshake_lab.outputs import check_output
 from handshake_lab.placement import Topology
 from handshake_lab.placement.place import step_set
 from handshake_lab.record.codec import read_run
@@ -115,6 +117,9 @@ def run_lab_command(
     argv: list[str] | None = None,
 ) -> ExitStatus:
     lab = find_lab(name)
+    for output in (pcap, save):
+        if output is not None:
+            check_output(output)  # a path that cannot be written fails now, not at the end
     if peer is not None and topology is not None:
         raise UsageError("--peer and --topology exclude each other: the agent is the server")
     the_quiz: Quiz | None = None
@@ -129,6 +134,9 @@ def run_lab_command(
             + " or ".join(lab.topologies)
             + (f" ({vm_refusal()})" if peer is not None else "")  # topo.vmhold
         )
+    holds = any(s.holds for s in lab.steps_for(step_set(chosen)))
+    for tool in tools.needed_for(step_set(chosen), holds=holds):
+        tools.require(tool)  # refused now, with its package, not in the middle of the run
     isolate_without_root(
         step_set(chosen) == "netns" and chosen is not Topology.REMOTE,
         [lab.path, pcap, answers, token_file, save],

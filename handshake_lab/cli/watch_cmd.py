@@ -15,7 +15,6 @@ import sys
 import threading
 from contextlib import nullcontext, suppress
 
-from handshake_lab.cli.signals import sigterm_as_interrupt
 from handshake_lab.errors import ExitStatus, HandshakeLabError
 from handshake_lab.render.table import make_console
 from handshake_lab.render.watch import (
@@ -25,6 +24,7 @@ from handshake_lab.render.watch import (
     describe_filter,
     print_once,
 )
+from handshake_lab.signals import sigterm_as_interrupt
 from handshake_lab.tcp.states import TcpState
 from handshake_lab.tcp.states import parse_state as parse_any_state
 from handshake_lab.watch import (

@@ -3,14 +3,13 @@
 ``execute(request, emit)`` places the two ends (``placement.place``), starts the evidence
 (capture, transition stream) where the placement says segments cross, runs the lab in the
 chosen event loop, writes the pcap if asked, removes whatever it created, and returns the run
-record. SIGTERM cancels the run like Ctrl-C does, so sockets and kernel objects are released
-either way; an interrupted run raises ``Interrupted``.
+record. SIGTERM, SIGHUP and SIGQUIT cancel the run like Ctrl-C does, so sockets and kernel
+objects are released either way; an interrupted run raises ``Interrupted``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +20,11 @@ from handshake_lab.lab.quiz import Quiz
 from handshake_lab.lab.runner import Ask, Emit, LabRun, Pause, RunOptions
 from handshake_lab.net.loops import loop_factory
 from handshake_lab.observe.defaults import default_observers
+from handshake_lab.outputs import write_output
 from handshake_lab.placement import Topology
 from handshake_lab.placement.place import place, step_set
 from handshake_lab.record.run import Recorder, RunRecord
+from handshake_lab.signals import TERMINATING, sigterm_as_interrupt
 from handshake_lab.spec.model import Lab
 
 
@@ -49,14 +50,19 @@ def execute(
     """Run the lab; every event goes to ``emit`` as it happens; the record is returned."""
     factory = loop_factory(request.loop)
     recorder = Recorder(emit)
-    with place(
-        request.topology,
-        request.lab,
-        default_observers,
-        loop=request.loop,
-        peer=request.peer,
-        token_file=request.token_file,
-    ) as ends:
+    # Outside the event loop (building and removing namespaces) SIGTERM, SIGHUP and SIGQUIT
+    # raise KeyboardInterrupt, so the same cleanup runs as for Ctrl-C.
+    with (
+        sigterm_as_interrupt(),
+        place(
+            request.topology,
+            request.lab,
+            default_observers,
+            loop=request.loop,
+            peer=request.peer,
+            token_file=request.token_file,
+        ) as ends,
+    ):
         evidence = evidence_for(
             ends, capture=request.capture, trace=request.trace, pcap=request.pcap is not None
         )
@@ -85,11 +91,13 @@ def execute(
             task = asyncio.current_task()
             assert task is not None
             running = asyncio.get_running_loop()
-            running.add_signal_handler(signal.SIGTERM, task.cancel)
+            for signum in TERMINATING:  # SIGHUP, SIGQUIT too: a closed terminal, Ctrl-\
+                running.add_signal_handler(signum, task.cancel)
             try:
                 await runner.run()
             finally:
-                running.remove_signal_handler(signal.SIGTERM)
+                for signum in TERMINATING:
+                    running.remove_signal_handler(signum)
 
         try:
             with asyncio.Runner(loop_factory=factory) as r:
@@ -102,5 +110,6 @@ def execute(
             if evidence is not None:
                 evidence.stop()
         if evidence is not None and evidence.packets and request.pcap is not None:
-            write_pcap(request.pcap, evidence.packets)
+            packets = evidence.packets
+            write_output(request.pcap, lambda stream: write_pcap(stream, packets))
     return recorder.record()

@@ -31,6 +31,7 @@ import re
 import subprocess
 from collections.abc import Collection, Sequence
 
+from handshake_lab import tools
 from handshake_lab.errors import ObserverError
 from handshake_lab.observe.aliases import UnknownStateError, address, to_state
 from handshake_lab.observe.base import Address, SocketRecord, Timer, port_matches
@@ -189,11 +190,11 @@ def ss_command(
     ipv4_only: bool = False,
 ) -> list[str]:
     """The argv that lists TCP sockets on ``ports`` (all if None), optionally in a netns."""
-    argv = [binary, *SS_ARGS, *(["-4"] if ipv4_only else [])]
+    argv = [tools.command(binary), *SS_ARGS, *(["-4"] if ipv4_only else [])]
     if ports is not None:
         argv.append(port_filter(ports))
     if netns is not None:
-        argv = ["ip", "netns", "exec", netns, *argv]
+        argv = [tools.command("ip"), "netns", "exec", netns, *argv]
     return argv
 
 

@@ -4,18 +4,17 @@ the kernel and tools it was read from)."""
 from __future__ import annotations
 
 import platform
-import shutil
 import subprocess
 from functools import cache
 
 import psutil
 
-from handshake_lab import __version__
+from handshake_lab import __version__, tools
 
 
 @cache
 def ss_version() -> str:
-    exe = shutil.which("ss")
+    exe = tools.find("ss")
     if exe is None:
         return "missing"
     try:

@@ -65,6 +65,9 @@ def agent_in_namespace(
             text=True,
             pass_fds=(read_end,),
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads in the child before exec
+            # Its own session: a terminal's SIGHUP/SIGINT/SIGQUIT reaches the run, which stops
+            # the agent in order; reaching both, the agent could vanish mid-request first.
+            start_new_session=True,
             env={k: v for k, v in os.environ.items() if k != TOKEN_ENV},
         )
     except BaseException:

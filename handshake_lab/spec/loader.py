@@ -47,7 +47,9 @@ from handshake_lab.tcp.states import TcpState
 MAX_FILE_BYTES = 1 << 20
 MAX_STEPS = 500
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-SYSCTL_RE = re.compile(r"^net\.(ipv4|core)\.[a-z0-9_.]{1,60}$")
+# Dot-separated words of [a-z0-9_]: no empty part, no "..", no "/", nothing a path could use.
+# fullmatch: "$" would also match before a final newline.
+SYSCTL_RE = re.compile(r"net\.(ipv4|core)(\.[a-z0-9_]{1,40}){1,4}")
 TOP_KEYS = frozenset(
     {
         "schema",
@@ -101,8 +103,15 @@ def find_lab(name_or_path: str) -> Lab:
     looks_like_path = "/" in name_or_path or name_or_path.endswith(".toml")
     if looks_like_path:
         path = Path(name_or_path)
-        if not path.exists():
-            raise LabNotFoundError(f"{name_or_path}: no such lab file")
+        try:
+            path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise LabNotFoundError(f"{name_or_path}: no such lab file") from None
+        except OSError as exc:
+            # EACCES on a directory of the path (``/root/x.toml`` as nobody): Path.exists()
+            # lets that through as a traceback. Unreadable is LAB_INVALID, as read_data_file.
+            reason = exc.strerror or errno.errorcode.get(exc.errno or 0, "cannot read")
+            raise LabInvalidError(name_or_path, f"cannot read: {reason}") from exc
         return load_lab(path)
     names = builtin_names()
     if name_or_path in names:
@@ -334,6 +343,16 @@ def _topologies(ctx: _Ctx, raw: object) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _sysctl_key(ctx: _Ctx, key: object) -> None:
+    """The same rule for a lab's ``sysctls`` table and a ``sysctl`` step, checked at load: a
+    bad key used to pass until its step ran (then a traceback, after step 1 had run)."""
+    if not isinstance(key, str) or not SYSCTL_RE.fullmatch(key):
+        raise ctx.fail(
+            f"sysctl key {key!r}: only net.ipv4.* and net.core.* keys made of dot-separated "
+            "words of a-z, 0-9 and _ are allowed"
+        )
+
+
 def _sysctls(ctx: _Ctx, raw: object) -> dict[str, dict[str, str | int]]:
     if not isinstance(raw, dict):
         raise ctx.fail(
@@ -346,8 +365,7 @@ def _sysctls(ctx: _Ctx, raw: object) -> dict[str, dict[str, str | int]]:
             raise ctx.fail(f"sysctls.{side} must be a table of key = value")
         values: dict[str, str | int] = {}
         for key, value in table.items():
-            if not SYSCTL_RE.match(key):
-                raise ctx.fail(f"sysctl {key!r}: only net.ipv4.* and net.core.* keys are allowed")
+            _sysctl_key(ctx, key)
             if isinstance(value, bool) or not isinstance(value, str | int):
                 raise ctx.fail(f"sysctl {key!r} must be a string or an integer")
             values[key] = value
@@ -428,6 +446,8 @@ def _step(
     if role not in spec.actors:
         raise ctx.fail(f"{actor} cannot {action} (only {', '.join(sorted(spec.actors))})")
     args = _args(ctx, raw.get("args", {}), action, role, clients)
+    if action == "sysctl":
+        _sysctl_key(ctx, args["key"])
     expect = _expect(ctx, raw.get("expect", {}), sides)
     outcome = raw.get("outcome")
     if outcome is not None:

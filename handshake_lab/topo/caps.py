@@ -14,8 +14,9 @@ how?).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
+
+from handshake_lab import tools
 
 NEEDS_NETNS = (
     "--topology netns, the nft packet holds (SYN_SENT/SYN_RECV/FIN_WAIT1/LAST_ACK/CLOSING held "
@@ -26,7 +27,7 @@ NEEDS_NETNS = (
 
 def user_namespaces_work(timeout: float = 3.0) -> tuple[bool, str]:
     """Try ``unshare -rn true``: can this user get a private network namespace?"""
-    unshare = shutil.which("unshare")
+    unshare = tools.find("unshare")
     if unshare is None:
         return False, "unshare not found (util-linux)"
     try:
@@ -51,7 +52,7 @@ def _nft_note() -> str:
 def netns_capability() -> tuple[bool, str]:
     """``(ok, reason)``: ok when the netns topology can be built now (root with ``ip``)."""
     if os.geteuid() == 0:
-        ip = shutil.which("ip")
+        ip = tools.find("ip")
         if ip is None:
             return False, NO_IP
         return True, f"root with {ip}: network namespaces available{_nft_note()}"
@@ -62,7 +63,7 @@ def netns_route() -> tuple[bool, str]:
     """``(ok, how)``: will ``handshake-lab run --topology netns`` work for this user, and how?"""
     if os.geteuid() == 0:
         return netns_capability()
-    if shutil.which("ip") is None:
+    if tools.find("ip") is None:
         return False, NO_IP
     userns_ok, userns_detail = user_namespaces_work()
     if not userns_ok:
@@ -90,7 +91,7 @@ def _not_root(userns_ok: bool, userns_detail: str) -> str:
 
 def nft_available() -> bool:
     """True if the ``nft`` binary is on PATH (packet holds need it)."""
-    return shutil.which("nft") is not None
+    return tools.find("nft") is not None
 
 
 __all__ = [

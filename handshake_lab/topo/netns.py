@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from handshake_lab import tools
 from handshake_lab.errors import MissingDependencyError, NetworkError
 
 CLONE_NEWNET = 0x40000000
@@ -114,7 +115,7 @@ def in_netns(name: str) -> Iterator[None]:
 def netns_exec_argv(name: str, argv: Sequence[str]) -> list[str]:
     """``argv`` run inside namespace ``name`` by ``ip netns exec``."""
     netns_path(name)
-    return ["ip", "netns", "exec", name, *argv]
+    return [tools.command("ip"), "netns", "exec", name, *argv]
 
 
 __all__ = ["CLONE_NEWNET", "NETNS_RUN_DIR", "in_netns", "netns_exec_argv", "netns_path", "setns"]

@@ -49,12 +49,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import subprocess
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
+from handshake_lab import tools
 from handshake_lab.errors import MissingDependencyError, NetworkError
 from handshake_lab.topo.netns import netns_exec_argv
 from handshake_lab.topo.registry import is_owned_name, nft_table_name
@@ -200,15 +200,16 @@ def _nft(netns: str, args: list[str], stdin: str | None = None) -> str:
     """Run ``nft ARGS`` inside ``netns``; translate every failure into the error tree."""
     if not is_owned_name(netns):
         raise ValueError(f"refusing to run nft in namespace {netns!r}: not one of ours")
-    if shutil.which("nft") is None:
-        raise MissingDependencyError(MISSING_NFT)
-    argv = netns_exec_argv(netns, ["nft", *args])
+    nft = tools.find("nft")  # /usr/sbin too: a normal Debian PATH lacks it
+    if nft is None:
+        raise MissingDependencyError(tools.missing("nft"))
+    argv = netns_exec_argv(netns, [nft, *args])
     try:
         done = subprocess.run(
             argv, input=stdin, capture_output=True, text=True, timeout=NFT_TIMEOUT, check=False
         )
     except FileNotFoundError as error:
-        raise MissingDependencyError("ip not found: install iproute2") from error
+        raise MissingDependencyError(tools.missing("ip")) from error
     except subprocess.TimeoutExpired as error:
         raise NetworkError(f"nft in {netns} did not finish in {NFT_TIMEOUT:g} s") from error
     if done.returncode != 0:

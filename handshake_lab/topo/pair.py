@@ -38,6 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from handshake_lab import tools
 from handshake_lab.errors import MissingDependencyError, NetworkError
 from handshake_lab.topo.netns import in_netns, netns_path
 from handshake_lab.topo.registry import (
@@ -159,7 +160,7 @@ def read_tcp_counters() -> dict[str, int]:
 
 def _ip(args: list[str], script: str) -> None:
     """Run ``ip ARGS -batch -`` with ``script`` on stdin; one process for many commands."""
-    argv = ["ip", *args, "-batch", "-"]
+    argv = [tools.command("ip"), *args, "-batch", "-"]
     try:
         done = subprocess.run(
             argv,
@@ -170,7 +171,7 @@ def _ip(args: list[str], script: str) -> None:
             check=False,
         )
     except FileNotFoundError as error:
-        raise MissingDependencyError("ip not found: install iproute2") from error
+        raise MissingDependencyError(tools.missing("ip")) from error
     except subprocess.TimeoutExpired as error:
         raise NetworkError(f"ip did not finish in {COMMAND_TIMEOUT:g} s") from error
     if done.returncode != 0:

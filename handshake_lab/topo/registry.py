@@ -34,6 +34,8 @@ import errno
 import json
 import os
 import secrets
+import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -42,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from handshake_lab import tools
 from handshake_lab.errors import NetworkError
 from handshake_lab.topo.netns import NETNS_RUN_DIR
 
@@ -61,7 +64,7 @@ TRACE_INSTANCE_DIRS: tuple[Path, ...] = (
 )
 """Where tracefs may be mounted; instances under either are candidates for cleanup."""
 
-ObjectKind = Literal["netns", "nft_table", "trace_instance"]
+ObjectKind = Literal["netns", "nft_table", "trace_instance", "agent_dir"]
 KINDS: frozenset[str] = frozenset({"netns", "nft_table", "trace_instance"})
 
 COMMAND_TIMEOUT = 5.0
@@ -301,12 +304,13 @@ class RunRegistry:
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    argv = [tools.command(argv[0]), *argv[1:]]
     try:
         return subprocess.run(
             argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
         )
     except FileNotFoundError as error:
-        raise NetworkError(f"{argv[0]} not found: install iproute2/nftables") from error
+        raise NetworkError(tools.missing(Path(argv[0]).name)) from error
     except subprocess.TimeoutExpired as error:
         raise NetworkError(f"{' '.join(argv)} did not finish in {COMMAND_TIMEOUT:g} s") from error
 
@@ -337,7 +341,8 @@ def remove_nft_table(name: str, netns: str) -> bool:
         raise ValueError(f"refusing to delete nft table {name!r} in {netns!r}: not ours")
     if not netns_exists(netns):
         return False
-    done = _run(["ip", "netns", "exec", netns, "nft", "delete", "table", "inet", name])
+    nft = tools.command("nft")
+    done = _run(["ip", "netns", "exec", netns, nft, "delete", "table", "inet", name])
     return done.returncode == 0
 
 
@@ -370,8 +375,35 @@ def remove_trace_instance(name: str) -> bool:
     return removed
 
 
+AGENT_DIR_PREFIX = "hslab-agent-"
+"""``<tmp>/hslab-agent-<pid>-<random>``: a netns-agent run's token directory (placement.build).
+Removed by the run itself; after a SIGKILL by ``doctor --cleanup`` once its pid is gone."""
+
+
+def agent_dirs() -> list[Path]:
+    """This user's netns-agent token directories in the temporary directory."""
+    base = Path(tempfile.gettempdir())
+    found = []
+    for path in base.glob(f"{AGENT_DIR_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            info = path.lstat()
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
+                found.append(path)
+    return found
+
+
+def _remove_agent_dir(name: str) -> bool:
+    path = Path(tempfile.gettempdir()) / name
+    if not name.startswith(AGENT_DIR_PREFIX) or "/" in name or not path.is_dir():
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    return True
+
+
 def remove_object(obj: KernelObject) -> bool:
     """Remove one recorded object; True if something was there to remove."""
+    if obj.kind == "agent_dir":
+        return _remove_agent_dir(obj.name)
     if obj.kind == "netns":
         return remove_netns(obj.name)
     if obj.kind == "nft_table":
@@ -380,6 +412,8 @@ def remove_object(obj: KernelObject) -> bool:
 
 
 def _exists(obj: KernelObject) -> bool:
+    if obj.kind == "agent_dir":
+        return (Path(tempfile.gettempdir()) / obj.name).is_dir()
     if obj.kind == "netns":
         return netns_exists(obj.name)
     if obj.kind == "nft_table":
@@ -401,7 +435,7 @@ def _remove_all(objects: Iterable[KernelObject], dry_run: bool) -> list[KernelOb
     """Remove ``objects`` (trace instances, tables, then namespaces); report what went."""
     removed: list[KernelObject] = []
     failed: list[tuple[KernelObject, str]] = []
-    order = {"trace_instance": 0, "nft_table": 1, "netns": 2}
+    order = {"trace_instance": 0, "nft_table": 1, "netns": 2, "agent_dir": 3}
     for obj in sorted(set(objects), key=lambda o: (order[o.kind], o.name)):
         if obj.kind == "nft_table":
             continue  # removed with its namespace, which is ours too
@@ -482,7 +516,8 @@ def cleanup_leftovers(
     *,
     include_live: bool = False,
     directory: Path | None = None,
-    kinds: Collection[str] = ("netns", "trace_instance"),
+    kinds: Collection[str] = ("netns", "trace_instance", "agent_dir"),
+    pid: int | None = None,
 ) -> list[KernelObject]:
     """Remove (or with ``dry_run`` only list) every prefixed leftover; return the list.
 
@@ -490,7 +525,10 @@ def cleanup_leftovers(
     veths and nft tables go with them) and every tracefs instance so named. Objects recorded by
     a run whose owner is still alive are spared unless ``include_live`` (a concurrent lab is
     not a leftover); so is a trace instance a reader holds open (``rmdir`` says EBUSY).
-    ``kinds`` narrows the sweep. Registry files of dead owners are deleted. Nothing without the
+    ``kinds`` narrows the sweep; ``pid`` narrows it to one run's objects and registry files
+    (``hslab-<pid>-...``, ``<pid>-*.json``), so one run, or one test, never sweeps another's
+    leftovers while their owner is about to look at them. Registry files of dead owners are
+    deleted. Nothing without the
     prefix is ever listed or removed.
 
     Objects that another part of the tool creates WITHOUT recording them (a trace instance not
@@ -498,6 +536,8 @@ def cleanup_leftovers(
     ``doctor --cleanup``.
     """
     entries = list(read_registries(directory))
+    if pid is not None:
+        entries = [e for e in entries if e.run_id.startswith(f"{pid}-")]
     live: set[KernelObject] = set()
     if not include_live:
         for entry in entries:
@@ -508,10 +548,17 @@ def cleanup_leftovers(
         candidates += [KernelObject("netns", name) for name in list_netns()]
     if "trace_instance" in kinds:
         candidates += [KernelObject("trace_instance", path.name) for path in trace_instances()]
+    if "agent_dir" in kinds:
+        # Never recorded (the token must not sit in the registry): the pid in the name says
+        # whether its run is alive, as for other unrecorded objects.
+        candidates += [KernelObject("agent_dir", path.name) for path in agent_dirs()]
     # A recorded object's owner is known exactly (pid and start time): if it is dead the
     # object is a leftover, whatever process holds that pid now (pids wrap: pid_max is often
     # 32768). Only unrecorded objects fall back on the pid in their name.
     recorded = {obj for entry in entries for obj in entry.objects}
+    if pid is not None:
+        mine = (f"{PREFIX}{pid}-", f"{NFT_PREFIX}{pid}_", f"{AGENT_DIR_PREFIX}{pid}-")
+        candidates = [obj for obj in candidates if obj.name.startswith(mine)]
     chosen = [
         obj
         for obj in candidates

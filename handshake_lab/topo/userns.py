@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from handshake_lab import tools
 from handshake_lab.errors import MissingDependencyError, UsageError
 
 FORCE_ENV = "HANDSHAKE_LAB_USERNS"
@@ -101,7 +101,7 @@ def wants_userns(
 
 def userns_argv(arguments: Sequence[str], python: str | None = None) -> list[str]:
     """The command that reruns ``handshake-lab ARGUMENTS`` in private user/net/mount namespaces."""
-    unshare = shutil.which("unshare")
+    unshare = tools.find("unshare")
     if unshare is None:
         raise MissingDependencyError(
             "unshare not found: install util-linux (needed for network namespaces without root)"

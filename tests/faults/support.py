@@ -16,6 +16,7 @@ import queue
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -62,9 +63,16 @@ def netns_names() -> list[str]:
     return sorted(line.split()[0] for line in _run(["ip", "netns", "list"]).splitlines() if line)
 
 
-def host_nft_tables() -> list[str]:
-    """Host nft tables carrying our prefix: there must never be any (we only use netns)."""
-    return [line for line in _run(["nft", "list", "tables"]).splitlines() if "hslab" in line]
+def host_nft_tables(pid: int) -> list[str]:
+    """Host nft tables of run ``pid`` (``hslab_<pid>_...``): there must never be any (a run's
+    tables live inside its namespaces). Other runs' tables are theirs to answer for."""
+    tag = f"hslab_{pid}_"
+    return [line for line in _run(["nft", "list", "tables"]).splitlines() if tag in line]
+
+
+def agent_token_dirs(pid: int) -> list[str]:
+    """``/tmp/hslab-agent-<pid>-*``: the directory holding a netns-agent run's token."""
+    return sorted(p.name for p in Path(tempfile.gettempdir()).glob(f"hslab-agent-{pid}-*"))
 
 
 def listening_on(ports: Iterable[int]) -> list[str]:
@@ -105,7 +113,8 @@ def leftovers(pid: int, ports: Iterable[int] = ()) -> dict[str, list[str]]:
         registry = []
     found = {
         "netns": [name for name in netns_names() if name.startswith(tag)],
-        "nft": host_nft_tables(),
+        "nft": host_nft_tables(pid),
+        "tmp": agent_token_dirs(pid),
         "trace": sorted(set(traces)),
         "agent": [str(p) for p in agent_processes(tag)],
         "listen": listening_on(ports),
@@ -140,9 +149,14 @@ class Run:
     stderr: str = ""
 
     @classmethod
-    def start(cls, lab: str, *args: str, env: dict[str, str] | None = None) -> Run:
+    def start(
+        cls, lab: str, *args: str, env: dict[str, str] | None = None, own_group: bool = False
+    ) -> Run:
+        """``own_group``: the run leads a process group of its own, so a signal can reach it
+        and its children together, as a terminal's SIGHUP, Ctrl-C or Ctrl-\\ would."""
         proc = subprocess.Popen(
             [*CLI, "run", lab, "--json", *args],
+            start_new_session=own_group,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
@@ -234,8 +248,12 @@ class Run:
                 stream.close()
 
 
-def doctor_cleanup(dry_run: bool) -> subprocess.CompletedProcess[str]:
-    args = ["doctor", "--cleanup"] + (["--dry-run"] if dry_run else [])
+def doctor_cleanup(dry_run: bool, pid: int | None = None) -> subprocess.CompletedProcess[str]:
+    """``doctor --cleanup --pid PID``: only run ``pid``'s leftovers. A host-wide sweep would
+    remove a concurrent suite's SIGKILLed run while that suite is about to count it; tests
+    always pass ``pid`` (the soak's final report alone lists the whole host)."""
+    args = ["doctor", "--cleanup"] + (["--pid", str(pid)] if pid is not None else [])
+    args += ["--dry-run"] if dry_run else []
     return subprocess.run(
         [*CLI, *args],
         capture_output=True,

@@ -44,17 +44,30 @@ def _step(extra: str) -> str:
     return BASE + extra + "\n"
 
 
-# name -> (file contents, a word the error must contain)
+def _sysctl_step(key: object) -> str:
+    """BASE with a third step that sets the client's sysctl ``key``."""
+    shown = f'"{key}"' if isinstance(key, str) else str(key)
+    return (
+        BASE
+        + '[[step]]\nactor = "client"\naction = "sysctl"\n'
+        + f'args = {{key = {shown}, value = 1}}\nexplain = {{en = "x"}}\n'
+    )
+
+
+# name -> (file contents, words the error must contain: each one says what was wrong)
 CONTENTS: dict[str, tuple[bytes, str]] = {
     "huge": (b"# " + b"x" * (1 << 20) + b"\n" + BASE.encode(), "1 MiB"),
     "deep-arrays": (b"a = " + b"[" * 100_000 + b"]" * 100_000, "deep"),
     "deep-inline-tables": (b"a = " + b"{b = " * 5_000 + b"1" + b"}" * 5_000, "TOML"),
-    "deep-dotted-keys": (("[" + ".".join(["k"] * 20_000) + "]\n").encode(), ""),
+    "deep-dotted-keys": (("[" + ".".join(["k"] * 20_000) + "]\n").encode(), "key 'k'"),
     "unknown-top-key": (("colour = 'red'\n" + BASE).encode(), "colour"),
     "unknown-step-key": (_step('colour = "red"').encode(), "colour"),
     "wrong-type-title": (BASE.replace('title = {en = "hostile"}', "title = 5").encode(), "title"),
     "wrong-type-timeout": (_step('timeout = "slow"').encode(), "timeout"),
-    "wrong-type-expect": (BASE.replace('{client = "ESTABLISHED"}', "{client = 5}").encode(), ""),
+    "wrong-type-expect": (
+        BASE.replace('{client = "ESTABLISHED"}', "{client = 5}").encode(),
+        "step 2 (2): expect.client must be a string",
+    ),
     "wrong-type-steps": (BASE.split("[[step]]", maxsplit=1)[0].encode() + b"step = 7\n", "step"),
     "missing-side": (BASE.replace("{client = ", "{ghost = ").encode(), "ghost"),
     "unknown-state": (BASE.replace('"ESTABLISHED"', '"ESTABLISHING"').encode(), "ESTABLISHING"),
@@ -78,9 +91,22 @@ CONTENTS: dict[str, tuple[bytes, str]] = {
     "only-unknown-topology": (_step('only = "mars"').encode(), "mars"),
     "topologies-unknown": (BASE.replace('["netns"]', '["moon"]').encode(), "moon"),
     "binary-garbage": (bytes(range(256)) * 64, "UTF-8"),
-    "nul-bytes": (b"\x00" * 4096, ""),
-    "empty": (b"", ""),
-    "bom-and-junk": (b"\xef\xbb\xbf= = =\n", ""),
+    "nul-bytes": (b"\x00" * 4096, "not valid TOML"),
+    "empty": (b"", "missing title"),
+    "bom-and-junk": (b"\xef\xbb\xbf= = =\n", "not valid TOML"),
+    # A sysctl step's key used to pass the loader and fail (a traceback) when its step ran.
+    "sysctl-step-dotdot": (_sysctl_step("net.ipv4.../../../etc/x").encode(), "step 3 (3)"),
+    "sysctl-step-slash": (_sysctl_step("net.ipv4.conf/all").encode(), "sysctl key"),
+    "sysctl-step-empty-part": (_sysctl_step("net.ipv4..tcp_tw_reuse").encode(), "sysctl key"),
+    "sysctl-step-host-key": (_sysctl_step("kernel.panic").encode(), "net.ipv4.*"),
+    "sysctl-step-not-text": (_sysctl_step(7).encode(), "argument 'key' must be a string"),
+    "sysctl-table-dotdot": (
+        BASE.replace(
+            'topologies = ["netns"]',
+            'topologies = ["netns"]\nsysctls = {client = {"net.core.." = 1}}',
+        ).encode(),
+        "sysctl key",
+    ),
     "too-many-steps": (
         (
             BASE
@@ -92,9 +118,9 @@ CONTENTS: dict[str, tuple[bytes, str]] = {
 
 
 def _run(path: str) -> subprocess.CompletedProcess[str]:
-    """Run the lab; fail if it made any namespace (ours carry the run's pid; any other new
-    name would be a naming bug). Concurrent runs (the soak) have other pids."""
-    before = set(netns_names())
+    """Run the lab; fail if it made any namespace. Only this run's are looked for (ours carry
+    the run's pid): another test's or another user's namespaces, decoys included, come and go
+    meanwhile on a shared machine and say nothing about this run."""
     with subprocess.Popen(
         [*CLI, "run", path, "--json"],
         stdout=subprocess.PIPE,
@@ -103,8 +129,7 @@ def _run(path: str) -> subprocess.CompletedProcess[str]:
         text=True,
     ) as proc:
         out, err = proc.communicate(timeout=30)
-    new = set(netns_names()) - before
-    made = [n for n in new if n.startswith(f"hslab-{proc.pid}-") or not n.startswith("hslab-")]
+    made = [n for n in netns_names() if n.startswith(f"hslab-{proc.pid}-")]
     assert made == [], f"a rejected lab made namespaces {made}"
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
@@ -141,6 +166,11 @@ def _directory(tmp: Path) -> str:
     return str(path)
 
 
+def _under_a_file(tmp: Path) -> str:
+    (tmp / "plain").write_text("")
+    return str(tmp / "plain" / "x.toml")  # ENOTDIR: no such lab file, as for ENOENT
+
+
 def _dangling_symlink(tmp: Path) -> str:
     path = tmp / "link.toml"
     path.symlink_to(tmp / "nowhere.toml")
@@ -157,6 +187,7 @@ NOT_FILES: dict[str, tuple[Callable[[Path], str], ExitStatus, str]] = {
     # Root reads any mode-000 file, so "unreadable" is a file whose read() fails: EIO.
     "unreadable-proc-self-mem": (lambda _: "/proc/self/mem", ExitStatus.LAB_INVALID, "cannot"),
     "missing": (lambda t: str(t / "absent.toml"), ExitStatus.LAB_NOT_FOUND, "no such lab file"),
+    "under-a-file": (_under_a_file, ExitStatus.LAB_NOT_FOUND, "no such lab file"),
     "dangling-symlink": (_dangling_symlink, ExitStatus.LAB_NOT_FOUND, "no such lab file"),
 }
 

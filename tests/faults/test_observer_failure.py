@@ -30,6 +30,7 @@ from handshake_lab.observe.ss import SsObserver
 from handshake_lab.record.events import LabStarted, StepReport
 from handshake_lab.spec.loader import find_lab
 from handshake_lab.tcp.states import TcpState
+from tests import needs
 from tests.faults.support import Run, listening_on, poll_until, wait_clean
 from tests.integration.labrun import Recorded
 
@@ -138,7 +139,7 @@ def _real_ss() -> str:
     for base in ("/usr/bin", "/bin", "/usr/sbin", "/sbin"):
         if os.access(f"{base}/ss", os.X_OK):
             return f"{base}/ss"
-    pytest.skip("no ss binary")
+    needs.unavailable("ss is not installed (apt install iproute2)")
 
 
 @pytest.mark.parametrize("after", [0, FAULT_AT], ids=["first-call", "mid-run"])
@@ -155,7 +156,8 @@ def test_broken_ss_is_exit_6_naming_ss(tmp_path: Path, fault: str, after: int) -
         )
     )
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    env = {**os.environ, "PATH": str(fake.parent)}
+    # HSLAB_SYSTEM_DIRS empty: the real ss in /usr/bin is not looked for either.
+    env = {**os.environ, "PATH": str(fake.parent), "HSLAB_SYSTEM_DIRS": ""}
     run = Run.start("half-close", "--topology", "loopback", env=env)
     try:
         rc = run.finish(timeout=60)

@@ -181,7 +181,11 @@ def _bad_sessions(port: int, count: int) -> None:
 
 def test_two_thousand_bad_sessions_leak_no_descriptors_or_memory() -> None:
     me = psutil.Process()
-    with running_agent(hello_timeout=2.0, line_timeout=2.0) as agent:
+    # The soak measures leaks, not the lock-out defences: wrong tokens answered at once, and
+    # sessions that hang up without waiting for the reply never meet the per-address quota.
+    with running_agent(
+        hello_timeout=2.0, line_timeout=2.0, auth_delay=0.0, max_preauth_per_address=16
+    ) as agent:
         _bad_sessions(agent.port, 300)  # warm-up: allocator pools, caches, lazy imports
 
         def settled() -> bool:
@@ -199,6 +203,8 @@ def test_two_thousand_bad_sessions_leak_no_descriptors_or_memory() -> None:
         stats = agent.call(lambda: agent.agent.stats)
         assert_good_session(agent.port)
     assert stats.sessions >= 2300
-    assert elapsed < 20.0
+    # ~5-10 s alone on 2 cores. Not a speed target (that would break on a loaded machine):
+    # a bound that only a pathology (a session waiting for a timeout each) can exceed.
+    assert elapsed < 120.0, f"2000 bad sessions took {elapsed:.1f} s"
     growth = rss_after - rss_before
     assert growth < 8 * 1024 * 1024, f"RSS grew by {growth / 1e6:.1f} MB over 2000 sessions"

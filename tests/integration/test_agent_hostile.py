@@ -7,6 +7,7 @@ leave the agent unable to serve others.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -243,6 +244,126 @@ def test_too_many_connections_get_busy() -> None:
             what="the held sessions to end",
         )
         assert_good_session(agent.port)
+
+
+# -- lock-out: what anyone who reaches the port can do before authenticating ----------------
+
+ATTACKER = "127.0.0.2"  # on lo like 127.0.0.1, but another source address for the quota
+
+
+def _connect_from(source: str, port: int) -> socket.socket:
+    sock = socket.create_connection((HOST, port), timeout=10.0, source_address=(source, 0))
+    sock.settimeout(10.0)
+    return sock
+
+
+def _first_line(sock: socket.socket) -> dict[str, object]:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        assert chunk, f"closed before a line: {data!r}"
+        data += chunk
+    doc: dict[str, object] = json.loads(data)
+    return doc
+
+
+def test_a_trickling_client_is_cut_off_at_the_hello_deadline(loop_name: str) -> None:
+    """One byte every 0.1 s used to hold a slot for line_timeout; hello_timeout is the whole
+    pre-auth time, as docs/agent.md says."""
+    with running_agent(loop_name, hello_timeout=0.5, line_timeout=60.0) as agent:
+        sock = _connect_from(HOST, agent.port)
+        with sock:
+            assert "nonce" in _first_line(sock)
+            started = time.monotonic()
+            answer = b""
+            # Far less than line_timeout (60 s): the cut-off comes from the hello deadline.
+            while time.monotonic() - started < 30.0:
+                try:
+                    sock.sendall(b"{")
+                except OSError:
+                    break
+                readable, _, _ = select.select([sock], [], [], 0.1)
+                if readable:
+                    answer = sock.recv(4096)
+                    break
+            elapsed = time.monotonic() - started
+            assert elapsed < 30.0, "the trickle was never cut off"
+            if answer:  # a reset may beat the reply to a client that keeps writing
+                reply = json.loads(answer.splitlines()[0])
+                assert error_of(reply) == "timeout"
+                assert "hello" in reply["error"]["message"]
+        assert_good_session(agent.port)
+
+
+def test_one_address_cannot_starve_an_authenticated_client(loop_name: str) -> None:
+    """100 idle or trickling connections from one address: the first few hold pre-auth slots,
+    the rest get ``busy`` at once, and a client from another address is served."""
+    with running_agent(loop_name, hello_timeout=60.0, line_timeout=60.0) as agent:
+        quota = agent.config.max_preauth_per_address
+        socks = [_connect_from(ATTACKER, agent.port) for _ in range(100)]
+        try:
+            greeted = busy = 0
+            for i, sock in enumerate(socks):
+                first = _first_line(sock)
+                if "nonce" in first:
+                    greeted += 1
+                    if i % 2:
+                        sock.sendall(b'{"v":1,')  # a trickle that has started its line
+                else:
+                    assert error_of(first) == "busy"
+                    assert ATTACKER in str(first["error"]), first
+                    busy += 1
+            assert greeted == quota
+            assert busy == 100 - quota
+            assert agent.call(lambda: agent.agent.preauth[ATTACKER]) == quota
+            assert_good_session(agent.port)  # from 127.0.0.1, while the attacker's are open
+            assert agent.call(lambda: agent.agent.preauth[ATTACKER]) == quota
+        finally:
+            for sock in socks:
+                sock.close()
+        poll_until(
+            lambda: agent.call(lambda: not agent.agent.preauth), what="pre-auth slots freed"
+        )
+
+
+def test_unauthenticated_connections_stop_at_max_preauth(loop_name: str) -> None:
+    """From many addresses, unauthenticated connections stop at max_preauth, so the slots
+    of authenticated sessions stay theirs: one opened first is served on."""
+    with running_agent(loop_name, hello_timeout=60.0, max_connections=6, max_preauth=3) as agent:
+        with RawClient(agent.port) as served:
+            assert served.hello()["ok"]
+            sources = [f"127.0.0.{n}" for n in range(2, 6)]
+            socks = [_connect_from(source, agent.port) for source in sources]
+            try:
+                replies = [_first_line(sock) for sock in socks]
+                assert ["nonce" in r for r in replies] == [True, True, True, False]
+                assert error_of(replies[3]) == "busy"
+                assert served.request("begin", {"echo": True})["ok"]
+                assert served.request("reserve_port", {"port": None, "taken": []})["ok"]
+                assert served.request("close_all")["ok"]
+            finally:
+                for sock in socks:
+                    sock.close()
+        poll_until(
+            lambda: agent.call(lambda: not agent.agent.preauth), what="pre-auth slots freed"
+        )
+        assert_good_session(agent.port)
+
+
+def test_wrong_tokens_from_one_address_slow_down(loop_name: str) -> None:
+    """Each wrong token waits longer for its reply (a floor: load can only add to it), and a
+    good token from that address is still accepted and resets the backoff."""
+    with running_agent(loop_name, auth_delay=0.1, auth_delay_max=0.4) as agent:
+        floors = [0.1, 0.2, 0.4, 0.4]
+        for floor in floors:
+            with RawClient(agent.port) as client:
+                started = time.monotonic()
+                assert error_of(client.hello("f" * 64)) == "auth"
+                waited = time.monotonic() - started
+                assert waited >= floor * 0.95, (floor, waited)  # 5 %: clock granularity
+        assert agent.call(lambda: agent.agent.throttle.failures(HOST)) == len(floors)
+        assert_good_session(agent.port)
+        assert agent.call(lambda: agent.agent.throttle.failures(HOST)) == 0
 
 
 def test_agent_refuses_a_wildcard_bind() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import socket
 import struct
 import subprocess
@@ -32,6 +31,7 @@ from handshake_lab.capture import (
 from handshake_lab.errors import NetworkError
 from handshake_lab.net.loops import loop_factory
 from handshake_lab.tcp.segments import Flags
+from tests import needs
 from tests.unit.test_ladder import ladder_lines
 
 pytestmark = pytest.mark.root
@@ -161,13 +161,13 @@ def test_loopback_capture_sees_each_segment_once_and_the_arithmetic_holds(
     assert [_key(decode_frame(r.frame) or packets[0]) for r in records] == keys
 
 
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 def test_tshark_reads_our_pcap_field_for_field(listener: socket.socket, tmp_path: Path) -> None:
+    tshark = needs.tool("tshark")
     packets = _capture_one_conversation(listener)
     path = tmp_path / "lo.pcap"
     write_pcap(path, packets)
 
-    cmd = ["tshark", "-r", str(path), "-T", "fields", "-E", "separator=,"]
+    cmd = [tshark, "-r", str(path), "-T", "fields", "-E", "separator=,"]
     for name in TSHARK_FIELDS:
         cmd += ["-e", name]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
@@ -199,14 +199,14 @@ _TCPDUMP_FLAGS = {
 }
 
 
-@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump not installed")
 def test_tcpdump_reads_our_pcap_field_for_field(listener: socket.socket, tmp_path: Path) -> None:
+    tcpdump = needs.tool("tcpdump")
     packets = _capture_one_conversation(listener)
     path = tmp_path / "lo.pcap"
     write_pcap(path, packets)
 
     out = subprocess.run(
-        ["tcpdump", "-nn", "-S", "-r", str(path)],
+        [tcpdump, "-nn", "-S", "-r", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -294,7 +294,9 @@ def test_stop_is_prompt_even_with_a_long_poll_interval() -> None:
     sniffer.start()
     began = time.monotonic()
     sniffer.stop()
-    assert time.monotonic() - began < 1.0
+    # Prompt means: not waiting out the 30 s poll interval. 10 s is far from both that and
+    # the few ms it takes alone, so a loaded 2-core machine cannot fail it by being slow.
+    assert time.monotonic() - began < 10.0
     assert not sniffer.running
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from handshake_lab.errors import ExitStatus
-from handshake_lab.spec.loader import builtin_names
+from handshake_lab.spec.loader import builtin_names, find_lab
 
 CLI = [sys.executable, "-m", "handshake_lab"]
 
@@ -66,7 +66,17 @@ def test_explain_state_accepts_every_spelling(topic: str) -> None:
 def test_explain_lab_prints_every_step() -> None:
     proc = cli("explain", "half-close", "--lang", "zh")
     assert proc.returncode == 0
-    assert "shutdown" in proc.stdout or "SHUT_WR" in proc.stdout
+    lines = proc.stdout.splitlines()
+    steps = find_lab("half-close").steps
+    assert len(steps) > 5
+    for step in steps:  # each step's heading, in order, each followed by its text
+        heading = f"{step.index}. {step.actor}: {step.action} ({step.id})"
+        assert heading in lines, heading
+        after = lines[lines.index(heading) + 1]
+        assert after.strip(), f"no explanation under {heading}"
+    indices = [lines.index(f"{s.index}. {s.actor}: {s.action} ({s.id})") for s in steps]
+    assert indices == sorted(indices)
+    assert "SHUT_WR" in proc.stdout
 
 
 def test_explain_unknown_topic_suggests_and_exits_lab_not_found() -> None:
@@ -143,10 +153,68 @@ def test_busy_port_is_a_network_error() -> None:
 
 
 def test_missing_ss_says_which_package_provides_it(tmp_path: Path) -> None:
-    env = {**os.environ, "PATH": str(tmp_path)}
+    env = {**os.environ, "PATH": str(tmp_path), "HSLAB_SYSTEM_DIRS": ""}
     proc = cli("run", "half-close", env=env)
     assert proc.returncode == ExitStatus.MISSING_DEPENDENCY
     assert "iproute2" in one_error_line(proc)
+
+
+def test_nft_outside_path_is_found_and_a_really_missing_one_refused_before_step_1() -> None:
+    """A Debian user's PATH (no /usr/sbin): nft is looked for in the system directories too.
+    With those emptied (as on a machine without nftables) the netns lab that holds segments
+    is refused before anything is built: one line naming the package, exit 6, no event."""
+    env = {**os.environ, "PATH": "/usr/bin:/bin", "HSLAB_SYSTEM_DIRS": ""}
+    proc = cli("run", "lost-last-ack", "--topology", "netns", "--json", env=env)
+    assert proc.returncode == ExitStatus.MISSING_DEPENDENCY, proc.stderr
+    line = one_error_line(proc)
+    assert "nft not found" in line, line
+    assert "apt install nftables" in line, line
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("where", "words"),
+    [
+        ("/nonexistent/x.pcap", "directory /nonexistent does not exist"),
+        ("/proc/x.pcap", "cannot create a file in /proc"),
+        ("{tmp}/link.pcap", "symbolic link"),
+    ],
+    ids=["missing-directory", "read-only-place", "symlink"],
+)
+def test_an_unwritable_pcap_path_exits_9_before_step_1(
+    tmp_path: Path, where: str, words: str
+) -> None:
+    (tmp_path / "link.pcap").symlink_to(tmp_path / "victim")
+    path = where.format(tmp=tmp_path)
+    proc = cli("run", "reset", "--json", "--pcap", path)
+    assert proc.returncode == ExitStatus.OUTPUT_UNWRITABLE, proc.stderr
+    line = one_error_line(proc)
+    assert line.startswith(f"handshake-lab: {path}: "), line
+    assert words in line, line
+    assert proc.stdout == "", "refused before the lab started: no event at all"
+    assert not (tmp_path / "victim").exists()
+
+
+@pytest.mark.root
+def test_a_pcap_write_error_after_the_run_is_one_line_and_exit_9() -> None:
+    """/dev/full takes the open and refuses the bytes: the lab ran, the file could not be."""
+    proc = cli("run", "reset", "--json", "--pcap", "/dev/full")
+    assert proc.returncode == ExitStatus.OUTPUT_UNWRITABLE, proc.stderr
+    assert one_error_line(proc) == (
+        "handshake-lab: /dev/full: cannot write: No space left on device"
+    )
+    assert json.loads(proc.stdout.splitlines()[-1])["event"] == "result"
+
+
+@pytest.mark.root
+def test_an_existing_pcap_is_replaced_whole_and_said(tmp_path: Path) -> None:
+    target = tmp_path / "run.pcap"
+    target.write_bytes(b"an older capture")
+    proc = cli("run", "reset", "--json", "--pcap", str(target))
+    assert proc.returncode == ExitStatus.OK, proc.stderr
+    assert f"handshake-lab: replaced the existing file {target}" in proc.stderr.splitlines()
+    assert target.read_bytes()[:4] in {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4"}
+    assert [p.name for p in tmp_path.iterdir()] == ["run.pcap"]
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:

@@ -14,12 +14,12 @@ import struct
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from handshake_lab.observe.base import Address
 from handshake_lab.observe.trace import (
-    EVENTS,
     TRACEFS,
     TraceEvent,
     TraceFollower,
@@ -225,17 +225,51 @@ def test_two_followers_at_once_each_see_only_their_own_port(
     assert not any(port_of(second) in e.ports for e in seen_one)
 
 
-def test_the_top_level_trace_settings_are_never_touched(sockets: list[socket.socket]) -> None:
-    watched = [TRACEFS / "events" / name / "enable" for name in EVENTS]
-    watched += [TRACEFS / "trace_clock", TRACEFS / "set_event", TRACEFS / "tracing_on"]
-    before = {path: path.read_text() for path in watched}
+def test_the_top_level_trace_settings_are_never_touched(
+    sockets: list[socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every file the follower writes, creates or removes in tracefs is inside its own
+    instance. Recorded as it happens, rather than by diffing the global settings before and
+    after: another tracer on a shared machine may change those meanwhile, and that says
+    nothing about this follower."""
+    touched: list[Path] = []
+    real_write, real_mkdir, real_rmdir = Path.write_text, Path.mkdir, Path.rmdir
+    real_open = os.open
+
+    def write_text(self: Path, *args: Any, **kwargs: Any) -> int:
+        touched.append(self)
+        return real_write(self, *args, **kwargs)
+
+    def mkdir(self: Path, *args: Any, **kwargs: Any) -> None:
+        touched.append(self)
+        real_mkdir(self, *args, **kwargs)
+
+    def rmdir(self: Path) -> None:
+        touched.append(self)
+        real_rmdir(self)
+
+    def open_(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC):
+            touched.append(Path(os.fsdecode(path)))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    monkeypatch.setattr(Path, "rmdir", rmdir)
+    monkeypatch.setattr(os, "open", open_)
     listener = bound(sockets)
     with TraceFollower([port_of(listener)], run_id()) as follower:
         listener.listen(1)
+        client = socket.create_connection(("127.0.0.1", port_of(listener)))
+        sockets.append(client)
         follower.flush()
-        during = {path: path.read_text() for path in watched}
-    assert during == before
-    assert {path: path.read_text() for path in watched} == before
+        own = follower.path
+    monkeypatch.undo()
+    in_tracefs = [p for p in touched if str(p).startswith(str(TRACEFS))]
+    assert in_tracefs, "the follower wrote nothing: it cannot have set up its instance"
+    assert any(p.name == "enable" for p in in_tracefs)
+    outside = [p for p in in_tracefs if p != own and own not in p.parents]
+    assert outside == [], f"written outside its instance {own}: {outside}"
 
 
 def test_a_busy_port_loses_no_events(sockets: list[socket.socket]) -> None:

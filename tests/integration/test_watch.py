@@ -323,6 +323,25 @@ def test_plain_lines_without_a_terminal_and_ctrl_c_exits_cleanly(
     assert ESCAPE not in stderr
 
 
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT], ids=["SIGHUP", "SIGQUIT"])
+def test_hangup_and_quit_end_the_watch_like_sigterm(
+    spawn: Callable[..., subprocess.Popen[str]], sig: signal.Signals
+) -> None:
+    """A closed terminal (SIGHUP) or Ctrl-\\ (SIGQUIT): the summary line and exit 0, as for
+    SIGTERM, not a kill without one (129, 131)."""
+    with listener() as server:
+        port = server.getsockname()[1]
+        child, lines = start_watch(spawn, watch_args(port))
+        events = Events(lines)
+        events.wait("the listener", lambda e: e.states.get((name(server), None)) == "LISTEN")
+        child.send_signal(sig)
+        assert child.wait(TIMEOUT) == 0
+    summary = json.loads(lines.rest()[-1])
+    assert summary["event"] == "summary"
+    assert child.stderr is not None
+    assert "Traceback" not in child.stderr.read()
+
+
 def http_server(spawn: Callable[..., subprocess.Popen[str]]) -> tuple[subprocess.Popen[str], int]:
     """``python3 -m http.server`` on a free port: a program this suite did not write."""
     server = spawn(
@@ -413,13 +432,22 @@ def test_pid_that_does_not_exist_is_a_usage_error() -> None:
         watch_command(None, gone.pid, None, True, True, 0.5, None)
 
 
-@pytest.mark.parametrize("spelling", ["ESTAB", "fin-wait-2", "TIME-WAIT", "SYN-RECEIVED"])
+@pytest.mark.parametrize(
+    ("spelling", "linux"),
+    [
+        ("ESTAB", "ESTABLISHED"),
+        ("fin-wait-2", "FIN_WAIT2"),
+        ("TIME-WAIT", "TIME_WAIT"),
+        ("SYN-RECEIVED", "SYN_RECV"),
+    ],
+)
 def test_state_filter_accepts_ss_and_rfc_spellings(
-    spelling: str, capsys: pytest.CaptureFixture[str]
+    spelling: str, linux: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert watch_command(None, None, spelling, True, True, 0.5, None) is ExitStatus.OK
     first = json.loads(capsys.readouterr().out.splitlines()[0])
-    assert first["state"] in ("ESTABLISHED", "FIN_WAIT2", "TIME_WAIT", "SYN_RECV")
+    assert first["event"] == "watch"
+    assert first["state"] == linux  # each spelling to its own state, not just to some state
 
 
 def test_in_process_watch_stops_on_request(capsys: pytest.CaptureFixture[str]) -> None:

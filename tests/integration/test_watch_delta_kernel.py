@@ -53,6 +53,31 @@ class Recorder:
         self.sock.close()
 
 
+TRANSIENT = {
+    TcpState.SYN_SENT,
+    TcpState.SYN_RECV,
+    TcpState.FIN_WAIT1,
+    TcpState.LAST_ACK,
+    TcpState.CLOSING,
+}
+
+
+def settled(probe: NetlinkObserver, port: int, timeout: float = 10.0) -> None:
+    """Wait until the sockets on ``port`` hold no passing state and two reads agree: what a
+    step set in motion (a handshake, a FIN and its ACK) has finished. Replaces a fixed 20 ms
+    sleep that a loaded machine could outrun; ``AssertionError`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: list[tuple[str, str, TcpState]] | None = None
+    while True:
+        now = sorted((str(r.local), str(r.remote), r.state) for r in probe.snapshot([port]))
+        if now == last and not any(state in TRANSIENT for _, _, state in now):
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"port {port} not settled after {timeout:g} s: {now}")
+        last = now
+        time.sleep(0.002)  # the poll interval of a bounded wait, not a guess at a duration
+
+
 def record_a_connection_life(sockets: list[socket.socket]) -> tuple[int, list[bytes]]:
     recorder = Recorder()
     observer = NetlinkObserver(socket_factory=lambda: cast(socket.socket, recorder))
@@ -87,13 +112,15 @@ def record_a_connection_life(sockets: list[socket.socket]) -> tuple[int, list[by
         queued.close,
         lambda: None,
     ]
+    probe = NetlinkObserver()  # a second, real reader: when has the kernel settled?
     try:
         for step in steps:
             step()
-            time.sleep(0.02)
+            settled(probe, port)
             observer.dump([port])
     finally:
         observer.close()
+        probe.close()
     return port, [bytes(reply) for reply in recorder.replies]
 
 

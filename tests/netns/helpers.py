@@ -64,19 +64,23 @@ def start_connect(ns: str, addr: str, port: int) -> socket.socket:
     return sock
 
 
-def host_snapshot(sysctl_keys: list[str]) -> dict[str, str]:
-    """What must never change on the host: nft ruleset, links, addresses, sysctl values."""
+def host_snapshot(sysctl_keys: list[str], names: list[str]) -> dict[str, str]:
+    """What this test could change on the host: the host's value of each sysctl the pair sets
+    in its namespaces, and any host nft table, link or address line naming one of ``names``
+    (the pair's namespaces, veths and tables: they carry its run id). The rest of the host is
+    other runs' business on a shared machine (their veths and namespaces come and go), so it
+    is not compared: a whole-host diff failed whenever another run was active (issue 18)."""
 
     def run(argv: list[str]) -> str:
         return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
 
+    def ours(text: str) -> str:
+        return "\n".join(line for line in text.splitlines() if any(n in line for n in names))
+
     snap = {
-        "nft": run(["nft", "list", "ruleset"]),
-        "link": run(["ip", "-o", "link"]),
-        "addr": run(["ip", "-o", "addr"]),
-        "netns": "\n".join(
-            line for line in run(["ip", "netns", "list"]).splitlines() if "hslab" not in line
-        ),
+        "nft": ours(run(["nft", "list", "tables"])),
+        "link": ours(run(["ip", "-o", "link"])),
+        "addr": ours(run(["ip", "-o", "addr"])),
     }
     for key in sysctl_keys:
         with open("/proc/sys/" + key.replace(".", "/")) as handle:

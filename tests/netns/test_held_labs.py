@@ -22,6 +22,7 @@ from handshake_lab.placement import Topology
 from handshake_lab.placement.place import place
 from handshake_lab.spec.loader import builtin_dir, load_lab
 from handshake_lab.spec.model import ABSENT, Lab
+from tests import needs
 from tests.integration.labrun import Recorded
 
 pytestmark = pytest.mark.root
@@ -114,14 +115,16 @@ def test_handshake_netns_holds_the_synack_then_the_third_segment(loop_name: str)
     assert data
     assert "ACK" in data[0]["flags"].split(",")
     assert run.state("data-completes", "server.lazy") == "ESTABLISHED"
-    if run.evidence.trace_on:
-        completed = [
-            t
-            for t in run.recorded.steps["data-completes"].transitions
-            if t["side"] == "server.lazy" and t["new"] == "ESTABLISHED"
-        ]
-        assert completed, run.transitions()
-        assert completed[0]["cause"] == "PSH,ACK", completed
+    # The cause of the completion is only in the transition stream: without it, say so
+    # (skip; a failure under CI) rather than pass with the check silently dropped.
+    needs.require(run.evidence.trace_on, f"no transition stream here: {run.evidence.notes}")
+    completed = [
+        t
+        for t in run.recorded.steps["data-completes"].transitions
+        if t["side"] == "server.lazy" and t["new"] == "ESTABLISHED"
+    ]
+    assert completed, run.transitions()
+    assert completed[0]["cause"] == "PSH,ACK", completed
 
 
 def test_lost_last_ack_fin_is_resent_and_reacknowledged(loop_name: str) -> None:
@@ -229,7 +232,7 @@ def test_simultaneous_open_in_a_namespace(loop_name: str) -> None:
     assert observed.state == "ESTABLISHED"
     assert observed.local == observed.remote
     assert run.state("close-itself", "client") == "TIME_WAIT"
-    if run.evidence.trace_on:
-        states = [(t["old"], t["new"]) for t in run.transitions()]
-        assert ("SYN_SENT", "SYN_RECV") in states, states
-        assert ("FIN_WAIT1", "CLOSING") in states, states
+    needs.require(run.evidence.trace_on, f"no transition stream here: {run.evidence.notes}")
+    states = [(t["old"], t["new"]) for t in run.transitions()]
+    assert ("SYN_SENT", "SYN_RECV") in states, states
+    assert ("FIN_WAIT1", "CLOSING") in states, states

@@ -18,6 +18,7 @@ from handshake_lab.topo.registry import (
     cleanup_leftovers,
     netns_exists,
     new_run_id,
+    nft_table_name,
     object_name,
     stale_cleanup,
 )
@@ -37,8 +38,13 @@ SYSCTLS: dict[str, str | int | tuple[int, int]] = {
 def test_host_network_configuration_is_unchanged_by_a_pair_with_sysctls_and_holds(
     tmp_path: Path,
 ) -> None:
-    before = host_snapshot(list(SYSCTLS))
-    with NetnsPair(registry_dir=tmp_path, sysctls=SYSCTLS) as pair:
+    pair = NetnsPair(registry_dir=tmp_path, sysctls=SYSCTLS)
+    # Its own objects, by name: namespaces, veths, nft tables (names carry the run id).
+    names = [*pair.namespaces, pair.server_veth, pair.client_veth]
+    names += [nft_table_name(ns) for ns in pair.namespaces]
+    before = host_snapshot(list(SYSCTLS), names)
+    assert before["nft"] == before["link"] == before["addr"] == ""
+    with pair:
         hold = add_hold(pair.server_ns, HoldKind.DROP_SYN, 5002)
         add_hold(pair.client_ns, HoldKind.DROP_PURE_ACK, 5002)
         with (
@@ -47,8 +53,8 @@ def test_host_network_configuration_is_unchanged_by_a_pair_with_sysctls_and_hold
         ):
             poll_until(lambda: raw_states(pair.client_ns, 5002) == {"SYN-SENT"}, what="SYN-SENT")
             poll_until(lambda: dropped(hold) >= 1, what="drop counted")
-        during = host_snapshot(list(SYSCTLS))
-    after = host_snapshot(list(SYSCTLS))
+        during = host_snapshot(list(SYSCTLS), names)
+    after = host_snapshot(list(SYSCTLS), names)
     assert during == before
     assert after == before
 
@@ -108,10 +114,11 @@ def test_cleanup_leftovers_lists_then_removes_an_unrecorded_prefixed_netns(
     subprocess.run(["ip", "netns", "add", orphan], check=True, timeout=5)
     registry.remove_file()
     try:
-        listed = cleanup_leftovers(dry_run=True, kinds=["netns"])
-        assert KernelObject("netns", orphan) in listed
+        # pid=: this test's orphan only; other runs' leftovers on the machine are not ours.
+        listed = cleanup_leftovers(dry_run=True, kinds=["netns"], pid=4194303)
+        assert listed == [KernelObject("netns", orphan)]
         assert netns_exists(orphan)
-        removed = cleanup_leftovers(dry_run=False, kinds=["netns"])
+        removed = cleanup_leftovers(dry_run=False, kinds=["netns"], pid=4194303)
         assert KernelObject("netns", orphan) in removed
         assert not netns_exists(orphan)
     finally:

@@ -178,6 +178,59 @@ def test_missing_file_is_lab_not_found(tmp_path: Path) -> None:
         find_lab(str(tmp_path / "nope.toml"))
 
 
+def test_a_path_that_cannot_be_searched_is_lab_invalid_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run /root/x.toml`` as nobody: stat() fails with EACCES (root, running the tests,
+    cannot meet that for real). Path.exists() let it through as a traceback (exit 1)."""
+    target = tmp_path / "private" / "x.toml"
+    real_stat = Path.stat
+
+    def stat(self: Path, **kwargs: bool) -> object:
+        if self == target:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    with pytest.raises(LabInvalidError) as info:
+        find_lab(str(target))
+    assert str(info.value) == f"{target}: cannot read: Permission denied"
+    assert info.value.exit_status is ExitStatus.LAB_INVALID
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "net.ipv4.../../etc/passwd",
+        "net.ipv4.conf/all/x",
+        "net.ipv4..x",
+        "net.ipv4.",
+        "kernel.x",
+        "net.ipv4.tcp_tw_reuse\n",
+        "net.ipv4.ТСР",
+        "net.ipv6.conf.all.x",
+    ],
+)
+def test_a_sysctl_steps_key_is_checked_at_load(key: str) -> None:
+    step = (
+        '\n[[step]]\nid = "tune"\nactor = "server"\naction = "sysctl"\n'
+        f"args = {{key = {key!r}, value = 1}}\n"
+        'explain = {en = "x", zh = "x"}\n'
+    ).replace("'", '"')
+    error = error_of(HEAD + 'topologies = ["netns"]\n' + LISTEN_STEP + step)
+    assert error.step == "2 (tune)"
+    assert "sysctl key" in error.detail
+
+
+def test_a_good_sysctl_steps_key_loads() -> None:
+    step = (
+        '\n[[step]]\nid = "tune"\nactor = "server"\naction = "sysctl"\n'
+        'args = {key = "net.ipv4.tcp_tw_reuse", value = 1}\nexplain = {en = "x", zh = "x"}\n'
+    )
+    lab = parse(HEAD + 'topologies = ["netns"]\n' + LISTEN_STEP + step)
+    assert lab.steps[1].args["key"] == "net.ipv4.tcp_tw_reuse"  # type: ignore[attr-defined]
+
+
 def test_unknown_builtin_name_suggests_close_names() -> None:
     with pytest.raises(LabNotFoundError, match="did you mean half-close"):
         find_lab("half-clos")

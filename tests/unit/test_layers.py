@@ -19,7 +19,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "handshake_lab"
 
 LAYERS: tuple[str, ...] = (
-    "",  # handshake_lab/__init__.py (the version) and errors.py: the base everyone may use
+    "",  # the version, errors, outputs, signals, tools: the base everyone may use
     "tcp",
     "i18n",
     "spec",
@@ -37,7 +37,15 @@ LAYERS: tuple[str, ...] = (
 )
 """Lowest first. ``__main__`` stands above everything (it only starts the CLI)."""
 
-BASE_MODULES = frozenset({"handshake_lab", "handshake_lab.errors"})
+BASE_MODULES = frozenset(
+    {
+        "handshake_lab",
+        "handshake_lab.errors",
+        "handshake_lab.outputs",
+        "handshake_lab.signals",
+        "handshake_lab.tools",
+    }
+)
 LAZY_IMPORTS_ALLOWED = frozenset({"cli/app.py"})
 OPTIONAL_IN_FUNCTIONS = frozenset({"uvloop"})
 """uvloop: optional (``--loop uvloop``); a machine without it still runs every asyncio lab."""

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from handshake_lab import tools
 from handshake_lab.errors import ObserverError
 from handshake_lab.observe.aliases import UnknownStateError
 from handshake_lab.observe.base import Address, Observer, SocketRecord, Timer
@@ -33,6 +34,9 @@ from handshake_lab.tcp.states import TcpState
 DATA = Path(__file__).parent / "data" / "ss"
 
 Row = tuple[TcpState, str, str | None, Timer | None]
+
+# Tools run by full path (found in /usr/sbin too when PATH lacks it: handshake_lab.tools).
+SS, IP = tools.command("ss"), tools.command("ip")
 
 
 def captured(name: str) -> list[SocketRecord]:
@@ -357,12 +361,12 @@ def test_parse_ss_on_near_miss_lines_returns_records_or_raises_observer_error(
 
 
 def test_ss_command_without_ports_lists_every_tcp_socket() -> None:
-    assert ss_command() == ["ss", "-tanoH"]
+    assert ss_command() == [SS, "-tanoH"]
 
 
 def test_ss_command_filters_ports_in_the_kernel() -> None:
     assert ss_command([8080, 80]) == [
-        "ss",
+        SS,
         "-tanoH",
         "( sport = :80 or dport = :80 or sport = :8080 or dport = :8080 )",
     ]
@@ -370,11 +374,11 @@ def test_ss_command_filters_ports_in_the_kernel() -> None:
 
 def test_ss_command_in_a_netns_runs_through_ip_netns_exec() -> None:
     assert ss_command([80], netns="hslab-1") == [
-        "ip",
+        IP,
         "netns",
         "exec",
         "hslab-1",
-        "ss",
+        SS,
         "-tanoH",
         "( sport = :80 or dport = :80 )",
     ]

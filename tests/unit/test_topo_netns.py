@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from handshake_lab import tools
 from handshake_lab.errors import NetworkError
 from handshake_lab.topo import caps
 from handshake_lab.topo.netns import in_netns, netns_exec_argv, netns_path
@@ -14,7 +15,7 @@ from handshake_lab.topo.pair import NetnsPair, set_sysctl, sysctl_path
 
 def test_netns_exec_argv_prefixes_ip_netns_exec() -> None:
     assert netns_exec_argv("hslab-1-abcd-srv", ["ss", "-tan"]) == [
-        "ip",
+        tools.command("ip"),  # by full path: ip netns exec would search PATH
         "netns",
         "exec",
         "hslab-1-abcd-srv",
@@ -98,7 +99,7 @@ def test_route_without_root_is_the_user_namespace_when_it_works(
 
 def test_capability_as_root_without_ip_is_not_ok(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("os.geteuid", lambda: 0)
-    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.setattr("shutil.which", lambda name, path=None: None)
     ok, reason = caps.netns_capability()
     assert not ok
     assert "ip not found" in reason

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from handshake_lab.errors import MissingDependencyError
@@ -76,9 +78,12 @@ def test_bad_holds_are_refused(kwargs: dict[str, object], message: str) -> None:
         hold_script(T, C, args["kind"], args["port"], args.get("count"))  # type: ignore[arg-type]
 
 
-def test_missing_nft_is_a_missing_dependency(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("shutil.which", lambda name: None)
-    with pytest.raises(MissingDependencyError, match="nft not found: install nftables"):
+def test_missing_nft_is_a_missing_dependency(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("HSLAB_SYSTEM_DIRS", "")  # not in /usr/sbin either: really missing
+    with pytest.raises(MissingDependencyError, match=r"nft not found .*apt install nftables"):
         add_hold("hslab-1-abcd-srv", "drop_syn", 5000)
 
 

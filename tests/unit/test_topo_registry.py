@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -176,6 +177,13 @@ def test_cleanup_leftovers_dry_run_lists_only_prefixed_names(
         (instances / name).mkdir()
     monkeypatch.setattr(registry, "NETNS_RUN_DIR", netns_dir)
     monkeypatch.setattr(registry, "TRACE_INSTANCE_DIRS", (instances,))
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    # Agent token directories: a dead run's (pid above pid_max) is listed, a live one's and
+    # an unprefixed one are not.
+    for name in ["hslab-agent-4194303-x1", f"hslab-agent-{os.getpid()}-x2", "agent-4194303"]:
+        (temp / name).mkdir()
     live = RunRegistry("2-live", tmp_path / "reg")
     live.record(KernelObject("netns", "hslab-2-live-cli"))
 
@@ -183,7 +191,10 @@ def test_cleanup_leftovers_dry_run_lists_only_prefixed_names(
     assert [str(obj) for obj in listed] == [
         "trace_instance hslab-4194303-abcd-trace",
         "netns hslab-4194303-abcd-srv",
+        "agent_dir hslab-agent-4194303-x1",
     ]
+    assert cleanup_leftovers(dry_run=True, directory=tmp_path / "reg", pid=4194303) == listed
+    assert cleanup_leftovers(dry_run=True, directory=tmp_path / "reg", pid=4194302) == []
     everything = cleanup_leftovers(dry_run=True, include_live=True, directory=tmp_path / "reg")
     assert KernelObject("netns", "hslab-2-live-cli") in everything
     assert sorted(p.name for p in netns_dir.iterdir()) == [

@@ -65,6 +65,7 @@ def test_without_unshare_the_rerun_is_a_missing_dependency(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("HSLAB_SYSTEM_DIRS", "")  # nor in the system directories
     with pytest.raises(Exception, match="util-linux") as info:
         userns.userns_argv(["run", "half-close"])
     assert info.value.exit_status == 6  # type: ignore[attr-defined]

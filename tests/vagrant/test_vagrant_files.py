@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from handshake_lab.topo import vmhold
+from tests import needs
 
 ROOT = Path(__file__).resolve().parents[2]
 VAGRANTFILE = ROOT / "Vagrantfile"
@@ -31,18 +32,6 @@ RUN_ALL = VAGRANT_DIR / "run-all-labs.sh"
 UNIT = VAGRANT_DIR / "handshake-lab-agent.service"
 SCRIPTS = sorted(VAGRANT_DIR.glob("*.sh"))
 LAB_NET = ipaddress.ip_network("198.18.0.0/15")
-IN_CI = bool(os.environ.get("CI"))
-
-
-def need_tool(name: str) -> str:
-    """The tool's path; skip without it, except under CI, where its absence is a failure."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (apt install {name})"
-        if IN_CI:
-            pytest.fail(f"{message}; CI must install it")
-        pytest.skip(message)
-    return path
 
 
 def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
@@ -89,7 +78,7 @@ def copy_vagrant_tree(tmp_path: Path) -> Path:
 
 
 def test_vagrantfile_parses_with_ruby() -> None:
-    ruby = need_tool("ruby")
+    ruby = needs.tool("ruby")
     out = subprocess.run(
         [ruby, "-c", str(VAGRANTFILE)], capture_output=True, text=True, timeout=60, check=False
     )
@@ -124,8 +113,7 @@ def _has_libvirt_plugin(work: Path, env: dict[str, str]) -> bool:
 
 def test_vagrant_validate(tmp_path: Path) -> None:
     """Both machines and all provisioners validate; libvirt's settings too when it is there."""
-    if shutil.which("vagrant") is None:
-        pytest.skip("vagrant is not installed (apt install --no-install-recommends vagrant)")
+    needs.tool("vagrant", "--no-install-recommends vagrant")
     work = copy_vagrant_tree(tmp_path)
     env = vagrant_env(tmp_path)
 
@@ -134,8 +122,11 @@ def test_vagrant_validate(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "validated successfully" in out.stdout
 
-    if not _has_libvirt_plugin(work, env):
-        pytest.skip("vagrant-libvirt is not installed: libvirt settings not validated")
+    needs.require(
+        _has_libvirt_plugin(work, env),
+        "vagrant-libvirt is not installed (apt install vagrant-libvirt): libvirt settings "
+        "not validated",
+    )
     for driver in ("kvm", "qemu"):
         lv_env = env | {"HSLAB_PROVIDER": "libvirt", "HSLAB_LIBVIRT_DRIVER": driver}
         out = _validate(work, lv_env)
@@ -143,8 +134,7 @@ def test_vagrant_validate(tmp_path: Path) -> None:
 
 
 def test_vagrantfile_makes_a_private_token_file(tmp_path: Path) -> None:
-    if shutil.which("vagrant") is None:
-        pytest.skip("vagrant is not installed (apt install --no-install-recommends vagrant)")
+    needs.tool("vagrant", "--no-install-recommends vagrant")
     work = copy_vagrant_tree(tmp_path)
     out = _validate(work, vagrant_env(tmp_path), "--ignore-provider")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -168,8 +158,7 @@ def test_vagrantfile_makes_a_private_token_file(tmp_path: Path) -> None:
     ],
 )
 def test_vagrantfile_refuses_bad_settings(tmp_path: Path, name: str, value: str) -> None:
-    if shutil.which("vagrant") is None:
-        pytest.skip("vagrant is not installed (apt install --no-install-recommends vagrant)")
+    needs.tool("vagrant", "--no-install-recommends vagrant")
     work = copy_vagrant_tree(tmp_path)
     out = _validate(work, vagrant_env(tmp_path) | {name: value}, "--ignore-provider")
     assert out.returncode != 0
@@ -224,7 +213,7 @@ def test_private_network_is_isolated() -> None:
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_scripts_pass_shellcheck(script: Path) -> None:
-    shellcheck = need_tool("shellcheck")
+    shellcheck = needs.tool("shellcheck")
     out = subprocess.run(
         [shellcheck, "--severity=style", "--shell=bash", str(script)],
         capture_output=True,
@@ -332,9 +321,7 @@ def test_token_is_never_on_a_command_line() -> None:
 
 def test_unit_verifies_with_systemd_analyze(tmp_path: Path) -> None:
     """The template, with its paths pointed at stand-ins, passes ``systemd-analyze verify``."""
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed")
+    analyze = needs.tool("systemd-analyze", "systemd")
     fake_bin = tmp_path / "handshake-lab"
     fake_bin.write_text("#!/bin/sh\nexit 0\n")
     fake_bin.chmod(0o755)
@@ -443,7 +430,7 @@ def test_run_all_labs_refuses_to_boot_vms_under_ci() -> None:
 
 def _provision_env(tmp_path: Path, extra: dict[str, str]) -> dict[str, str]:
     """What the Vagrantfile hands to provision.sh, evaluated by ruby with Vagrant stubbed out."""
-    ruby = need_tool("ruby")
+    ruby = needs.tool("ruby")
     work = copy_vagrant_tree(tmp_path)
     script = textwrap.dedent(
         """
