@@ -21,11 +21,13 @@ from handshake_lab.lab.quiz import Question, Quiz, normalise_state_answer
 from handshake_lab.lab.runner import Ask, Pause
 from handshake_lab.lab.session import RunRequest, execute
 from handshake_lab.observe.defaults import default_observers
-from handshake_lab.outputs import check_output
+from handshake_lab.outputs import check_output, write_output
 from handshake_lab.placement import Topology
 from handshake_lab.placement.place import step_set
 from handshake_lab.record.codec import read_run
 from handshake_lab.record.events import Event
+from handshake_lab.record.run import RunRecord
+from handshake_lab.render.html import render_html
 from handshake_lab.render.jsonl import JsonLinesRenderer
 from handshake_lab.render.table import TableRenderer, make_console
 from handshake_lab.spec.loader import find_lab
@@ -114,10 +116,11 @@ def run_lab_command(
     peer: str | None = None,
     token_file: Path | None = None,
     save: Path | None = None,
+    html: Path | None = None,
     argv: list[str] | None = None,
 ) -> ExitStatus:
     lab = find_lab(name)
-    for output in (pcap, save):
+    for output in (pcap, save, html):
         if output is not None:
             check_output(output)  # a path that cannot be written fails now, not at the end
     if peer is not None and topology is not None:
@@ -139,7 +142,7 @@ def run_lab_command(
         tools.require(tool)  # refused now, with its package, not in the middle of the run
     isolate_without_root(
         step_set(chosen) == "netns" and chosen is not Topology.REMOTE,
-        [lab.path, pcap, answers, token_file, save],
+        [lab.path, pcap, answers, token_file, save, html],
         argv,
     )
     default_observers()  # fail early, before building anything, if ss or psutil is unusable
@@ -177,7 +180,33 @@ def run_lab_command(
             saved.close()
     if renderer is not None:
         renderer.ladders(record)
+    if html is not None:
+        write_html(html, record, lang)
     return record.exit_status()
+
+
+def write_html(path: Path, record: RunRecord, lang: str) -> None:
+    """The run's HTML report, written whole or not at all (``outputs.write_output``)."""
+    page = render_html(record, lang).encode("utf-8")
+    if path == Path("-"):
+        sys.stdout.buffer.write(page)
+        sys.stdout.flush()
+        return
+    write_output(path, lambda stream: stream.write(page))
+
+
+def report_command(path: Path, output: Path | None, lang: str | None) -> ExitStatus:
+    """A saved run (``run --json`` / ``--save``) as the HTML page ``run --html`` writes."""
+    target = output if output is not None else path.with_suffix(".html")
+    if target != Path("-"):
+        if target.resolve() == path.resolve():
+            raise UsageError(f"{target}: would overwrite the run it is drawn from; use -o FILE")
+        check_output(target)
+    record = read_run(path)
+    write_html(target, record, lang or record.lang or "en")
+    if target != Path("-"):
+        sys.stderr.write(f"handshake-lab: wrote {target}\n")
+    return ExitStatus.OK
 
 
 def show_command(path: Path, lang: str | None) -> ExitStatus:
