@@ -220,3 +220,42 @@ def test_report_of_a_file_that_is_not_a_run_exits_10(tmp_path: Path) -> None:
     assert proc.returncode == 10
     assert "bogus.jsonl:1" in one_error_line(proc)
     assert not (tmp_path / "r.html").exists()
+
+
+def test_a_disagreement_is_drawn_in_its_own_colour(tmp_path: Path, browser: Any) -> None:
+    text = find_lab("half-close").path.read_text(encoding="utf-8")
+    wrong = text.replace(
+        'expect = { client = "FIN_WAIT2", server = "CLOSE_WAIT" }',
+        'expect = { client = "CLOSING", server = "CLOSE_WAIT" }',
+        1,
+    )
+    assert wrong != text
+    lab_file, html, saved = tmp_path / "wrong.toml", tmp_path / "r.html", tmp_path / "r.jsonl"
+    lab_file.write_text(wrong, encoding="utf-8")
+    proc = cli("run", str(lab_file), "--html", str(html), "--save", str(saved))
+    assert proc.returncode == 3, proc.stderr
+    record = read_run(saved)
+    bad = [s for s in record.steps if not s.agrees]
+    assert [s.expected.get("client") for s in bad] == ["CLOSING"]
+    browser.get_log("browser")
+    browser.get(file_url(html) + f"#step-{bad[0].index}")
+    assert browser.find_element("css selector", ".verdict").get_attribute("data-verdict") == "fail"
+    assert "disagree" in browser.find_element("id", f"step-{bad[0].index}").get_attribute("class")
+    node = browser.find_element("css selector", "svg.machine g.node.disagree")
+    assert node.get_attribute("data-state") == "CLOSING"
+    here = browser.find_element("css selector", "svg.machine g.here.current")
+    assert here.get_attribute("data-step") == str(bad[0].index)
+    assert len(here.find_elements("css selector", "g.marker.expected")) == 1
+
+    def stroke(css: str) -> str:
+        return str(
+            browser.execute_script(
+                "return getComputedStyle(document.querySelector(arguments[0])).stroke", css
+            )
+        )
+
+    assert stroke("g.node.disagree rect") not in {
+        stroke("g.node.seen rect"),
+        stroke("g.node rect"),
+    }
+    assert console_errors(browser) == []
