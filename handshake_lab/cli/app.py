@@ -193,6 +193,14 @@ def run(
             dir_okay=False,
         ),
     ] = None,
+    browser: Annotated[
+        bool,
+        typer.Option(
+            "--browser",
+            help="Serve the run's page on 127.0.0.1 (URL on stderr), updated after each step; "
+            "with --step the page's button runs the next step.",
+        ),
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Run a lab: each step's action, the kernel's states for both ends, and why.
@@ -213,6 +221,7 @@ def run(
             topology=Topology(topology.value) if topology else None,
             save=save,
             html=html,
+            browser=browser,
             json_out=json_out,
             step=step,
             port=port,

@@ -8,8 +8,10 @@ renderers and turns the run record's verdict into the exit code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
+import webbrowser
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
@@ -29,7 +31,9 @@ from handshake_lab.record.events import Event
 from handshake_lab.record.run import RunRecord
 from handshake_lab.render.html import render_html
 from handshake_lab.render.jsonl import JsonLinesRenderer
+from handshake_lab.render.live import LiveView
 from handshake_lab.render.table import TableRenderer, make_console
+from handshake_lab.signals import sigterm_as_interrupt
 from handshake_lab.spec.loader import find_lab
 from handshake_lab.spec.model import Step
 from handshake_lab.topo import userns
@@ -117,6 +121,7 @@ def run_lab_command(
     token_file: Path | None = None,
     save: Path | None = None,
     html: Path | None = None,
+    browser: bool = False,
     argv: list[str] | None = None,
 ) -> ExitStatus:
     lab = find_lab(name)
@@ -168,21 +173,49 @@ def run_lab_command(
         for sink in sinks:
             sink(event)
 
+    pause = make_pause(lang) if step and sys.stdin.isatty() else None
+    live: LiveView | None = None
     try:
-        record = execute(
-            request,
-            emit,
-            pause=make_pause(lang) if step and sys.stdin.isatty() else None,
-            ask=make_ask(lang) if the_quiz is not None and answers is None else None,
-        )
+        with sigterm_as_interrupt():
+            if browser:
+                live = start_live_view(lang, step)
+                sinks.append(live)
+                pause = live.pause if step else None
+            record = execute(
+                request,
+                emit,
+                pause=pause,
+                ask=make_ask(lang) if the_quiz is not None and answers is None else None,
+            )
     finally:
         if saved is not None:
             saved.close()
+        if live is not None:
+            live.close()
     if renderer is not None:
         renderer.ladders(record)
     if html is not None:
         write_html(html, record, lang)
     return record.exit_status()
+
+
+VIEWER_WAIT_S = 60.0
+"""Without --step, how long ``--browser`` waits for the page to connect before step 1."""
+
+
+def start_live_view(lang: str, step: bool) -> LiveView:
+    """Serve the live page on 127.0.0.1, say where on stderr, open a browser if there is a
+    display to show one on; without ``--step``, wait (bounded) for the page to connect, so a
+    lab of a second is not over before it is seen."""
+    live = LiveView(lang, step_mode=step)
+    sys.stderr.write(f"handshake-lab: live view at {live.url}\n")
+    sys.stderr.flush()
+    if any(os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER")):
+        with contextlib.suppress(webbrowser.Error):  # the URL is on stderr anyway
+            webbrowser.open(live.url)
+    if not step and not live.wait_for_viewer(VIEWER_WAIT_S):
+        sys.stderr.write("handshake-lab: no page connected; running the lab anyway\n")
+    return live
 
 
 def write_html(path: Path, record: RunRecord, lang: str) -> None:
