@@ -61,7 +61,7 @@ def _e(value: object) -> str:
 
 
 def _ms(value: float) -> str:
-    return f"{value:.3f}" if value < 1000 else f"{value:.1f}"
+    return f"{value:.3f}" if value < 10_000 else f"{value:.1f}"
 
 
 def _side_kind(side: str) -> str:
@@ -811,7 +811,8 @@ def render_body(record: RunRecord | None, lang: str, *, live: bool = False) -> s
         + _ladder_section(record, w)
         + _diagram_section(record, w)
         + "</div>"
-        + f'<section id="steps"><h2>{_e(w("steps"))}</h2>{steps}</section></div>'
+        + f'<section id="steps" data-total="{record.started.steps}"><h2>{_e(w("steps"))}</h2>'
+        + f"{steps}</section></div>"
         + f"<footer>{_e(w('generated'))} {_e(record.started.versions.get('handshake_lab', ''))}"
         + "</footer>"
     )
@@ -953,7 +954,8 @@ if(!n){lab.textContent='';return;}cur=Math.max(1,Math.min(n,k));d.body.dataset.c
 var all=d.querySelectorAll('#report [data-step]');
 for(var i=0;i<all.length;i++){var s=+all[i].getAttribute('data-step');
 all[i].classList.toggle('future',s>cur);all[i].classList.toggle('current',s===cur);}
-lab.textContent=lab.getAttribute('data-word')+' '+cur+'/'+n;
+var t=d.getElementById('steps');
+lab.textContent=lab.getAttribute('data-word')+' '+cur+'/'+((t&&t.dataset.total)||n);
 if(scroll){var a=d.getElementById('step-'+cur);if(a&&a.scrollIntoView){
 a.scrollIntoView({block:'nearest'});}}}
 function go(what){var n=count();follow=false;

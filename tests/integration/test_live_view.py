@@ -117,7 +117,7 @@ def test_with_step_the_page_runs_each_step_and_shows_it(browser: Any) -> None:
             browser.find_element("id", "run-next").click()
             wait_until(browser, f"document.getElementById('step-{n}')")
             cursor = browser.find_element("id", "cursor-label").text
-            assert cursor == f"Step {n}/{n}"
+            assert cursor == f"Step {n}/{total}"  # the cursor follows the newest step
         wait_until(browser, "document.body.dataset.ended === '1'")
         assert browser.find_element("css selector", ".verdict").get_attribute("data-verdict") in {
             "pass",
