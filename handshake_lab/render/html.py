@@ -148,7 +148,7 @@ def _header(started: LabStarted, result: LabResult | None, w: _Words, live: bool
             for c in result.checks
         )
         if checks:
-            extra += f'<details class="checks"><summary>{_e(w("wire"))}</summary>'
+            extra += f'<details class="checks" open><summary>{_e(w("wire"))}</summary>'
             extra += f"<ul>{checks}</ul></details>"
         if result.quiz is not None:
             q = result.quiz
@@ -421,9 +421,8 @@ NODES: dict[str, tuple[str, float, float]] = {
 OPENING = frozenset({"CLOSE", "LISTEN", "SYN_SENT", "SYN_RECV"})
 MINOR_EVENTS = frozenset({Event.RCV_RST, Event.ABORT})
 BENDS: dict[tuple[str, str], float] = {
-    ("FIN_WAIT1", "TIME_WAIT"): -70.0,
     ("SYN_RECV", "FIN_WAIT1"): 30.0,
-    ("SYN_RECV", "CLOSE_WAIT"): -20.0,
+    ("SYN_RECV", "CLOSE_WAIT"): -45.0,
     ("SYN_SENT", "CLOSE"): 18.0,
     ("LISTEN", "CLOSE"): 18.0,
     ("CLOSE", "LISTEN"): 18.0,
@@ -533,6 +532,7 @@ def _diagram_section(record: RunRecord, w: _Words) -> str:
         '<path d="M0,0L10,5L0,10z"/></marker>'
         "</defs>",
     ]
+    labels: list[str] = []  # drawn over the paths, so a highlighted path never hides one
     for edge in edges:
         bend = BENDS.get((edge.src, edge.dst), 0.0)
         d, mx, my = _curve(edge.src, edge.dst, bend)
@@ -546,15 +546,15 @@ def _diagram_section(record: RunRecord, w: _Words) -> str:
             f'<g class="{cls}-g"><title>{_e(tip)}</title>'
             f'<path class="{cls}" d="{d}" marker-end="url(#ah)"/>'
         )
+        parts.append("</g>")
         if not edge.minor:
             words = [edge_word(ev, w.lang) for ev in edge.events if ev not in MINOR_EVENTS]
             sends = next((s for s in edge.sends if s), "")
             text = "/".join(dict.fromkeys(words)) + (f" \u2192 {sends}" if sends else "")
-            parts.append(
+            labels.append(
                 f'<text class="edge-label" x="{mx:.1f}" y="{my + 3:.1f}" '
                 f'text-anchor="middle">{_e(text)}</text>'
             )
-        parts.append("</g>")
     # This run's path: one overlay per transition of the record that the table has an edge for.
     offtable: list[_Move] = []
     lane: dict[tuple[str, str], int] = {}
@@ -577,6 +577,7 @@ def _diagram_section(record: RunRecord, w: _Words) -> str:
             f"<title>{_e(move.side)}: {_e(move.old)} \u2192 {_e(move.new)} ({_e(w('step'))} "
             f"{move.step})</title></path>"
         )
+    parts.extend(labels)
     for node_id, (state, x, y) in NODES.items():
         cls = "node"
         if state in seen:
@@ -942,7 +943,7 @@ max-height:none}}
 .future,.step.future,.taken.future{opacity:1!important}.here,.here.current{display:none}
 .span.current{fill:transparent}.step.current{background:none;box-shadow:none}
 .step{break-inside:avoid;cursor:auto}svg{break-inside:avoid;max-height:250mm;width:auto}
-#diagram{break-before:page}#steps{break-before:page}}
+#diagram{break-before:page}#steps{break-before:page}h2,h3{break-after:avoid}}
 """
 
 JS = """
