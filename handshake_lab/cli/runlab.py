@@ -72,7 +72,11 @@ def make_ask(lang: str) -> Ask:
 
 
 def isolate_without_root(
-    needs_netns: bool, files: list[Path | None], arguments: list[str] | None
+    needs_netns: bool,
+    files: list[Path | None],
+    arguments: list[str] | None,
+    *,
+    browser: bool = False,
 ) -> None:
     """Namespaces without root: rerun this command in a private user namespace (see userns).
 
@@ -94,6 +98,13 @@ def isolate_without_root(
             raise MissingDependencyError(f"{userns.FORCE_ENV}=1 but {detail}")
         return  # the topology reports what is missing, as before
     userns.refuse_private_paths(files)
+    if browser:
+        # The rerun lives in a private network namespace: its 127.0.0.1 is not the one a
+        # browser on this machine reaches, so the live page could never be opened.
+        raise UsageError(
+            "--browser needs root for a namespace lab (without root the run moves into a "
+            "private network namespace no browser can reach); use --html FILE instead"
+        )
     sys.stderr.write(
         "handshake-lab: not root: running in a private user namespace (unshare -rn); "
         "no transition stream there (tracefs needs real root)\n"
@@ -149,6 +160,7 @@ def run_lab_command(
         step_set(chosen) == "netns" and chosen is not Topology.REMOTE,
         [lab.path, pcap, answers, token_file, save, html],
         argv,
+        browser=browser,
     )
     default_observers()  # fail early, before building anything, if ss or psutil is unusable
     request = RunRequest(
@@ -180,7 +192,7 @@ def run_lab_command(
             if browser:
                 live = start_live_view(lang, step)
                 sinks.append(live)
-                pause = live.pause if step else None
+                pause = page_pause(live) if step else None
             record = execute(
                 request,
                 emit,
@@ -216,6 +228,19 @@ def start_live_view(lang: str, step: bool) -> LiveView:
     if not step and not live.wait_for_viewer(VIEWER_WAIT_S):
         sys.stderr.write("handshake-lab: no page connected; running the lab anyway\n")
     return live
+
+
+def page_pause(live: LiveView) -> Pause:
+    """``--step`` with ``--browser``: the page's button runs the next step (said on stderr)."""
+
+    async def pause(step: Step) -> None:
+        sys.stderr.write(
+            f"-- step {step.index} ({step.actor}: {step.action}) waits for the page\n"
+        )
+        sys.stderr.flush()
+        await live.pause(step)
+
+    return pause
 
 
 def write_html(path: Path, record: RunRecord, lang: str) -> None:

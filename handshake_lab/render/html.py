@@ -423,6 +423,7 @@ MINOR_EVENTS = frozenset({Event.RCV_RST, Event.ABORT})
 BENDS: dict[tuple[str, str], float] = {
     ("SYN_RECV", "FIN_WAIT1"): 30.0,
     ("SYN_RECV", "CLOSE_WAIT"): -45.0,
+    ("FIN_WAIT1", "TIME_WAIT"): 20.0,
     ("SYN_SENT", "CLOSE"): 18.0,
     ("LISTEN", "CLOSE"): 18.0,
     ("CLOSE", "LISTEN"): 18.0,
@@ -431,6 +432,8 @@ BENDS: dict[tuple[str, str], float] = {
 }
 """Curvature (px, to the left of the direction of travel) where a straight line would cross a
 node or its reverse edge."""
+LABEL_AT: dict[tuple[str, str], float] = {("SYN_RECV", "CLOSE_WAIT"): 0.68}
+"""Where along an edge its label sits, where the middle is crowded (default 0.5)."""
 
 
 def _target_node(src: str, dst: str) -> str:
@@ -471,9 +474,9 @@ def _border(cx: float, cy: float, dx: float, dy: float) -> tuple[float, float]:
     return cx + dx * scale, cy + dy * scale
 
 
-def _curve(src: str, dst: str, bend: float) -> tuple[str, float, float]:
+def _curve(src: str, dst: str, bend: float, at: float = 0.5) -> tuple[str, float, float]:
     """An SVG path from node to node (quadratic, ``bend`` px off the straight line) and the
-    point at its middle, for the label."""
+    point at ``at`` along it (0: start, 1: end), for the label."""
     _, x0, y0 = NODES[src]
     _, x1, y1 = NODES[dst]
     length = math.hypot(x1 - x0, y1 - y0) or 1.0
@@ -481,8 +484,9 @@ def _curve(src: str, dst: str, bend: float) -> tuple[str, float, float]:
     cx, cy = (x0 + x1) / 2 + nx * bend * 2, (y0 + y1) / 2 + ny * bend * 2
     sx, sy = _border(x0, y0, cx - x0, cy - y0)
     ex, ey = _border(x1, y1, cx - x1, cy - y1)
-    mx = 0.25 * sx + 0.5 * cx + 0.25 * ex
-    my = 0.25 * sy + 0.5 * cy + 0.25 * ey
+    a, b, c = (1 - at) ** 2, 2 * at * (1 - at), at**2
+    mx = a * sx + b * cx + c * ex
+    my = a * sy + b * cy + c * ey
     return f"M{sx:.1f},{sy:.1f}Q{cx:.1f},{cy:.1f} {ex:.1f},{ey:.1f}", mx, my
 
 
@@ -535,7 +539,7 @@ def _diagram_section(record: RunRecord, w: _Words) -> str:
     labels: list[str] = []  # drawn over the paths, so a highlighted path never hides one
     for edge in edges:
         bend = BENDS.get((edge.src, edge.dst), 0.0)
-        d, mx, my = _curve(edge.src, edge.dst, bend)
+        d, mx, my = _curve(edge.src, edge.dst, bend, LABEL_AT.get((edge.src, edge.dst), 0.5))
         tip = "; ".join(
             event_label(ev, w.lang) + (f" / {sends}" if sends else "")
             for ev, sends in zip(edge.events, edge.sends, strict=True)
