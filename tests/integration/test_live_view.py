@@ -23,8 +23,10 @@ import pytest
 
 from handshake_lab.errors import ExitStatus
 from handshake_lab.spec.loader import find_lab
+from handshake_lab.topo.caps import user_namespaces_work
+from tests import needs
 from tests.browser import chromium, console_errors
-from tests.integration.test_cli import CLI
+from tests.integration.test_cli import CLI, one_error_line
 
 URL_LINE = re.compile(r"live view at (http://127\.0\.0\.1:(\d+)/[\w-]+/)")
 
@@ -166,3 +168,20 @@ def test_sigterm_while_the_page_waits_closes_the_server(browser: Any) -> None:
         assert nothing_listens(live.port)
     finally:
         live.stop()
+
+
+def test_browser_is_refused_where_the_run_would_move_to_a_private_network() -> None:
+    works, detail = user_namespaces_work()
+    needs.require(works, f"unprivileged user namespaces: {detail}")
+    env = dict(os.environ, HANDSHAKE_LAB_USERNS="1")  # as root: the path a normal user takes
+    proc = subprocess.run(
+        [*CLI, "run", "lost-last-ack", "--browser"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == ExitStatus.USAGE
+    assert "--html" in one_error_line(proc)
