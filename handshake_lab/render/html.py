@@ -209,7 +209,12 @@ def _gap_extra(delta_ms: float) -> float:
 
 
 def _ladder_svg(
-    conv: int, segs: list[_Seg], states: list[_State], w: _Words, ends: tuple[str, str]
+    conv: int,
+    segs: list[_Seg],
+    states: list[_State],
+    w: _Words,
+    ends: tuple[str, str],
+    sides: Mapping[tuple[str, str], str],
 ) -> str:
     keys: list[tuple[float, int, int]] = [(s.seg["t_ms"], 0, s.index) for s in segs]
     keys += sorted({(st.t_ms, 1, 0) for st in states})
@@ -243,12 +248,19 @@ def _ladder_svg(
     height = int(y_end + 14)
     parts: list[str] = [
         f'<svg class="ladder" data-conv="{conv}" viewBox="0 0 {LADDER_W} {height}" '
-        f'width="{LADDER_W}" height="{height}" role="img">'
+        f'width="{LADDER_W}" height="{height}" role="img" aria-label="{_e(w("ladder"))}">'
     ]
     client, server = ends
+    names = {
+        "client": sides.get((client, server), w("client")),
+        "server": sides.get((server, client), w("server")),
+    }
+    if client == server:  # one socket connected to itself (simultaneous open)
+        names = {"client": w("self_send"), "server": w("self_recv")}
     for x, who, addr in ((X_CLIENT, "client", client), (X_SERVER, "server", server)):
         parts.append(
-            f'<text class="end-name {who}" x="{x}" y="18" text-anchor="middle">{_e(w(who))}</text>'
+            f'<text class="end-name {who}" x="{x}" y="18" text-anchor="middle">'
+            f"{_e(names[who])}</text>"
             f'<text class="end-addr" x="{x}" y="32" text-anchor="middle">{_e(addr)}</text>'
         )
     parts.append(f'<text class="axis" x="{X_TIME}" y="46" text-anchor="end">t (ms)</text>')
@@ -375,6 +387,11 @@ def _ladder_section(record: RunRecord, w: _Words) -> str:
         f'<section id="ladder"><h2>{_e(w("ladder"))}</h2>',
         f'<p class="note">{_e(w("ladder_note"))}</p>',
     ]
+    sides: dict[tuple[str, str], str] = {}  # (local, remote) -> the side the record names
+    for step in record.steps:
+        for obs in step.observed.values():
+            if obs.local and obs.remote:
+                sides.setdefault((obs.local, obs.remote), obs.side)
     views = record.conversations()
     if not views:
         body.append(f'<p class="empty">{_e(w("no_segments"))}</p>')
@@ -388,7 +405,12 @@ def _ladder_section(record: RunRecord, w: _Words) -> str:
         )
         body.append(
             _ladder_svg(
-                view.index, segs_by_conv.get(view.index, []), states, w, (view.client, view.server)
+                view.index,
+                segs_by_conv.get(view.index, []),
+                states,
+                w,
+                (view.client, view.server),
+                sides,
             )
         )
     body.append("</section>")
@@ -530,7 +552,7 @@ def _diagram_section(record: RunRecord, w: _Words) -> str:
         f'<section id="diagram"><h2>{_e(w("diagram"))}</h2>',
         f'<p class="note">{_e(w("diagram_note"))}</p>',
         f'<svg class="machine" viewBox="0 0 {MACHINE_W} {MACHINE_H}" width="{MACHINE_W}" '
-        f'height="{MACHINE_H}" role="img"><defs>'
+        f'height="{MACHINE_H}" role="img" aria-label="{_e(w("diagram"))}"><defs>'
         '<marker id="ah" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" '
         'markerHeight="9" markerUnits="userSpaceOnUse" orient="auto-start-reverse">'
         '<path d="M0,0L10,5L0,10z"/></marker>'

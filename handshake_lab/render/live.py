@@ -198,6 +198,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "handshake-lab"
     sys_version = ""
+    timeout = 30.0  # a page that stops reading cannot hold a stream's thread for ever
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the terminal belongs to the lab's tables."""
