@@ -67,3 +67,11 @@ def test_the_chinese_page_uses_the_chinese_texts() -> None:
     assert '<html lang="zh-Hans">' in page
     assert "原因 1" in page
     assert "why 1" not in page
+
+
+def test_a_syn_ack_of_a_socket_connected_to_itself_is_not_a_resent_syn() -> None:
+    syn = seg(0.0, "client", "SYN", dst="127.0.0.1:40000")
+    syn_ack = seg(0.1, "client", "SYN,ACK", dst="127.0.0.1:40000")  # same socket, same seq
+    rec = RunRecord(started(), (step(1, [syn, syn_ack], []),), None)
+    assert rec.retransmissions() == frozenset()
+    assert "the same socket receives" in render_html(rec, "en")
