@@ -279,7 +279,7 @@ def _ladder_svg(
     for y_mid, delta in pauses:
         parts.append(
             f'<text class="pause" x="{X_TIME}" y="{y_mid + 3:.1f}" text-anchor="end">'
-            f"\u22ee +{_ms(delta)}</text>"
+            f"+{_ms(delta)}</text>"
         )
     # Bands: each end's states, from the record's reconciled transitions.
     for end, x in (("client", X_CLIENT), ("server", X_SERVER)):
