@@ -184,6 +184,23 @@ def run(
             dir_okay=False,
         ),
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Also write the run as one self-contained HTML page (ladder, state diagram, "
+            "steps) to FILE at the end.",
+            dir_okay=False,
+        ),
+    ] = None,
+    browser: Annotated[
+        bool,
+        typer.Option(
+            "--browser",
+            help="Serve the run's page on 127.0.0.1 (URL on stderr), updated after each step; "
+            "with --step the page's button runs the next step.",
+        ),
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Run a lab: each step's action, the kernel's states for both ends, and why.
@@ -203,6 +220,8 @@ def run(
             loop=loop.value,
             topology=Topology(topology.value) if topology else None,
             save=save,
+            html=html,
+            browser=browser,
             json_out=json_out,
             step=step,
             port=port,
@@ -236,6 +255,34 @@ def show(
     from handshake_lab.cli.runlab import show_command  # noqa: PLC0415
 
     status = guarded(debug, lambda: show_command(run_file, lang.value if lang else None))
+    raise typer.Exit(int(status))
+
+
+@app.command()
+def report(
+    run_file: Annotated[
+        Path, typer.Argument(help="A saved run: the output of 'run --json' or 'run --save'.")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="The HTML file to write ('-': stdout) [default: RUN_FILE with .html].",
+            dir_okay=False,
+        ),
+    ] = None,
+    lang: LangOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Draw a saved run as one self-contained HTML page, the same page 'run --html' writes.
+
+    The texts are in the language the run was saved in. Exit codes: 0 written; 9 the output
+    cannot be written; 10 the file is not a readable saved run.
+    """
+    from handshake_lab.cli.runlab import report_command  # noqa: PLC0415
+
+    status = guarded(debug, lambda: report_command(run_file, output, lang.value if lang else None))
     raise typer.Exit(int(status))
 
 
