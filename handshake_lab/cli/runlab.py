@@ -27,7 +27,8 @@ from handshake_lab.placement.place import step_set
 from handshake_lab.record.codec import read_run
 from handshake_lab.record.events import Event
 from handshake_lab.render.jsonl import JsonLinesRenderer
-from handshake_lab.render.table import TableRenderer, make_console
+from handshake_lab.render.table import TableRenderer
+from handshake_lab.render.text import make_console
 from handshake_lab.spec.loader import find_lab
 from handshake_lab.spec.model import Step
 from handshake_lab.topo import userns
