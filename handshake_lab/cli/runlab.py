@@ -11,6 +11,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TextIO
 
@@ -27,6 +28,7 @@ from handshake_lab.placement.place import step_set
 from handshake_lab.record.codec import read_run
 from handshake_lab.record.events import Event
 from handshake_lab.render.jsonl import JsonLinesRenderer
+from handshake_lab.render.progress import StepProgress
 from handshake_lab.render.table import TableRenderer
 from handshake_lab.render.text import make_console
 from handshake_lab.spec.loader import find_lab
@@ -161,18 +163,30 @@ def run_lab_command(
     saved: TextIO | None = save.open("w", encoding="utf-8") if save is not None else None
     if saved is not None:
         sinks.append(JsonLinesRenderer(lang, saved))
+    # A progress line while a step waits: only for a person at a terminal, never in --json.
+    progress = StepProgress(sys.stderr, lang) if renderer and sys.stderr.isatty() else None
 
     def emit(event: Event) -> None:
+        if progress is not None:
+            progress.clear()
         for sink in sinks:
             sink(event)
 
+    def started(lab_step: Step, position: int, total: int) -> None:
+        if progress is not None:
+            progress.started(
+                position, total, lab_step.actor, lab_step.action, lab_step.timeout, lab_step.stay
+            )
+
     try:
-        record = execute(
-            request,
-            emit,
-            pause=make_pause(lang) if step and sys.stdin.isatty() else None,
-            ask=make_ask(lang) if the_quiz is not None and answers is None else None,
-        )
+        with progress if progress is not None else nullcontext():
+            record = execute(
+                request,
+                emit,
+                pause=make_pause(lang) if step and sys.stdin.isatty() else None,
+                ask=make_ask(lang) if the_quiz is not None and answers is None else None,
+                started=started if progress is not None else None,
+            )
     finally:
         if saved is not None:
             saved.close()
