@@ -248,17 +248,20 @@ def trim_line(line: str) -> str:
 
 
 class TrimmedStream(io.TextIOBase):
-    """Writes to stdout (or stderr) as it is at each write, each line without its trailing
-    spaces. A line is held until its end is written (rich writes a print's lines at once);
-    ``flush`` passes on what is held as it is."""
+    """Writes to ``stream`` (default: stdout, or stderr, as it is at each write), each line
+    without its trailing spaces. A line is held until its end is written (rich writes a
+    print's lines at once); ``flush`` passes on what is held as it is."""
 
-    def __init__(self, stderr: bool = False) -> None:
+    def __init__(self, stderr: bool = False, stream: TextIO | None = None) -> None:
         super().__init__()
         self._stderr = stderr
+        self._stream = stream
         self._held = ""
 
     @property
     def target(self) -> TextIO:
+        if self._stream is not None:
+            return self._stream
         return sys.stderr if self._stderr else sys.stdout
 
     def write(self, text: str) -> int:
@@ -288,12 +291,15 @@ class TrimmedStream(io.TextIOBase):
         return getattr(self.target, "encoding", None) or "utf-8"
 
 
-def make_console(stderr: bool = False) -> Console:
-    """The console of the human output: ``output_width`` wide, no trailing spaces."""
-    stream = sys.stderr if stderr else sys.stdout
+def make_console(
+    stderr: bool = False, *, stream: TextIO | None = None, width: int | None = None
+) -> Console:
+    """The console of the human output: ``output_width`` wide (or ``width``), no trailing
+    spaces. It writes to stdout (stderr), or to ``stream`` if given."""
+    shown = stream if stream is not None else sys.stderr if stderr else sys.stdout
     return Console(
-        file=cast(IO[str], TrimmedStream(stderr)),  # a text stream, as rich wants
-        width=output_width(stream),
+        file=cast(IO[str], TrimmedStream(stderr, stream)),  # a text stream, as rich wants
+        width=width if width is not None else output_width(shown),
         highlight=False,
         soft_wrap=False,
     )
