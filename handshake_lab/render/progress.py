@@ -100,7 +100,7 @@ class StepProgress:
             self._waiting = None
             self._erase()
 
-    def line(self, waiting: _Waiting, now: float) -> str:
+    def _line(self, waiting: _Waiting, now: float) -> str:
         bound = f"{label('timeout', self.lang)} {waiting.timeout:g} s"
         if waiting.stay:
             bound = f"{label('must_hold', self.lang)} {waiting.stay:g} s, {bound}"
@@ -127,7 +127,7 @@ class StepProgress:
                 if now - waiting.since < SHOW_AFTER:
                     self._wake.wait(waiting.since + SHOW_AFTER - now)
                     continue
-                self.stream.write("\r" + fit(self.line(waiting, now), self._width()) + "\x1b[K")
+                self.stream.write("\r" + fit(self._line(waiting, now), self._width()) + "\x1b[K")
                 self.stream.flush()
                 self._shown = True
                 self._wake.wait(TICK)
