@@ -221,18 +221,18 @@ def clip(text: str, limit: int = CLIP_MAX) -> str:
 
 def output_width(stream: TextIO | None = None, environ: Mapping[str, str] | None = None) -> int:
     """The width to draw for: ``COLUMNS`` if set, else the terminal's if ``stream`` (stdout)
-    is one, else 80."""
+    is one and knows its size, else 80."""
     env = os.environ if environ is None else environ
     columns = env.get("COLUMNS", "").strip()
     if columns.isdigit() and int(columns) > 0:
         return max(int(columns), MIN_WIDTH)
     out = sys.stdout if stream is None else stream
     try:
-        if out.isatty():
-            return max(os.get_terminal_size(out.fileno()).columns, MIN_WIDTH)
+        columns_now = os.get_terminal_size(out.fileno()).columns if out.isatty() else 0
     except (OSError, ValueError, AttributeError):
-        pass
-    return DEFAULT_WIDTH
+        columns_now = 0
+    # 0: a terminal that does not say its size (a fresh pty, a serial line): as without one.
+    return max(columns_now, MIN_WIDTH) if columns_now > 0 else DEFAULT_WIDTH
 
 
 _TAIL = re.compile(r"(?:[ \t]|\x1b\[[0-9;]*m)+$")
@@ -249,8 +249,12 @@ def trim_line(line: str) -> str:
 
 class TrimmedStream(io.TextIOBase):
     """Writes to ``stream`` (default: stdout, or stderr, as it is at each write), each line
-    without its trailing spaces. A line is held until its end is written (rich writes a
-    print's lines at once); ``flush`` passes on what is held as it is."""
+    without its trailing spaces. What is written is held until ``flush`` (rich flushes after
+    each print or redraw) and then written at once, so a live view's frame reaches the
+    terminal in one piece; a last line without its end is passed on as it is."""
+
+    HOLD_MAX = 1 << 16
+    """Characters held before complete lines are passed on without waiting for ``flush``."""
 
     def __init__(self, stderr: bool = False, stream: TextIO | None = None) -> None:
         super().__init__()
@@ -265,17 +269,23 @@ class TrimmedStream(io.TextIOBase):
         return sys.stderr if self._stderr else sys.stdout
 
     def write(self, text: str) -> int:
-        done, newline, rest = (self._held + text).rpartition("\n")
-        if newline:
-            self.target.write("\n".join(trim_line(line) for line in done.split("\n")) + "\n")
-        self._held = rest
+        self._held += text
+        if len(self._held) > self.HOLD_MAX:
+            self._pass_on(whole=False)
         return len(text)
 
     def flush(self) -> None:
-        if self._held:
-            self.target.write(self._held)
-            self._held = ""
+        self._pass_on(whole=True)
         self.target.flush()
+
+    def _pass_on(self, whole: bool) -> None:
+        done, newline, rest = self._held.rpartition("\n")
+        out = "\n".join(trim_line(line) for line in done.split("\n")) + newline
+        if whole:
+            out, rest = out + rest, ""
+        self._held = rest
+        if out:
+            self.target.write(out)
 
     def isatty(self) -> bool:
         return self.target.isatty()

@@ -22,6 +22,7 @@ from handshake_lab.render.text import (
     NO_BREAK_AFTER,
     NO_BREAK_BEFORE,
     PROSE_MAX,
+    TrimmedStream,
     abbreviate,
     clip,
     make_console,
@@ -170,6 +171,8 @@ def test_output_width_is_columns_then_the_terminal_then_80() -> None:
     assert output_width(io.StringIO(), {"COLUMNS": "junk"}) == DEFAULT_WIDTH
     master, slave = pty.openpty()
     try:
+        with os.fdopen(os.dup(slave), "w") as terminal:
+            assert output_width(terminal, {}) == DEFAULT_WIDTH  # a size of 0: unknown
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 133, 0, 0))
         with os.fdopen(os.dup(slave), "w") as terminal:
             assert output_width(terminal, {}) == 133
@@ -201,3 +204,19 @@ def test_the_console_writes_tables_without_trailing_spaces() -> None:
 def test_prose_max_is_narrower_than_a_wide_terminal() -> None:
     # The stated limit: prose at 120 columns uses more than 80, not all 200 at 200.
     assert 80 < PROSE_MAX < 200
+
+
+def test_the_trimmed_stream_passes_a_frame_on_at_flush_in_one_write() -> None:
+    writes: list[str] = []
+
+    class Target(io.StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+    stream = TrimmedStream(stream=Target())
+    stream.write("head   \nrow  \x1b[0m\n")
+    stream.write("Ctrl-C to stop")  # a live view's last line has no end
+    assert writes == []
+    stream.flush()
+    assert writes == ["head\nrow\x1b[0m\nCtrl-C to stop"]
