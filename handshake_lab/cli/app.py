@@ -80,16 +80,20 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for err
 @app.command("list")
 def list_labs(lang: LangOpt = None, debug: DebugOpt = False) -> None:
     """List the built-in labs, one line each."""
+    from handshake_lab.render.text import output_width, wrap  # noqa: PLC0415
     from handshake_lab.spec.loader import builtin_dir, builtin_names, load_lab  # noqa: PLC0415
 
     language = resolve(lang)
 
     def body() -> None:
         names = builtin_names()
-        width = max((len(n) for n in names), default=0) + 2
+        column = max((len(n) for n in names), default=0) + 2
+        width = output_width()
         for name in names:
             lab = load_lab(builtin_dir() / f"{name}.toml")
-            typer.echo(f"{lab.name:<{width}}{lab.summary.get(language)}")
+            summary = lab.summary.get(language)
+            for line in wrap(summary, width, first=f"{lab.name:<{column}}", indent=" " * column):
+                typer.echo(line)
 
     guarded(debug, body)
 
@@ -104,9 +108,10 @@ def explain(
 ) -> None:
     """Print the explanation of a TCP state or of a lab, without running anything."""
     from handshake_lab.cli.explain import explain_topic  # noqa: PLC0415
+    from handshake_lab.render.text import output_width  # noqa: PLC0415
 
     language = resolve(lang)
-    guarded(debug, lambda: typer.echo(explain_topic(topic, language)))
+    guarded(debug, lambda: typer.echo(explain_topic(topic, language, output_width())))
 
 
 @app.command()

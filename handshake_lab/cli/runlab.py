@@ -13,6 +13,7 @@ import os
 import sys
 import webbrowser
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TextIO
 
@@ -32,7 +33,9 @@ from handshake_lab.record.run import RunRecord
 from handshake_lab.render.html import render_html
 from handshake_lab.render.jsonl import JsonLinesRenderer
 from handshake_lab.render.live import LiveView
-from handshake_lab.render.table import TableRenderer, make_console
+from handshake_lab.render.progress import StepProgress
+from handshake_lab.render.table import TableRenderer
+from handshake_lab.render.text import make_console
 from handshake_lab.signals import sigterm_as_interrupt
 from handshake_lab.spec.loader import find_lab
 from handshake_lab.spec.model import STEP_SETS, Step
@@ -181,15 +184,25 @@ def run_lab_command(
     saved: TextIO | None = save.open("w", encoding="utf-8") if save is not None else None
     if saved is not None:
         sinks.append(JsonLinesRenderer(lang, saved))
+    # A progress line while a step waits: only for a person at a terminal, never in --json.
+    progress = StepProgress(sys.stderr, lang) if renderer and sys.stderr.isatty() else None
 
     def emit(event: Event) -> None:
+        if progress is not None:
+            progress.clear()
         for sink in sinks:
             sink(event)
+
+    def started(lab_step: Step, position: int, total: int) -> None:
+        if progress is not None:
+            progress.started(
+                position, total, lab_step.actor, lab_step.action, lab_step.timeout, lab_step.stay
+            )
 
     pause = make_pause(lang) if step and sys.stdin.isatty() else None
     live: LiveView | None = None
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), progress if progress is not None else nullcontext():
             if browser:
                 live = start_live_view(lang, step)
                 sinks.append(live)
@@ -199,6 +212,7 @@ def run_lab_command(
                 emit,
                 pause=pause,
                 ask=make_ask(lang) if the_quiz is not None and answers is None else None,
+                started=started if progress is not None else None,
             )
     finally:
         if saved is not None:

@@ -39,6 +39,9 @@ LABELS: dict[str, dict[str, str]] = {
         "traced_as": "traced",
         "dropped_by": "DROPPED by hold",
         "no_sysctl": "not on this kernel",
+        "waiting": "waiting for the kernel",
+        "timeout": "timeout",
+        "must_hold": "must hold",
     },
     "zh": {
         "step": "步骤",
@@ -73,6 +76,9 @@ LABELS: dict[str, dict[str, str]] = {
         "traced_as": "跟踪点记为",
         "dropped_by": "被规则丢弃",
         "no_sysctl": "此内核没有",
+        "waiting": "等待内核",
+        "timeout": "超时",
+        "must_hold": "须保持",
     },
 }
 

@@ -82,6 +82,9 @@ ActResult = tuple[str | None, str | None, dict[str, object]]
 """(outcome, received text, facts) of one action."""
 Pause = Callable[[Step], Awaitable[None]]
 Ask = Callable[[Step, list[Question]], Awaitable[None]]
+StepStarted = Callable[[Step, int, int], None]
+"""Told (step, position, number of steps) as a step's action begins, after its quiz
+questions: a terminal shows a progress line while the step waits for the kernel."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +118,7 @@ class LabRun:
         shared_table: bool | None = None,
         quiz: Quiz | None = None,
         ask: Ask | None = None,
+        started: StepStarted | None = None,
     ) -> None:
         """Without ``server``/``clients`` both live here on loopback and share ``observers``."""
         self.lab = lab
@@ -136,6 +140,7 @@ class LabRun:
         self.steps = lab.steps_for(options.step_set or options.topology.step_set)
         self.quiz = quiz
         self.ask = ask
+        self.started = started
         # How many packets and transitions earlier steps reported: each step reports what came
         # after, also what a quiz's look at the wire collected before the step ran.
         self._reported_packets = 0
@@ -230,6 +235,8 @@ class LabRun:
 
     async def _run_step(self, step: Step, position: int) -> StepReport:
         questions, numbers, sender = await self._quiz_before(step)
+        if self.started is not None:
+            self.started(step, position, len(self.steps))
         t0 = time.monotonic()
         await self._apply_holds(step)
         outcome, data, facts = await self._act(step)
