@@ -60,15 +60,21 @@ class LabNotFoundError(HandshakeLabError):
 
 
 class LabInvalidError(HandshakeLabError):
-    """A lab file is wrong. The message names the file and, where known, the step."""
+    """A lab file is wrong. The message names the file and, where known, the line of the
+    offending key (``FILE:LINE:``, as compilers do) and the step."""
 
     exit_status = ExitStatus.LAB_INVALID
 
-    def __init__(self, path: str, message: str, step: str | None = None) -> None:
+    def __init__(
+        self, path: str, message: str, step: str | None = None, line: int | None = None
+    ) -> None:
         self.path = path
         self.step = step
+        self.line = line
         self.detail = message
-        where = f"{path}: step {step}" if step is not None else path
+        where = f"{path}:{line}" if line is not None else path
+        if step is not None:
+            where += f": step {step}"
         super().__init__(f"{where}: {message}")
 
 

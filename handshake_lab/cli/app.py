@@ -109,6 +109,52 @@ def explain(
     guarded(debug, lambda: typer.echo(explain_topic(topic, language)))
 
 
+lab_app = typer.Typer(
+    name="lab",
+    help="Write and check lab files (TOML) without running them.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(lab_app, name="lab")
+
+
+@lab_app.command("check")
+def lab_check(
+    files: Annotated[list[str], typer.Argument(help="Lab files (TOML) to validate.")],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="One JSON document: every file and its problems.")
+    ] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Validate lab files without running them: every problem, as FILE:LINE: step N (ID): what.
+
+    Exit codes: 0 every file is a valid lab; 4 some file is invalid or unreadable; 5 some file
+    does not exist (and none is invalid).
+    """
+    from handshake_lab.cli.authoring import lab_check_command  # noqa: PLC0415
+
+    status = guarded(debug, lambda: lab_check_command(files, json_out))
+    raise typer.Exit(int(status))
+
+
+@lab_app.command("new")
+def lab_new(
+    name: Annotated[
+        str, typer.Argument(help="The lab's name: writes NAME.toml (or NAME if it ends in .toml).")
+    ],
+    debug: DebugOpt = False,
+) -> None:
+    """Write a commented lab template that passes 'lab check' and runs on loopback.
+
+    Exit codes: 0 written; 9 the file exists (never overwritten) or cannot be written.
+    """
+    from handshake_lab.cli.authoring import lab_new_command  # noqa: PLC0415
+
+    status = guarded(debug, lambda: lab_new_command(name))
+    raise typer.Exit(int(status))
+
+
 @app.command()
 def run(
     lab: Annotated[str, typer.Argument(help="A built-in lab name (see 'list') or a lab file.")],
