@@ -78,20 +78,19 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for err
 
 
 @app.command("list")
-def list_labs(lang: LangOpt = None, debug: DebugOpt = False) -> None:
-    """List the built-in labs, one line each."""
-    from handshake_lab.spec.loader import builtin_dir, builtin_names, load_lab  # noqa: PLC0415
+def list_labs(
+    lang: LangOpt = None,
+    json_out: Annotated[
+        bool,
+        typer.Option("--json", help="One JSON document for scripts (see docs/labs.md)."),
+    ] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """List the built-in labs in course order, grouped by level: time, privileges, states."""
+    from handshake_lab.cli.course import list_command  # noqa: PLC0415
 
     language = resolve(lang)
-
-    def body() -> None:
-        names = builtin_names()
-        width = max((len(n) for n in names), default=0) + 2
-        for name in names:
-            lab = load_lab(builtin_dir() / f"{name}.toml")
-            typer.echo(f"{lab.name:<{width}}{lab.summary.get(language)}")
-
-    guarded(debug, body)
+    guarded(debug, lambda: list_command(language, json_out))
 
 
 @app.command()

@@ -474,7 +474,8 @@ def _course(
         raise ctx.fail(f"course must be a table (a [course] section), not {_type(raw)}")
     base = ctx.at
     _unknown_keys(ctx, raw, COURSE_KEYS, "course")
-    for key in sorted(COURSE_KEYS - set(raw)):
+    missing = COURSE_KEYS - set(raw)
+    for key in sorted(missing):
         ctx.errors.append(ctx.fail(f"course needs {key!r}", base))
 
     def whole(key: str, low: int, high: int) -> int:
@@ -485,17 +486,23 @@ def _course(
             )
         return value
 
+    # A missing key was said once above: it is not checked again below.
     level = ctx.keep(lambda: whole("level", 1, max(LEVELS)), 1)
     order = ctx.keep(lambda: whole("order", 1, 999), 1)
-    duration: dict[str, int] = ctx.keep(
-        lambda: _duration(_at(ctx, *base, "duration"), raw, topologies), {}
-    )
-    privileges = ctx.keep(
-        lambda: _privileges(_at(ctx, *base, "privileges"), raw, topologies), "none"
-    )
-    states: tuple[TcpState, ...] = ctx.keep(
-        lambda: _course_states(_at(ctx, *base, "states"), raw, steps if complete else None), ()
-    )
+    duration: dict[str, int] = {}
+    if "duration" not in missing:
+        duration = ctx.keep(lambda: _duration(_at(ctx, *base, "duration"), raw, topologies), {})
+    privileges = "none"
+    if "privileges" not in missing:
+        privileges = ctx.keep(
+            lambda: _privileges(_at(ctx, *base, "privileges"), raw, topologies), "none"
+        )
+    states: tuple[TcpState, ...] = ()
+    if "states" not in missing:
+        states = ctx.keep(
+            lambda: _course_states(_at(ctx, *base, "states"), raw, steps if complete else None),
+            (),
+        )
     return Course(level, order, duration, privileges, states)
 
 
@@ -676,6 +683,11 @@ def _step(
     role = "client" if actor in clients else actor
     if role not in {"server", "client", "lab"}:
         known = ["server", "lab", *clients]
+        if not actor:
+            able = (["server"] if "server" in spec.actors else []) + (
+                clients if "client" in spec.actors else []
+            )
+            raise ctx.fail(f"missing actor: say who does {action} ({', '.join(able)})")
         raise ctx.fail(f"unknown actor {actor!r}{_suggest(actor, known)}")
     if role not in spec.actors:
         raise ctx.fail(f"{actor} cannot {action} (only {', '.join(sorted(spec.actors))})")

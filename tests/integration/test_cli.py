@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -40,13 +41,29 @@ def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def test_list_prints_every_builtin_lab_with_a_summary() -> None:
-    proc = cli("list")
-    assert proc.returncode == 0
-    lines = proc.stdout.strip().splitlines()
-    assert [line.split()[0] for line in lines] == builtin_names()
-    assert all(len(line.split()) > 2 for line in lines)
+def test_list_prints_every_builtin_lab_grouped_by_level_in_course_order() -> None:
+    proc = cli("list", env={**os.environ, "COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.rstrip("\n").splitlines()
+    listed = [line.split()[1] for line in lines if re.match(r"^ ?\d+ [a-z]", line)]
+    assert sorted(listed) == builtin_names()
+    assert [line for line in lines if line.startswith("Level ")] == [
+        "Level 1: basics",
+        "Level 2: teardown details",
+        "Level 3: corner cases",
+    ]
     assert all(len(line) <= 80 for line in lines)
+
+
+def test_list_json_is_one_document_in_the_same_order() -> None:
+    text = cli("list").stdout
+    listed = [line.split()[1] for line in text.splitlines() if re.match(r"^ ?\d+ [a-z]", line)]
+    proc = cli("list", "--json")
+    assert proc.returncode == 0
+    doc = json.loads(proc.stdout)
+    assert [lab["name"] for lab in doc["labs"]] == listed
+    assert [lab["order"] for lab in doc["labs"]] == list(range(1, len(listed) + 1))
+    assert all(lab["states"] and lab["duration"] for lab in doc["labs"])
 
 
 def test_list_in_chinese_shows_chinese_summaries() -> None:
