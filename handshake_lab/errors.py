@@ -39,6 +39,9 @@ class ExitStatus(IntEnum):
     end (then nothing was left under its name)."""
     RUN_INVALID = 10
     """A saved run (``run --json`` output) is unreadable, truncated or not a run."""
+    ANSWERS_INVALID = 11
+    """``--answers``: the answers file cannot be read as answers to this lab (malformed TOML,
+    an unknown step, side, question or state); the message names the file and the line."""
     INTERRUPTED = 130
     """Ctrl-C or SIGTERM: every socket and kernel object was cleaned up before exit."""
 
@@ -75,6 +78,19 @@ class LabInvalidError(HandshakeLabError):
         where = f"{path}:{line}" if line is not None else path
         if step is not None:
             where += f": step {step}"
+        super().__init__(f"{where}: {message}")
+
+
+class AnswersInvalidError(HandshakeLabError):
+    """An answers file cannot be read as answers to the lab. Names the file and the line."""
+
+    exit_status = ExitStatus.ANSWERS_INVALID
+
+    def __init__(self, path: str, message: str, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.detail = message
+        where = f"{path}:{line}" if line is not None else path
         super().__init__(f"{where}: {message}")
 
 

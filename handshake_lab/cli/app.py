@@ -154,6 +154,38 @@ def lab_new(
     raise typer.Exit(int(status))
 
 
+quiz_app = typer.Typer(
+    name="quiz",
+    help="Quizzes: the answers file a student fills in for 'run LAB --answers FILE'.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(quiz_app, name="quiz")
+
+
+@quiz_app.command("template")
+def quiz_template(
+    lab: Annotated[str, typer.Argument(help="A built-in lab name or a lab file.")],
+    lang: LangOpt = None,
+    topology: Annotated[
+        str | None,
+        typer.Option("--topology", help="Only the steps of this topology [default: every step]."),
+    ] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Print the blank answers file for a lab: every step's questions as TOML comments.
+
+    Fill it in, then grade it: handshake-lab run LAB --answers answers.toml. Exit codes: 0
+    printed; 2 bad option; 4 invalid lab file; 5 unknown lab.
+    """
+    from handshake_lab.cli.quiz_cmd import quiz_template_command  # noqa: PLC0415
+
+    language = resolve(lang)
+    status = guarded(debug, lambda: quiz_template_command(lab, language, topology))
+    raise typer.Exit(int(status))
+
+
 @app.command()
 def run(
     lab: Annotated[str, typer.Argument(help="A built-in lab name (see 'list') or a lab file.")],
@@ -204,7 +236,8 @@ def run(
         Path | None,
         typer.Option(
             "--answers",
-            help="Predictions from a TOML file ([STEP_ID] side = STATE ...): implies --quiz.",
+            help="Predictions from a TOML file ([STEP_ID] side = STATE ...; 'quiz template "
+            "LAB' writes a blank one): implies --quiz.",
             exists=True,
             dir_okay=False,
         ),
@@ -235,7 +268,8 @@ def run(
 
     Exit codes: 0 every step agreed with the kernel; 3 the kernel disagreed; 4 invalid lab
     file; 5 unknown lab; 6 missing dependency; 7 network error; 8 quiz predictions wrong;
-    130 interrupted.
+    9 output file refused; 11 the --answers file cannot be read (names the line); 130
+    interrupted.
     """
     from handshake_lab.cli.runlab import run_lab_command  # noqa: PLC0415
 
