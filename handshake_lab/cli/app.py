@@ -45,7 +45,7 @@ app = typer.Typer(
         "connect, send, half-close, close, abort."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -93,19 +93,39 @@ def list_labs(
     guarded(debug, lambda: list_command(language, json_out))
 
 
+def complete_lab(incomplete: str) -> list[str]:
+    """Shell completion of a lab argument: the built-in names (a path falls back to files)."""
+    from handshake_lab.spec.loader import builtin_names  # noqa: PLC0415
+
+    return [name for name in builtin_names() if name.startswith(incomplete)]
+
+
 @app.command()
 def explain(
     topic: Annotated[
-        str, typer.Argument(help="A TCP state (FIN_WAIT2, TIME-WAIT, ...) or a lab.")
+        str,
+        typer.Argument(
+            help="A TCP state (FIN_WAIT2, TIME-WAIT, ...) or a lab; or 'state' or 'lab' "
+            "followed by NAME, when a name is both (close).",
+            autocompletion=complete_lab,
+        ),
     ],
+    name: Annotated[
+        str | None, typer.Argument(help="With 'state' or 'lab': the name.", show_default=False)
+    ] = None,
     lang: LangOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Print the explanation of a TCP state or of a lab, without running anything."""
-    from handshake_lab.cli.explain import explain_topic  # noqa: PLC0415
+    """Print the explanation of a TCP state or of a lab, without running anything.
+
+    explain NAME shows the state if NAME is one (any spelling), else the lab; a name that is
+    both (close) shows the state, with a note on stderr. explain state NAME and explain lab
+    NAME pick one. Exit codes: 0 shown; 2 bad kind; 4 invalid lab file; 5 no such state or lab.
+    """
+    from handshake_lab.cli.explain import explain_command  # noqa: PLC0415
 
     language = resolve(lang)
-    guarded(debug, lambda: typer.echo(explain_topic(topic, language)))
+    guarded(debug, lambda: typer.echo(explain_command(topic, name, language)))
 
 
 lab_app = typer.Typer(
@@ -166,7 +186,10 @@ app.add_typer(quiz_app, name="quiz")
 
 @quiz_app.command("template")
 def quiz_template(
-    lab: Annotated[str, typer.Argument(help="A built-in lab name or a lab file.")],
+    lab: Annotated[
+        str,
+        typer.Argument(help="A built-in lab name or a lab file.", autocompletion=complete_lab),
+    ],
     lang: LangOpt = None,
     topology: Annotated[
         str | None,
@@ -188,7 +211,12 @@ def quiz_template(
 
 @app.command()
 def run(
-    lab: Annotated[str, typer.Argument(help="A built-in lab name (see 'list') or a lab file.")],
+    lab: Annotated[
+        str,
+        typer.Argument(
+            help="A built-in lab name (see 'list') or a lab file.", autocompletion=complete_lab
+        ),
+    ],
     lang: LangOpt = None,
     loop: Annotated[
         LoopName, typer.Option("--loop", help="Event loop that runs the sockets.")
@@ -449,7 +477,14 @@ def main_options(
     """Watch a real kernel's TCP states while a lab drives real sockets."""
 
 
+PROGRAMS = ("handshake-lab", "hslab")
+"""The installed names. Shell completion is registered under the name the program was run
+by; ``python -m handshake_lab`` is called ``handshake-lab`` (a completion script for
+"python -m handshake_lab" could never match a command line)."""
+
+
 def main() -> None:
     global command_line  # noqa: PLW0603 - one command line per process
     command_line = sys.argv[1:]
-    app()
+    name = Path(sys.argv[0]).name if sys.argv else ""
+    app(prog_name=name if name in PROGRAMS else PROGRAMS[0])

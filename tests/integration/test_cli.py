@@ -346,3 +346,79 @@ def test_missing_uvloop_is_exit_6_with_the_fix(tmp_path: Path) -> None:
     proc = cli("run", "half-close", "--loop", "uvloop", env=env)
     assert proc.returncode == ExitStatus.MISSING_DEPENDENCY
     assert "pip install uvloop" in one_error_line(proc)
+
+
+def test_explain_a_name_that_is_both_a_state_and_a_lab_says_so_and_how_to_pick() -> None:
+    proc = cli("explain", "close")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("CLOSE (RFC 9293: CLOSED)")  # as before: the state
+    note = one_error_line(proc)
+    assert "both the state CLOSE and the lab close" in note
+    assert "explain state close" in note
+    assert "explain lab close" in note
+    lab = cli("explain", "lab", "close")
+    assert lab.returncode == 0
+    assert lab.stderr == ""
+    assert lab.stdout.startswith("close - ")
+    state = cli("explain", "state", "close")
+    assert state.returncode == 0
+    assert state.stderr == ""
+    assert state.stdout == proc.stdout
+    assert cli("explain", "half-close").stderr == ""  # a lab only: no note
+
+
+@pytest.mark.parametrize(
+    ("args", "status"),
+    [
+        (("state", "half-close"), ExitStatus.LAB_NOT_FOUND),
+        (("lab", "FIN_WAIT2"), ExitStatus.LAB_NOT_FOUND),
+        (("thing", "close"), ExitStatus.USAGE),
+    ],
+)
+def test_explain_with_a_kind_takes_only_that_kind(args: tuple[str, str], status: int) -> None:
+    proc = cli("explain", *args)
+    assert proc.returncode == status
+    one_error_line(proc)
+
+
+def test_bash_completion_completes_commands_options_and_lab_names(tmp_path: Path) -> None:
+    script = cli("--show-completion", "bash")
+    assert script.returncode == 0, script.stderr
+    assert "complete -o default -F _handshake_lab_completion handshake-lab" in script.stdout
+    (tmp_path / "completion.sh").write_text(script.stdout)
+    # The function calls the program by name: a stand-in on PATH runs this interpreter.
+    shim = tmp_path / "handshake-lab"
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m handshake_lab "$@"\n')
+    shim.chmod(0o755)
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(f"'{w}'" for w in words)
+        program = (
+            f". {tmp_path}/completion.sh; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; "
+            '_handshake_lab_completion handshake-lab; printf "%s\\n" "${COMPREPLY[@]}"'
+        )
+        env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+        out = subprocess.run(
+            ["bash", "-c", program], capture_output=True, text=True, env=env, check=False
+        )
+        return out.stdout.split()
+
+    assert complete("handshake-lab", "ru") == ["run"]
+    assert complete("handshake-lab", "lab", "") == ["check", "new"]
+    assert complete("handshake-lab", "run", "half") == ["half-close"]
+    assert complete("handshake-lab", "run", "--topology", "") == [
+        "loopback",
+        "netns",
+        "netns-agent",
+    ]
+
+
+def test_install_completion_writes_to_the_users_shell_files_only(tmp_path: Path) -> None:
+    env = {**os.environ, "HOME": str(tmp_path), "SHELL": "/bin/bash"}
+    proc = cli("--install-completion", "bash", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "_handshake_lab_completion"
+        in (tmp_path / ".bash_completions/handshake-lab.sh").read_text()
+    )
+    assert "handshake-lab.sh" in (tmp_path / ".bashrc").read_text()
