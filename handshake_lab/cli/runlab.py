@@ -29,7 +29,7 @@ from handshake_lab.record.events import Event
 from handshake_lab.render.jsonl import JsonLinesRenderer
 from handshake_lab.render.table import TableRenderer, make_console
 from handshake_lab.spec.loader import find_lab
-from handshake_lab.spec.model import Step
+from handshake_lab.spec.model import STEP_SETS, Step
 from handshake_lab.topo import userns
 from handshake_lab.topo.caps import user_namespaces_work
 from handshake_lab.topo.vmhold import refusal as vm_refusal
@@ -128,17 +128,18 @@ def run_lab_command(
             raise UsageError("--quiz needs a terminal to ask on, or --answers FILE")
         the_quiz = Quiz(Quiz.load_answers(answers, lab) if answers is not None else None)
     chosen = Topology.REMOTE if peer is not None else topology or Topology(lab.topologies[0])
-    if step_set(chosen) not in lab.topologies:
+    steps_of = step_set(chosen)
+    if STEP_SETS[steps_of] not in lab.topologies:
         raise UsageError(
             f"lab {lab.name} cannot run with {chosen.option}: it runs with --topology "
             + " or ".join(lab.topologies)
             + (f" ({vm_refusal()})" if peer is not None else "")  # topo.vmhold
         )
-    holds = any(s.holds for s in lab.steps_for(step_set(chosen)))
-    for tool in tools.needed_for(step_set(chosen), holds=holds):
+    holds = any(s.holds for s in lab.steps_for(steps_of))
+    for tool in tools.needed_for(STEP_SETS[steps_of], holds=holds):
         tools.require(tool)  # refused now, with its package, not in the middle of the run
     isolate_without_root(
-        step_set(chosen) == "netns" and chosen is not Topology.REMOTE,
+        STEP_SETS[steps_of] == "netns" and chosen is not Topology.REMOTE,
         [lab.path, pcap, answers, token_file, save],
         argv,
     )

@@ -144,11 +144,15 @@ class Stream:
             with contextlib.suppress(TimeoutError):
                 await wait_for(self._changed.wait(), remaining)
 
+    def begin_close(self) -> None:
+        """Start closing now (the transport closes the socket on the loop's next turn), so
+        that two ends begun one after the other are closed in the same turn."""
+        if not self.closed:
+            self.closed = True
+            self.writer.close()
+
     async def close(self, timeout: float = 2.0) -> str:
-        if self.closed:
-            return "ok"
-        self.closed = True
-        self.writer.close()
+        self.begin_close()
         with contextlib.suppress(OSError, TimeoutError):
             await wait_for(self.writer.wait_closed(), timeout)
         await self._stop_reader()

@@ -30,9 +30,12 @@ from handshake_lab.spec.model import (
     MAIN_PORT,
     MAX_TIMEOUT,
     NETNS_ONLY_ACTIONS,
+    ONE_PROCESS_ACTIONS,
+    ONLY,
     OUTCOMES,
     PRIVILEGES,
     SCHEMA_VERSION,
+    STEP_SETS,
     SYSCTL_PLACEHOLDER,
     TOPOLOGIES,
     ArgValue,
@@ -428,12 +431,21 @@ def _across_steps(
     base = ctx.at
     if step.id in seen:
         raise ctx.fail(f"duplicate step id {step.id!r}", (*base, "id"))
-    if step.only is not None and step.only not in topologies:
+    if step.only is not None and not {STEP_SETS[s] for s in ONLY[step.only]} & set(topologies):
         raise ctx.fail(
             f"only = {step.only!r} but the lab's topologies are {list(topologies)}",
             (*base, "only"),
         )
     runs_on_loopback = "loopback" in topologies and step.only in (None, "loopback")
+    runs_at_agent = "netns" in topologies and (
+        step.only is None or "netns-agent" in ONLY[step.only]
+    )
+    if step.action in ONE_PROCESS_ACTIONS and runs_at_agent:
+        raise ctx.fail(
+            f"{step.action} needs both ends in this process, which an agent's server is "
+            "not: add only = 'netns-local' (and give netns-agent its own steps)",
+            (*base, "action"),
+        )
     if step.action in NETNS_ONLY_ACTIONS and runs_on_loopback:
         raise ctx.fail(
             f"{step.action} needs the netns topology: add only = 'netns'", (*base, "action")
@@ -651,8 +663,8 @@ def _only(ctx: _Ctx, raw: object) -> str | None:
     if raw is None:
         return None
     name = _str(ctx, raw, "only")
-    if name not in TOPOLOGIES:
-        raise ctx.fail(f"only {name!r}: must be one of {', '.join(TOPOLOGIES)}")
+    if name not in ONLY:
+        raise ctx.fail(f"only {name!r}: must be one of {', '.join(ONLY)}{_suggest(name, ONLY)}")
     return name
 
 

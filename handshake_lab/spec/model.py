@@ -43,6 +43,7 @@ KERNEL_FIGURES: tuple[str, ...] = (
     "net.ipv4.tcp_fin_timeout",
     "net.ipv4.tcp_tw_reuse",
     "net.ipv4.tcp_tw_reuse_delay",
+    "net.ipv4.tcp_rto_min_us",
 )
 """The timer sysctls every run records (``LabStarted.kernel``), whether or not its texts cite
 them: a grader can see what the student's kernel used."""
@@ -216,6 +217,12 @@ ACTIONS: Mapping[str, ActionSpec] = {
         },
         "bind a socket and connect it to its own address: a simultaneous open",
     ),
+    "close_both": ActionSpec(
+        frozenset({"lab"}),
+        {"conn": _CONN},
+        "close a client's socket and the server's end of its connection in the same instant "
+        "(one event-loop turn): both FINs leave together; needs both ends in this process",
+    ),
     "stale_syn": ActionSpec(
         frozenset({"client"}),
         {
@@ -237,6 +244,27 @@ HOLD_KINDS: tuple[str, ...] = (
 )
 TOPOLOGIES: tuple[str, ...] = ("loopback", "netns")
 NETNS_ONLY_ACTIONS = frozenset({"sysctl", "stale_syn"})
+ONE_PROCESS_ACTIONS = frozenset({"close_both"})
+"""Actions that touch both ends at one instant: only where both live in this process."""
+
+STEP_SETS: Mapping[str, str] = {
+    "loopback": "loopback",
+    "netns": "netns",
+    "netns-agent": "netns",
+}
+"""The step set each placement runs (``placement.Topology.step_set``), and the lab topology
+it belongs to: ``netns`` has both ends in this process (``--topology netns``), ``netns-agent``
+has the server run by an agent (``--topology netns-agent``, ``--peer`` between lab VMs)."""
+
+ONLY: Mapping[str, frozenset[str]] = {
+    "loopback": frozenset({"loopback"}),
+    "netns": frozenset({"netns", "netns-agent"}),
+    "netns-local": frozenset({"netns"}),
+    "netns-agent": frozenset({"netns-agent"}),
+}
+"""A step's ``only`` value and the step sets it runs in: ``netns`` in every namespace
+placement, ``netns-local`` only where both ends are in this process, ``netns-agent`` only where
+an agent runs the server (a lab gives the two their own steps where they must differ)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +324,7 @@ class Step:
     stay: float = 0.0  # once matched, the states must stay matched this many seconds
     holds: tuple[Hold, ...] = ()
     release: tuple[str, ...] = ()
-    only: str | None = None  # run this step only in this topology
+    only: str | None = None  # run this step only in these step sets (``ONLY``)
 
     @property
     def explain_key(self) -> str:
@@ -327,9 +355,12 @@ class Lab:
             out += [step.explain.en, step.explain.zh]
         return out
 
-    def steps_for(self, topology: str) -> tuple[Step, ...]:
-        """The steps that run in ``topology`` (steps marked ``only`` for another are skipped)."""
-        return tuple(s for s in self.steps if s.only is None or s.only == topology)
+    def steps_for(self, step_set: str) -> tuple[Step, ...]:
+        """The steps that run in ``step_set`` (``STEP_SETS``): those without ``only`` and those
+        whose ``only`` includes it."""
+        if step_set not in STEP_SETS:
+            raise ValueError(f"unknown step set {step_set!r}")
+        return tuple(s for s in self.steps if s.only is None or step_set in ONLY[s.only])
 
     def sides(self) -> tuple[str, ...]:
         """Every side name this lab may expect, in display order."""
