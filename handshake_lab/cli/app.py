@@ -100,6 +100,14 @@ def complete_lab(incomplete: str) -> list[str]:
     return [name for name in builtin_names() if name.startswith(incomplete)]
 
 
+def complete_topic(incomplete: str) -> list[str]:
+    """Shell completion of explain's first word: the two kinds, the states, the labs."""
+    from handshake_lab.tcp.states import TcpState  # noqa: PLC0415
+
+    words = ["state", "lab", *(s.name for s in TcpState), "ABSENT", *complete_lab("")]
+    return [w for w in words if w.startswith(incomplete)]
+
+
 @app.command()
 def explain(
     topic: Annotated[
@@ -107,7 +115,7 @@ def explain(
         typer.Argument(
             help="A TCP state (FIN_WAIT2, TIME-WAIT, ...) or a lab; or 'state' or 'lab' "
             "followed by NAME, when a name is both (close).",
-            autocompletion=complete_lab,
+            autocompletion=complete_topic,
         ),
     ],
     name: Annotated[

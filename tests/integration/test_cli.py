@@ -406,6 +406,9 @@ def test_bash_completion_completes_commands_options_and_lab_names(tmp_path: Path
     assert complete("handshake-lab", "ru") == ["run"]
     assert complete("handshake-lab", "lab", "") == ["check", "new"]
     assert complete("handshake-lab", "run", "half") == ["half-close"]
+    assert complete("handshake-lab", "explain", "clos") == ["close", "close-wait-leak"]
+    assert complete("handshake-lab", "explain", "CLOS") == ["CLOSE", "CLOSE_WAIT", "CLOSING"]
+    assert complete("handshake-lab", "explain", "sta") == ["state", "stale-syn"]
     assert complete("handshake-lab", "run", "--topology", "") == [
         "loopback",
         "netns",
