@@ -174,7 +174,8 @@ def lab_new(
 ) -> None:
     """Write a commented lab template that passes 'lab check' and runs on loopback.
 
-    Exit codes: 0 written; 9 the file exists (never overwritten) or cannot be written.
+    Exit codes: 0 written; 2 not a lab name; 9 the file exists (never overwritten) or cannot
+    be written.
     """
     from handshake_lab.cli.authoring import lab_new_command  # noqa: PLC0415
 

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from handshake_lab.errors import ExitStatus, LabInvalidError, OutputError
+from handshake_lab.errors import ExitStatus, LabInvalidError, OutputError, UsageError
 from handshake_lab.outputs import check_output, write_output
 from handshake_lab.spec.loader import NAME_RE, check_lab, read_data_file
 from handshake_lab.spec.model import Lab
@@ -131,7 +131,7 @@ def new_lab_path(name: str) -> tuple[Path, str]:
     path = Path(name if name.endswith(".toml") else f"{name}.toml")
     stem = path.stem
     if not NAME_RE.match(stem):
-        raise OutputError(
+        raise UsageError(
             f"{path}: a lab name is lowercase letters, digits, '-' or '_' (not {stem!r})"
         )
     return path, stem

@@ -51,6 +51,9 @@ def test_lab_new_never_replaces_a_file(tmp_path: Path) -> None:
     assert not (tmp_path / "elsewhere.toml").exists()
     proc = cli("lab", "new", "no/such/dir/x", cwd=tmp_path)
     assert proc.returncode == ExitStatus.OUTPUT_UNWRITABLE
+    proc = cli("lab", "new", "My Lab", cwd=tmp_path)
+    assert proc.returncode == ExitStatus.USAGE
+    assert not list(tmp_path.glob("My*"))
 
 
 def test_lab_check_reports_every_broken_step_with_lines_and_json(tmp_path: Path) -> None:
