@@ -148,7 +148,7 @@ def run_lab_command(
     if quiz or answers is not None:
         if answers is None and not sys.stdin.isatty():
             raise UsageError("--quiz needs a terminal to ask on, or --answers FILE")
-        the_quiz = Quiz(Quiz.load_answers(answers) if answers is not None else None)
+        the_quiz = Quiz(Quiz.load_answers(answers, lab) if answers is not None else None)
     chosen = Topology.REMOTE if peer is not None else topology or Topology(lab.topologies[0])
     steps_of = step_set(chosen)
     if STEP_SETS[steps_of] not in lab.topologies:

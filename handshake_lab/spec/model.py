@@ -279,6 +279,31 @@ class Hold:
     hook: str = "input"
 
 
+LEVELS: Mapping[int, Text] = {
+    1: Text("basics", "基础"),
+    2: Text("teardown details", "挥手细节"),
+    3: Text("corner cases", "边角情况"),
+}
+"""The course levels a lab's ``[course] level`` names, in course order."""
+PRIVILEGES: tuple[str, ...] = ("none", "userns", "root")
+"""What a lab needs to show everything it teaches: ``none`` (loopback, any user), ``userns``
+(namespaces: root, or a private user namespace without root), ``root`` (real root: part of
+the lesson is in the transition stream, which needs tracefs)."""
+COURSE_KEYS = frozenset({"level", "order", "duration", "privileges", "states"})
+
+
+@dataclass(frozen=True, slots=True)
+class Course:
+    """Where a lab sits in the course: what ``handshake-lab list`` shows. Built-in labs all
+    declare one (a test); a user's lab may."""
+
+    level: int
+    order: int
+    duration: Mapping[str, int]  # whole seconds per topology, measured and rounded up
+    privileges: str
+    states: tuple[TcpState, ...]  # the states the steps expect (the loader checks)
+
+
 # Outcomes a step may expect. Errno names are also accepted (checked by the loader).
 OUTCOMES: tuple[str, ...] = ("ok", "pending", "data", "EOF")
 
@@ -319,6 +344,7 @@ class Lab:
     intro: Text | None = None
     topologies: tuple[str, ...] = TOPOLOGIES
     sysctls: Mapping[str, Mapping[str, str | int]] = field(default_factory=dict)
+    course: Course | None = None
 
     def texts(self) -> list[str]:
         """Every text of the lab, in every language (intro, then each step's explanation)."""
