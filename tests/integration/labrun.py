@@ -12,6 +12,7 @@ from handshake_lab.observe.psutil_observer import PsutilObserver
 from handshake_lab.observe.ss import SsObserver
 from handshake_lab.record.events import Event, LabResult, LabStarted, StepReport
 from handshake_lab.spec.model import Lab
+from tests.schema_check import assert_valid_record_event
 
 
 @dataclass
@@ -19,6 +20,7 @@ class Recorded:
     events: list[Event] = field(default_factory=list)
 
     def __call__(self, event: Event) -> None:
+        assert_valid_record_event(event)  # every event a test records follows the schema
         self.events.append(event)
 
     @property
