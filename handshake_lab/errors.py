@@ -39,6 +39,9 @@ class ExitStatus(IntEnum):
     end (then nothing was left under its name)."""
     RUN_INVALID = 10
     """A saved run (``run --json`` output) is unreadable, truncated or not a run."""
+    CLASS_DIR_INVALID = 12
+    """``grade DIR``: DIR is not a directory of submissions (missing, empty of runs, or holding
+    a file in another layout). A student's unreadable run is not this: it is graded as such."""
     INTERRUPTED = 130
     """Ctrl-C or SIGTERM: every socket and kernel object was cleaned up before exit."""
 
@@ -76,6 +79,12 @@ class RunInvalidError(HandshakeLabError):
     """A saved run cannot be read back. The message names the file and the line."""
 
     exit_status = ExitStatus.RUN_INVALID
+
+
+class ClassDirError(HandshakeLabError):
+    """``grade``: the class directory is unusable. The message names the file or directory."""
+
+    exit_status = ExitStatus.CLASS_DIR_INVALID
 
 
 class MissingDependencyError(HandshakeLabError):
