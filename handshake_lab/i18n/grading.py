@@ -49,6 +49,7 @@ GRADE_LABELS: dict[str, dict[str, str]] = {
         "steps": "steps",
         "no_answer": "(no answer)",
         "differs": "differs per run",
+        "same_run_as": "the same run as",
         "limits": (
             "A consistent record is not proof of a real run: it proves the file is complete "
             "and agrees with itself, not that a kernel produced it (docs/grading.md)."
@@ -91,6 +92,7 @@ GRADE_LABELS: dict[str, dict[str, str]] = {
         "steps": "步骤",
         "no_answer": "（未回答）",
         "differs": "每次运行不同",
+        "same_run_as": "与以下学生的记录是同一次运行：",
         "limits": (
             "记录自洽并不证明它来自真实的运行：只证明文件完整且前后一致，"
             "不能证明它是内核产生的（见 docs/grading.md）。"

@@ -216,7 +216,9 @@ def _read_lines(path: Path) -> tuple[list[dict[str, Any]], bool]:
         if not isinstance(doc, dict):
             raise _Refused("unreadable", f"line {number}: not a JSON object")
         docs.append(doc)
-    if not docs or docs[0].get("event") != "lab":
+    if not docs:
+        raise _Refused("unreadable", "empty: not a saved run")
+    if docs[0].get("event") != "lab":
         raise _Refused("unreadable", "no lab event on line 1: not a saved run")
     return docs, cut
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from handshake_lab import __version__
 from handshake_lab.i18n.grading import grade_label
+from handshake_lab.i18n.states import unwrap
 from handshake_lab.lab.grading import CLASSES, Graded, WrongPrediction, wrong_predictions
 from handshake_lab.spec.loader import builtin_names, find_lab
 
@@ -213,7 +214,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 .bar > span { display: block; height: 14px; border-radius: 3px; background: var(--ok); }
 .bar.low > span { background: var(--bad); } .bar.mid > span { background: var(--warn); }
 code { background: #f1f3f4; padding: 0 4px; border-radius: 3px; }
-.expl { white-space: pre-line; max-width: 520px; }
+.expl { max-width: 520px; }
 .mark { font-weight: 700; text-align: center; }
 .m1 { color: var(--ok); } .m0 { color: var(--bad); }
 .note { border-left: 4px solid var(--warn); padding: 6px 12px; background: #fef7e0; }
@@ -251,7 +252,7 @@ def _wrong_rows(graded: Sequence[Graded], wrong: Sequence[WrongPrediction], lang
             f"<td><code>{_e(w.key)}</code><div class=muted>{_e(w.question)}</div></td>"
             f"<td><code>{_e(answer)}</code></td>"
             f"<td><code>{_e(truth)}</code></td>"
-            f'<td class="expl">{_e(_explanation(graded, w.lab, w.step, lang))}</td>'
+            f'<td class="expl">{_e(unwrap(_explanation(graded, w.lab, w.step, lang)))}</td>'
             "</tr>"
         )
     return "\n".join(rows)
@@ -317,11 +318,16 @@ def html_page(graded: Sequence[Graded], directory: str, lang: str) -> str:
             if lab == g.lab
             for c in [_step_cell(g, lab, step)]
         )
+        same = (
+            f'<div class="muted">{L("same_run_as")} {_e(", ".join(g.same_run_as))}</div>'
+            if g.same_run_as
+            else ""
+        )
         students.append(
             f'<tr class="c-{g.klass}"><td>{_e(g.name)}</td><td>{_e(g.lab or "-")}</td>'
             f"<td>{L('class.' + g.klass)}</td>"
             f'<td class="num">{_e(score)}</td><td class="mark">{marks}</td>'
-            f"<td>{_e(g.reason)}</td></tr>"
+            f"<td>{_e(g.reason)}{same}</td></tr>"
         )
     return f"""<!DOCTYPE html>
 <html lang="{_e(lang)}">

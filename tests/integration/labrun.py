@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from handshake_lab.lab.grading import audit
 from handshake_lab.lab.runner import LabRun, RunOptions
 from handshake_lab.net.loops import loop_factory
 from handshake_lab.observe.base import Observer
 from handshake_lab.observe.psutil_observer import PsutilObserver
 from handshake_lab.observe.ss import SsObserver
+from handshake_lab.record.codec import dumps, read_events
 from handshake_lab.record.events import Event, LabResult, LabStarted, StepReport
 from handshake_lab.spec.model import Lab
 from tests.schema_check import assert_valid_record_event
@@ -32,6 +34,10 @@ class Recorded:
     @property
     def steps(self) -> dict[str, StepReport]:
         return {e.id: e for e in self.events if isinstance(e, StepReport)}
+
+    def audit(self) -> list[str]:
+        """What ``grade`` would hold against this run's saved record (empty: consistent)."""
+        return audit(read_events(dumps(event, "en") for event in self.events), None)
 
     @property
     def result(self) -> LabResult:

@@ -54,3 +54,4 @@ def test_builtin_lab_kernel_states_match_expectations(name: str, loop_name: str)
             assert observed.sources["psutil"] == want, (step.id, side)
     assert recorded.result.passed
     assert recorded.result.agreed == len(wanted)
+    assert recorded.audit() == []  # and `grade` finds its record consistent

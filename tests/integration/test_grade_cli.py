@@ -183,7 +183,7 @@ EXPECTED_REASON = {
     "abe": "passed=True",
     "bea": "not UTF-8",
     "cyd": "no lab event",
-    "dee": "no lab event",
+    "dee": "empty",
     "sam": "cut off",
 }
 

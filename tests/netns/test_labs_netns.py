@@ -57,3 +57,4 @@ def test_builtin_lab_agrees_with_the_kernel_in_namespaces(name: str, loop_name: 
                 # psutil sees the namespace's sockets (it must be read on the main thread).
                 assert observed.sources["psutil"] == expected.name, (step.id, side)
     assert recorded.result.passed
+    assert recorded.audit() == []  # and `grade` finds its record consistent
