@@ -244,8 +244,9 @@ def grade(
     directory: Annotated[
         Path,
         typer.Argument(
+            metavar="DIR",
             help="The class directory: NAME.jsonl (a saved run) per student, and optionally "
-            "NAME.answers.toml beside it."
+            "NAME.answers.toml beside it.",
         ),
     ],
     outdir: Annotated[
@@ -253,6 +254,7 @@ def grade(
         typer.Option(
             "--output",
             "-o",
+            metavar="OUTDIR",
             help="Where to write grades.csv and grades.html (made if missing).",
         ),
     ] = Path("."),

@@ -216,6 +216,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 code { background: #f1f3f4; padding: 0 4px; border-radius: 3px; }
 .expl { max-width: 520px; }
 .mark { font-weight: 700; text-align: center; }
+.who { font-size: 12px; white-space: normal; text-align: left; }
 .m1 { color: var(--ok); } .m0 { color: var(--bad); }
 .note { border-left: 4px solid var(--warn); padding: 6px 12px; background: #fef7e0; }
 """
@@ -247,7 +248,8 @@ def _wrong_rows(graded: Sequence[Graded], wrong: Sequence[WrongPrediction], lang
         answer = grade_label("no_answer", lang) if w.answer is None else w.answer
         rows.append(
             "<tr>"
-            f'<td class="num">{len(w.students)}</td>'
+            f'<td class="num">{len(w.students)}'
+            f'<div class="muted who">{_e(", ".join(w.students))}</div></td>'
             f"<td><code>{_e(w.step)}</code></td>"
             f"<td><code>{_e(w.key)}</code><div class=muted>{_e(w.question)}</div></td>"
             f"<td><code>{_e(answer)}</code></td>"
