@@ -1,10 +1,11 @@
-"""Every ``run --json`` line the test suite makes is validated against the published schema.
+"""Every ``--json`` line the test suite makes is validated against the published schema.
 
 The helpers that run labs (``tests.integration.labrun.Recorded``, ``test_cli.cli`` and the
-other subprocess helpers) call these, so a field added, renamed or retyped anywhere in the
-record fails the tests that produce it until ``handshake_lab/record/schema.json`` (and
-docs/json.md) say so. The validator is the full ``jsonschema`` library (a dev dependency), not
-the package's own subset validator, so the two are checked against each other as well.
+other subprocess helpers) and the ``watch --json`` readers of test_watch.py call these, so a
+field added, renamed or retyped anywhere in the record fails the tests that produce it until
+``handshake_lab/record/schema.json`` (and docs/json.md) say so. The validator is the full
+``jsonschema`` library (a dev dependency), not the package's own subset validator, so the two
+are checked against each other as well.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The published JSON Schema of ``run --json`` events, and a small validator for it.
+"""The published JSON Schema of ``--json`` events, and a small validator for it.
+
+One schema covers every line of ``run --json`` (and ``run --save``: ``lab``, ``step``,
+``result``) and of ``watch --json`` (``watch``, ``transition``, ``socket``, ``summary``).
 
 ``schema.json`` beside this module is the schema (draft 2020-12) a grader or an LMS validates a
 saved run against; ``docs/schema.json`` is the same file (a test compares the bytes), and
@@ -68,7 +71,7 @@ def schema_text() -> str:
 
 @cache
 def run_schema() -> dict[str, Any]:
-    """The schema of one ``run --json`` line (parsed once)."""
+    """The schema of one ``--json`` line (parsed once)."""
     doc: dict[str, Any] = json.loads(schema_text())
     return doc
 
@@ -153,7 +156,7 @@ def _errors(
 
 
 def event_errors(doc: object) -> list[str]:
-    """What is wrong with one ``run --json`` object by the published schema (empty: valid).
+    """What is wrong with one ``--json`` object by the published schema (empty: valid).
 
     Each error is one line: a JSON path (``$.segments[2].seq``) and the problem."""
     schema = run_schema()
