@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from handshake_lab import __version__
 from handshake_lab.errors import ClassDirError, HandshakeLabError
 from handshake_lab.lab.quiz import evaluate, normalise_state_answer
 from handshake_lab.lab.runner import NON_ERROR_OUTCOMES, fact_matches
@@ -382,9 +383,13 @@ def _structure(record: RunRecord) -> list[str]:
 
 
 def _builtin(record: RunRecord) -> Lab | None:
+    """The built-in lab the run ran, when this version of the tool has the same one: a run
+    of another version's lab file, or of a copy elsewhere, is not compared with ours."""
     name = record.started.name
     path = record.started.path or ""
     if name not in builtin_names() or Path(path).name != f"{name}.toml":
+        return None
+    if record.started.versions.get("handshake_lab") != __version__:
         return None
     try:
         return find_lab(name)
