@@ -331,6 +331,8 @@ def html_page(graded: Sequence[Graded], directory: str, lang: str) -> str:
             f'<td class="num">{_e(score)}</td><td class="mark">{marks}</td>'
             f"<td>{_e(g.reason)}{same}</td></tr>"
         )
+    stop = L("stop")
+    count_line = f"{len(graded)} {L('submissions')}{stop}{L('generated')} {_e(__version__)}{stop}"
     return f"""<!DOCTYPE html>
 <html lang="{_e(lang)}">
 <head>
@@ -342,7 +344,7 @@ def html_page(graded: Sequence[Graded], directory: str, lang: str) -> str:
 </head>
 <body><main>
 <h1>{L("title")}: <code>{_e(directory)}</code></h1>
-<p class=muted>{len(graded)} {L("submissions")}. {L("generated")} {_e(__version__)}.</p>
+<p class=muted>{count_line}</p>
 <div class="chips">{chips}</div>
 <p class="note">{L("limits")}</p>
 {"".join(sections)}

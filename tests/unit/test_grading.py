@@ -18,13 +18,15 @@ from typing import Any
 import pytest
 
 from handshake_lab.errors import ClassDirError, ExitStatus
+from handshake_lab.i18n.grading import GRADE_LABELS
 from handshake_lab.lab.grading import (
+    CLASSES,
     Submission,
     find_submissions,
     grade_class,
     grade_submission,
 )
-from handshake_lab.render.grade import COLUMNS, csv_text, json_doc
+from handshake_lab.render.grade import COLUMNS, csv_text, html_page, json_doc
 
 DATA = Path(__file__).parent / "data" / "runs"
 RUN = DATA / "half-close.quiz.jsonl"
@@ -237,3 +239,17 @@ def test_every_exit_code_is_in_both_exit_code_tables() -> None:
     codes = {int(status) for status in ExitStatus}
     assert exit_rows((ROOT / "README.md").read_text(encoding="utf-8")) >= codes
     assert exit_rows((ROOT / "docs" / "labs.md").read_text(encoding="utf-8")) >= codes
+
+
+def test_the_page_has_every_word_in_both_languages() -> None:
+    assert set(GRADE_LABELS["en"]) == set(GRADE_LABELS["zh"])
+    assert {f"class.{klass}" for klass in CLASSES} <= set(GRADE_LABELS["en"])
+
+
+def test_the_page_is_one_file_that_fetches_nothing(tmp_path: Path) -> None:
+    write_class(tmp_path / "c", ["ann.jsonl", "bob.jsonl"])
+    page = html_page(grade_class(tmp_path / "c"), "c", "zh")
+    assert "default-src 'none'" in page
+    for fetch in ("src=", "href=", "url(", "@import", "<script"):
+        assert fetch not in page
+    assert "班级成绩" in page
