@@ -725,7 +725,7 @@ def _fins(record: RunRecord) -> list[str]:
     return out
 
 
-def _regrade(entry: Mapping[str, Any], step: StepReport) -> bool | None:
+def _regrade(entry: Mapping[str, Any]) -> bool | None:
     """The grade a quiz entry's answer earns against its truth, as ``lab.quiz`` grades."""
     key, answer, truth = entry["key"], entry["answer"], entry["truth"]
     if key == "outcome":
@@ -758,10 +758,10 @@ def _quiz(record: RunRecord) -> list[str]:
                 state = obs.state if obs is not None else ABSENT
                 if truth != state:
                     out.append(f"{where}: truth {truth!r} is not the observed {state}")
-            if entry["correct"] != _regrade(entry, step):
+            if entry["correct"] != _regrade(entry):
                 out.append(
                     f"{where}: answer {entry['answer']!r} graded {entry['correct']}, "
-                    f"it earns {_regrade(entry, step)}"
+                    f"it earns {_regrade(entry)}"
                 )
             asked += entry["correct"] is not None
             right += entry["correct"] is True
