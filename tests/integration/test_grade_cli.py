@@ -223,6 +223,7 @@ def grade(*args: str) -> subprocess.CompletedProcess[str]:
     return cli("grade", *args, timeout=120)
 
 
+@pytest.mark.root
 def test_grade_classes_thirty_submissions_and_writes_the_csv_and_the_page(
     classroom: Path, tmp_path: Path
 ) -> None:
@@ -265,6 +266,7 @@ def test_grade_classes_thirty_submissions_and_writes_the_csv_and_the_page(
         assert present in page
 
 
+@pytest.mark.root
 def test_grade_json_gives_an_lms_every_student_and_the_wrong_predictions(
     classroom: Path, tmp_path: Path
 ) -> None:
@@ -286,6 +288,7 @@ def test_grade_json_gives_an_lms_every_student_and_the_wrong_predictions(
     assert top["truths"] == ["ESTABLISHED"]
 
 
+@pytest.mark.root
 def test_the_grade_page_opens_in_headless_chromium_without_console_errors(
     classroom: Path, tmp_path: Path
 ) -> None:
