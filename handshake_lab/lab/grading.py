@@ -349,6 +349,7 @@ def audit(record: RunRecord, answers: Mapping[str, Mapping[str, Any]] | None) ->
         _timeline,
         _fins,
         _segments,
+        _wire_bookkeeping,
         _checks,
         _timings,
         _kernel,
@@ -493,12 +494,17 @@ def _observations(record: RunRecord) -> list[str]:
                 out.append(f"step {step.id}: {side}: a source spelling no source uses")
                 continue
             states = {state for state in named.values() if state is not None}
-            if obs.agree and len(states) > 1:
-                out.append(f"step {step.id}: {side}: agree=true but sources say {sorted(states)}")
-            if obs.agree and states and obs.state not in states:
+            seen_by_all = all(spelling is not None for spelling in obs.sources.values())
+            agree = len(states) <= 1 and (seen_by_all or not states)
+            if obs.agree != agree:
+                out.append(
+                    f"step {step.id}: {side}: agree={obs.agree}, but its sources say "
+                    f"{dict(obs.sources)}"
+                )
+            elif obs.agree and states and obs.state not in states:
                 spelled = ", ".join(f"{k} {v!r}" for k, v in obs.sources.items())
                 out.append(f"step {step.id}: {side} is {obs.state} but its sources say {spelled}")
-            if not states and obs.state != ABSENT and obs.sources:
+            elif not states and obs.state != ABSENT and obs.sources:
                 out.append(f"step {step.id}: {side} is {obs.state} but no source saw it")
     return out
 
@@ -648,6 +654,45 @@ def _acks(
     return []
 
 
+def _wire_bookkeeping(record: RunRecord) -> list[str]:
+    """Conversations numbered in order of first appearance, a reused 4-tuple's new
+    conversation opened by a SYN, every drop marked with a hold of its step and within that
+    hold's counter."""
+    out: list[str] = []
+    order: list[int] = []
+    tuples: dict[frozenset[str], int] = {}
+    for step in record.steps:
+        marked: dict[str, int] = {}
+        for seg in step.segments:
+            conv, ends = seg["conv"], frozenset((seg["src"], seg["dst"]))
+            if isinstance(conv, int) and conv not in order:
+                if conv != len(order):
+                    out.append(f"step {step.id}: conversation {conv} where {len(order)} was next")
+                    return out
+                if ends in tuples and "SYN" not in _flags(seg):
+                    out.append(
+                        f"step {step.id}: conversation {conv} reuses conversation "
+                        f"{tuples[ends]}'s addresses without a SYN"
+                    )
+                order.append(conv)
+                tuples[ends] = conv
+            hold = seg["hold"]
+            if seg["dropped"] != (hold is not None):
+                out.append(f"step {step.id}: a segment dropped={seg['dropped']} by hold {hold}")
+            elif hold is not None:
+                if hold not in step.holds:
+                    out.append(f"step {step.id}: a segment dropped by {hold}, no hold of the step")
+                else:
+                    marked[hold] = marked.get(hold, 0) + 1
+        for hold, count in marked.items():
+            counter = step.holds[hold].get("dropped")
+            if not isinstance(counter, int) or count > counter:
+                out.append(
+                    f"step {step.id}: {count} drops marked for {hold}, its counter {counter}"
+                )
+    return out
+
+
 def _checks(record: RunRecord) -> list[str]:
     """The wire checks' numbers are numbers the capture holds."""
     result = record.result
@@ -735,7 +780,7 @@ def _regrade(entry: Mapping[str, Any]) -> bool | None:
             return None
         names = {k: int(v) for k, v in QUESTION_NAME.findall(str(entry["question"]))}
         got = None if answer is None else evaluate(answer, names)
-        return got == int(truth)
+        return str(truth).isdigit() and got == int(truth)
     return answer is not None and normalise_state_answer(answer) == truth
 
 
@@ -747,6 +792,9 @@ def _quiz(record: RunRecord) -> list[str]:
         for entry in step.quiz:
             key, truth = entry["key"], entry["truth"]
             where = f"step {step.id}: quiz {key}"
+            if key not in {"outcome", "ack"} and key not in step.expected:
+                out.append(f"{where}: a question about a side the step does not expect")
+                continue
             if key == "outcome":
                 if truth != step.outcome:
                     out.append(f"{where}: truth {truth!r} is not the outcome {step.outcome!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -48,7 +49,7 @@ def graded(tmp_path: Path, d: list[Doc], answers: Path | None = None) -> tuple[s
     path = tmp_path / "student.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in d), encoding="utf-8")
     g = grade_submission(Submission("student", path, answers))
-    return g.klass, g.reason
+    return g.klass, "\n".join([g.reason, *g.problems])  # the first reason, then every one
 
 
 def test_the_real_run_grades_ok_with_and_without_its_answers_file(tmp_path: Path) -> None:
@@ -126,6 +127,22 @@ def _settle(d: list[Doc]) -> None:
     d[-1]["settle_s"] += 1
 
 
+def _agree(d: list[Doc]) -> None:
+    step(d, "hello")["observed"]["listener"]["agree"] = False
+
+
+def _dropped(d: list[Doc]) -> None:
+    step(d, "connect")["segments"][0]["dropped"] = True
+
+
+def _quiz_key(d: list[Doc]) -> None:
+    step(d, "hello")["quiz"][0]["key"] = "listener"
+
+
+def _conv(d: list[Doc]) -> None:
+    step(d, "hello")["segments"][0]["conv"] = 1
+
+
 @pytest.mark.parametrize(
     ("edit", "reason"),
     [
@@ -143,6 +160,10 @@ def _settle(d: list[Doc]) -> None:
         (_field, "not valid by the schema"),
         (_expect, "are not the lab's"),
         (_settle, "is not the steps' sum"),
+        (_agree, "agree=False, but its sources say"),
+        (_dropped, "dropped=True by hold None"),
+        (_quiz_key, "a side the step does not expect"),
+        (_conv, "reuses conversation 0's addresses without a SYN"),
     ],
 )
 def test_an_edited_run_is_inconsistent_with_the_reason(
@@ -253,3 +274,43 @@ def test_the_page_is_one_file_that_fetches_nothing(tmp_path: Path) -> None:
     for fetch in ("src=", "href=", "url(", "@import", "<script"):
         assert fetch not in page
     assert "班级成绩" in page
+
+
+def _leaves(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], Any]]:
+    if isinstance(node, dict):
+        return [leaf for k, v in node.items() for leaf in _leaves(v, (*path, k))]
+    if isinstance(node, list):
+        return [leaf for i, v in enumerate(node) for leaf in _leaves(v, (*path, i))]
+    return [(path, node)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_edits_never_crash_the_grader(tmp_path: Path, seed: int) -> None:
+    """Any value of a real run changed to another of a plausible kind: the grader classes the
+    file (most edits are caught; texts, pids and windows are unverifiable) and never raises."""
+    rng = random.Random(seed)
+    base = docs()
+    leaves = [(i, path, value) for i, d in enumerate(base) for path, value in _leaves(d)]
+    classes: set[str] = set()
+    for _ in range(100):
+        d = copy.deepcopy(base)
+        for _ in range(rng.randint(1, 3)):
+            i, path, value = rng.choice(leaves)
+            node: Any = d[i]
+            for key in path[:-1]:
+                node = node[key]
+            if isinstance(value, bool):
+                new: Any = not value
+            elif isinstance(value, int):
+                new = value + rng.choice([-1, 1, 1000, -value])
+            elif isinstance(value, float):
+                new = value * rng.choice([0, 0.5, 2, -1])
+            elif isinstance(value, str):
+                new = rng.choice(["", value + "x", "ABSENT", "CLOSE", "127.0.0.1:1", "SYN", "1"])
+            else:
+                new = rng.choice([0, "x", None])
+            node[path[-1]] = new
+        klass, _ = graded(tmp_path, d)
+        classes.add(klass)
+    assert "inconsistent" in classes
+    assert classes <= set(CLASSES)
