@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean vm-check
+.PHONY: demo test lint typecheck pytest bench clean vm-check schema
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -39,6 +39,10 @@ pytest: $(VENV)/.dev-installed
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# docs/schema.json is the package's schema, byte for byte (tests/unit/test_schema.py checks).
+schema:
+	cp handshake_lab/record/schema.json docs/schema.json
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/run.py

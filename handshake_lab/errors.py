@@ -42,6 +42,9 @@ class ExitStatus(IntEnum):
     ANSWERS_INVALID = 11
     """``--answers``: the answers file cannot be read as answers to this lab (malformed TOML,
     an unknown step, side, question or state); the message names the file and the line."""
+    CLASS_DIR_INVALID = 12
+    """``grade DIR``: DIR is not a directory of submissions (missing, empty of runs, or holding
+    a file in another layout). A student's unreadable run is not this: it is graded as such."""
     INTERRUPTED = 130
     """Ctrl-C or SIGTERM: every socket and kernel object was cleaned up before exit."""
 
@@ -98,6 +101,12 @@ class RunInvalidError(HandshakeLabError):
     """A saved run cannot be read back. The message names the file and the line."""
 
     exit_status = ExitStatus.RUN_INVALID
+
+
+class ClassDirError(HandshakeLabError):
+    """``grade``: the class directory is unusable. The message names the file or directory."""
+
+    exit_status = ExitStatus.CLASS_DIR_INVALID
 
 
 class MissingDependencyError(HandshakeLabError):

@@ -5,7 +5,8 @@ packages ``chromium`` and ``chromium-driver``, which .ci/run installs) are passe
 explicitly, so Selenium Manager never looks for (or downloads) a browser of its own
 (``SE_OFFLINE`` too). The flags keep the browser off the network: this machine has none, and
 Chromium's background services would otherwise spam refused connections into the log. Each
-browser gets a fresh profile in a temporary directory.
+browser gets a fresh profile in a temporary directory. The report's and the grade page's tests
+share it.
 
 Where Chromium, its driver or selenium is missing the test skips with the reason (fails under
 ``CI=true``: tests/needs.py's rule).
@@ -86,8 +87,17 @@ def console_errors(driver: Any) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
 
 
+def console_problems(driver: Any) -> list[str]:
+    """The page's console entries at WARNING or worse (errors, failed loads, CSP refusals)."""
+    return [
+        str(entry.get("message"))
+        for entry in driver.get_log("browser")
+        if entry.get("level") in {"SEVERE", "WARNING"}
+    ]
+
+
 def file_url(path: Path) -> str:
     return path.resolve().as_uri()
 
 
-__all__ = ["browser_paths", "chromium", "console_errors", "file_url"]
+__all__ = ["browser_paths", "chromium", "console_errors", "console_problems", "file_url"]

@@ -404,6 +404,45 @@ def report(
 
 
 @app.command()
+def grade(
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DIR",
+            help="The class directory: NAME.jsonl (a saved run) per student, and optionally "
+            "NAME.answers.toml beside it.",
+        ),
+    ],
+    outdir: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="OUTDIR",
+            help="Where to write grades.csv and grades.html (made if missing).",
+        ),
+    ] = Path("."),
+    json_out: Annotated[
+        bool, typer.Option("--json", help="The class as one JSON object on stdout (for an LMS).")
+    ] = False,
+    lang: LangOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Grade a class: check each saved run is complete and consistent, classify it, and
+    write a CSV (one row per student, a column per step) and an HTML page.
+
+    Classes: ok, wrong-predictions, kernel-disagreed, truncated, inconsistent (edited),
+    unreadable; docs/grading.md says what the checks can and cannot prove. Exit codes: 0 the
+    class was graded (whatever the students scored); 12 DIR is not a directory of submissions;
+    9 an output cannot be written.
+    """
+    from handshake_lab.cli.grade_cmd import grade_command  # noqa: PLC0415
+
+    status = guarded(debug, lambda: grade_command(directory, outdir, json_out, resolve(lang)))
+    raise typer.Exit(int(status))
+
+
+@app.command()
 def doctor(
     cleanup: Annotated[
         bool,

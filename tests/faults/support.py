@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import psutil
 
 from handshake_lab.topo.registry import TRACE_INSTANCE_DIRS, registry_dir
+from tests.schema_check import assert_valid_event
 
 CLI = [sys.executable, "-m", "handshake_lab"]
 T = TypeVar("T")
@@ -137,6 +138,13 @@ def wait_clean(pid: int, ports: Iterable[int] = (), timeout: float = 10.0) -> di
 # --- a run as a subprocess ---------------------------------------------------------------------
 
 
+def valid(event: dict[str, Any]) -> dict[str, Any]:
+    """``event``, once it is valid by the published schema (even when the run was cut short,
+    every line it wrote is whole and valid)."""
+    assert_valid_event(event, "run --json")
+    return event
+
+
 @dataclass
 class Run:
     """``handshake-lab run LAB --json`` as a child, its stdout read line by line in a thread."""
@@ -210,7 +218,7 @@ class Run:
             if line is None:
                 self._lines.put(None)
                 return False
-            self.events.append(json.loads(line))
+            self.events.append(valid(json.loads(line)))
         return True
 
     def finish(self, timeout: float = 60.0) -> int:
@@ -234,7 +242,7 @@ class Run:
             if line is None:
                 self._lines.put(None)
                 break
-            self.events.append(json.loads(line))
+            self.events.append(valid(json.loads(line)))
         return self.proc.returncode
 
     def kill_now(self) -> None:

@@ -8,16 +8,19 @@ from dataclasses import dataclass, field
 
 from rich.cells import cell_len
 
+from handshake_lab.lab.grading import audit
 from handshake_lab.lab.runner import LabRun, RunOptions
 from handshake_lab.net.loops import loop_factory
 from handshake_lab.observe.base import Observer
 from handshake_lab.observe.psutil_observer import PsutilObserver
 from handshake_lab.observe.ss import SsObserver
+from handshake_lab.record.codec import dumps, read_events
 from handshake_lab.record.events import Event, LabResult, LabStarted, StepReport
 from handshake_lab.record.run import RunRecord
 from handshake_lab.render.table import TableRenderer
 from handshake_lab.render.text import make_console
 from handshake_lab.spec.model import Lab
+from tests.schema_check import assert_valid_record_event
 
 
 @dataclass
@@ -25,6 +28,7 @@ class Recorded:
     events: list[Event] = field(default_factory=list)
 
     def __call__(self, event: Event) -> None:
+        assert_valid_record_event(event)  # every event a test records follows the schema
         self.events.append(event)
 
     @property
@@ -39,6 +43,10 @@ class Recorded:
 
     def record(self) -> RunRecord:
         return RunRecord(self.header, tuple(self.steps.values()), self.result)
+
+    def audit(self) -> list[str]:
+        """What ``grade`` would hold against this run's saved record (empty: consistent)."""
+        return audit(read_events(dumps(event, "en") for event in self.events), None)
 
     @property
     def result(self) -> LabResult:

@@ -57,3 +57,4 @@ def test_builtin_lab_kernel_states_match_expectations(name: str, loop_name: str)
     # The same run as a terminal shows it (as 'show' would draw it): fits 80 columns in
     # both languages, no trailing spaces, and uses a wider terminal.
     assert_fits_the_terminal(recorded.record(), [s.explain.en for s in wanted])
+    assert recorded.audit() == []  # and `grade` finds its record consistent

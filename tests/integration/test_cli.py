@@ -16,6 +16,7 @@ import pytest
 
 from handshake_lab.errors import ExitStatus
 from handshake_lab.spec.loader import builtin_names, find_lab
+from tests.schema_check import check_run_output
 
 CLI = [sys.executable, "-m", "handshake_lab"]
 
@@ -23,7 +24,7 @@ CLI = [sys.executable, "-m", "handshake_lab"]
 def cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    proc = subprocess.run(
         [*CLI, *args],
         capture_output=True,
         text=True,
@@ -32,6 +33,8 @@ def cli(
         stdin=subprocess.DEVNULL,
         check=False,
     )
+    check_run_output(args, proc.stdout)  # every run's --json and --save follow the schema
+    return proc
 
 
 def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:

@@ -15,6 +15,7 @@ import pytest
 from handshake_lab.agent.protocol import decode_ready
 from handshake_lab.agent.token import generate_token, write_token_file
 from handshake_lab.errors import ExitStatus
+from tests.schema_check import check_run_output
 
 CLI = [sys.executable, "-m", "handshake_lab"]
 
@@ -49,7 +50,7 @@ def agent(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k != "HSLAB_AGENT_TOKEN"}
-    return subprocess.run(
+    proc = subprocess.run(
         [*CLI, *args],
         capture_output=True,
         text=True,
@@ -58,6 +59,8 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         env={**base, **(env or {})},
         check=False,
     )
+    check_run_output(args, proc.stdout)
+    return proc
 
 
 def test_a_lab_runs_with_its_server_side_at_the_agent(agent: tuple[str, Path]) -> None:

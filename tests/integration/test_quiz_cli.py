@@ -13,6 +13,7 @@ from pathlib import Path
 
 from handshake_lab.errors import ExitStatus
 from handshake_lab.spec.loader import find_lab
+from tests.schema_check import check_run_output
 
 CLI = [sys.executable, "-m", "handshake_lab"]
 
@@ -38,7 +39,7 @@ def answers_from_lab(name: str, *, wrong_step: str | None = None) -> str:
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    proc = subprocess.run(
         [*CLI, *args],
         capture_output=True,
         text=True,
@@ -46,6 +47,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
         stdin=subprocess.DEVNULL,
         check=False,
     )
+    check_run_output(args, proc.stdout)
+    return proc
 
 
 def test_right_predictions_pass_and_the_json_summary_scores_them(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from handshake_lab.lab.grading import Submission, grade_submission
 from handshake_lab.record.codec import read_run
 from handshake_lab.record.run import RunRecord
 from handshake_lab.spec.loader import builtin_names, find_lab
@@ -115,6 +116,9 @@ def test_the_ladder_and_the_transitions_agree_with_ss_and_psutil_at_every_step(
     record = read_run(saved)
     assert any(step.transitions for step in record.steps), "no transition stream: not root?"
     assert disagreements(record) == []
+    # The grader finds a real run, capture and transitions and all, consistent.
+    graded = grade_submission(Submission("student", saved))
+    assert (graded.klass, graded.problems) == ("ok", ()), graded.reason
     # Every state a text of this run names is one the record contains: texts hold on this run.
     lab = find_lab(name)
     named = {

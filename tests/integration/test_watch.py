@@ -26,6 +26,7 @@ import pytest
 
 from handshake_lab.cli.watch_cmd import WatchUsageError, watch_command
 from handshake_lab.errors import ExitStatus, HandshakeLabError
+from tests.schema_check import assert_valid_event
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = (
@@ -104,6 +105,8 @@ class Lines:
             if item is None:
                 break
             line = item
+            if line.startswith("{"):  # watch --json: every line follows the schema
+                assert_valid_event(json.loads(line), "watch --json")
             self.seen.append(line)
             if predicate(line):
                 return line
@@ -118,6 +121,8 @@ class Lines:
             except queue.Empty:
                 break
             if line is not None:
+                if line.startswith("{"):
+                    assert_valid_event(json.loads(line), "watch --json")
                 self.seen.append(line)
         return self.seen
 
@@ -134,7 +139,7 @@ class Events:
     def _replay(self) -> None:
         for line in self.lines.seen[self._done :]:
             event = json.loads(line)
-            assert event["schema"] == 1
+            assert_valid_event(event, "watch --json")
             if event["event"] == "transition":
                 self.history.append(event)
                 key = (event["local"], event["remote"])

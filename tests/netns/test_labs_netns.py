@@ -59,3 +59,4 @@ def test_builtin_lab_agrees_with_the_kernel_in_namespaces(name: str, loop_name: 
     assert recorded.result.passed
     # As a terminal shows this run: 80 columns in en and zh, no trailing spaces.
     assert_fits_the_terminal(recorded.record(), [s.explain.en for s in lab.steps_for("netns")])
+    assert recorded.audit() == []  # and `grade` finds its record consistent
