@@ -230,6 +230,8 @@ def test_a_disagreement_is_drawn_in_its_own_colour(tmp_path: Path, browser: Any)
         1,
     )
     assert wrong != text
+    # The course view lists the states a lab's steps expect: a copy that expects CLOSING says so.
+    wrong = re.sub(r"(?m)^(states = \[.*)\]$", r'\1, "CLOSING"]', wrong, count=1)
     lab_file, html, saved = tmp_path / "wrong.toml", tmp_path / "r.html", tmp_path / "r.jsonl"
     lab_file.write_text(wrong, encoding="utf-8")
     proc = cli("run", str(lab_file), "--html", str(html), "--save", str(saved))
