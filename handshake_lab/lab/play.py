@@ -278,6 +278,53 @@ def play_lab(topology: Topology) -> Lab:
     )
 
 
+class PlayModel:
+    """The model's side of a session: each end's state and the holds, advanced by commands
+    (``plan``) and put right by what the kernel showed (``learn``). Pure: no sockets."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, TcpState] = dict.fromkeys(ENDS, TcpState.CLOSE)
+        self.holds: dict[str, ModelHold] = {}
+        self.counts: dict[str, int | None] = {}
+        self._made = 0
+
+    def plan(self, command: Command) -> tuple[Prediction, tuple[Hold, ...], tuple[str, ...]]:
+        """The prediction for ``command``, the hold it installs and the hold it releases.
+        ``PlayError`` for a release of a hold that does not exist (nothing changes)."""
+        holds: tuple[Hold, ...] = ()
+        release: tuple[str, ...] = ()
+        if command.release is not None:
+            if command.release not in self.holds:
+                known = ", ".join(self.holds) or "none yet"
+                raise PlayError(f"release: no hold {command.release!r}; holds: {known}")
+            release = (command.release,)
+            del self.holds[command.release]
+        if command.hold is not None:
+            kind, at, count = command.hold
+            self._made += 1
+            hold = Hold(id=f"h{self._made}", kind=kind, at=at, count=count)
+            holds = (hold,)
+            self.holds[hold.id] = ModelHold(hold.id, kind, at, count)
+            self.counts[hold.id] = count
+        action = command.action or "observe"
+        prediction = predict(
+            self.states,
+            action,
+            "listener" if action in LISTENER_ACTIONS else command.actor,
+            list(self.holds.values()),
+            released=bool(release),
+        )
+        return prediction, holds, release
+
+    def learn(self, states: Mapping[str, TcpState], dropped: Mapping[str, object]) -> None:
+        """Start the next prediction from these states and hold counters."""
+        self.states.update({end: states[end] for end in ENDS if end in states})
+        for hold_id, count in dropped.items():
+            model, limit = self.holds.get(hold_id), self.counts.get(hold_id)
+            if model is not None and limit is not None and isinstance(count, int):
+                self.holds[hold_id] = replace(model, left=max(0, limit - count))
+
+
 class PlaySession:
     """Commands in, steps out, on one ``LabRun`` that ``drive`` placed and started."""
 
@@ -288,9 +335,7 @@ class PlaySession:
         self.say = say
         self.played: list[Played] = []
         self.history: list[str] = []
-        self.holds: dict[str, ModelHold] = {}
-        self.states: dict[str, TcpState] = dict.fromkeys(ENDS, TcpState.CLOSE)
-        self._hold_count = 0
+        self.model = PlayModel()
         self._pending: tuple[Command, Prediction] | None = None
         forward = runner.emit
         runner.emit = lambda event: forward(self._amend(event))
@@ -324,31 +369,14 @@ class PlaySession:
         if command.verb in HOLD_COMMANDS and self.topology is Topology.LOOPBACK:
             self.say("play: holds are nftables rules in namespaces: start play --topology netns")
             return None
-        holds: tuple[Hold, ...] = ()
-        if command.hold is not None:
-            kind, at, count = command.hold
-            self._hold_count += 1
-            hold = Hold(id=f"h{self._hold_count}", kind=kind, at=at, count=count)
-            holds = (hold,)
-            self.holds[hold.id] = ModelHold(hold.id, kind, at, count)
-            left = f", the next {count}" if count else ", until released"
-            self.say(f"play: hold {hold.id}: {kind} at the {at}'s input{left}")
-        release: tuple[str, ...] = ()
-        if command.release is not None:
-            if command.release not in self.holds:
-                known = ", ".join(self.holds) or "none yet"
-                self.say(f"play: release: no hold {command.release!r}; holds: {known}")
-                return None
-            release = (command.release,)
-            del self.holds[command.release]
-        action = command.action or "observe"
-        prediction = predict(
-            self.states,
-            action,
-            "listener" if action in LISTENER_ACTIONS else command.actor,
-            list(self.holds.values()),
-            released=bool(release),
-        )
+        try:
+            prediction, holds, release = self.model.plan(command)
+        except PlayError as exc:
+            self.say(f"play: {exc}")
+            return None
+        for hold in holds:
+            left = f"the next {hold.count}" if hold.count else "until released"
+            self.say(f"play: hold {hold.id}: {hold.kind} at the {hold.at}'s input, {left}")
         n = len(self.played) + 1
         step = Step(
             index=n,
@@ -359,33 +387,28 @@ class PlaySession:
             expect=prediction.expect(),
             explain=Text("", ""),
             timeout=command.wait + STEP_TIMEOUT if command.wait else STEP_TIMEOUT,
-            stay=command.wait if command.wait and prediction.known else 0.0,
+            # ``wait``: the states must stay as predicted; with no prediction, only watched.
+            stay=command.wait,
             holds=holds,
             release=release,
         )
-        if command.wait and not prediction.known:
-            # Nothing predicted: watch the states for the whole wait.
-            step = replace(step, expect={}, stay=command.wait)
         self._pending = (command, prediction)
         try:
             report = await self.runner.run_step(step)
         finally:
             self._pending = None
         self.played.append(Played(command, step, prediction, report))
-        self._learn(report)
+        observed = {
+            end: from_kernel(obs.state)
+            for end in ENDS
+            if (obs := report.observed.get(end)) is not None
+        }
+        absent = {end: TcpState.CLOSE for end in ENDS if end not in report.observed}
+        self.model.learn(
+            {**absent, **observed},
+            {hold_id: info.get("dropped") for hold_id, info in report.holds.items()},
+        )
         return report
-
-    def _learn(self, report: StepReport) -> None:
-        """The kernel's states and counters become the model's starting point."""
-        for end in ENDS:
-            obs = report.observed.get(end)
-            self.states[end] = from_kernel(obs.state if obs is not None else None)
-        for hold_id, info in report.holds.items():
-            model = self.holds.get(hold_id)
-            dropped = info.get("dropped")
-            if model is not None and model.left is not None and isinstance(dropped, int):
-                count = next(h.count for p in self.played for h in p.step.holds if h.id == hold_id)
-                self.holds[hold_id] = replace(model, left=max(0, (count or 0) - dropped))
 
     def _amend(self, event: Event) -> Event:
         """A play step's report: the model's lines and the kernel's verdict as its text."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from handshake_lab.tcp.machine import Event, IllegalTransition, step
 from handshake_lab.tcp.segments import Flags
@@ -121,6 +121,8 @@ class Prediction:
     illegal: tuple[Illegal, ...] = ()
     unknown: tuple[str, str] | None = None
     """(end, segment) whose retransmission timer makes the outcome a matter of time."""
+    left: Mapping[str, int | None] = field(default_factory=dict)
+    """What each hold has left to drop afterwards, as far as the model knows."""
 
     @property
     def known(self) -> bool:
@@ -150,18 +152,104 @@ def from_kernel(state: str | None) -> TcpState:
     return TcpState.SYN_RECV if kernel is TcpState.NEW_SYN_RECV else kernel
 
 
-def _pending_timer(states: Mapping[str, TcpState], holds: Sequence[ModelHold]) -> tuple[str, str]:
-    """The first end with an unacknowledged segment whose retransmission nothing keeps from
-    arriving (no hold without a count drops it), or ("", "")."""
+Segment = tuple[str, str, Flags, int, bool]
+"""(src, dst, flags, payload length, acknowledges dst's FIN) of a segment on its way."""
+
+
+class _Wire:
+    """The two ends and the segments between them, run until nothing is in flight."""
+
+    def __init__(
+        self,
+        states: Mapping[str, TcpState],
+        holds: Sequence[ModelHold],
+        left: Mapping[str, int | None],
+    ) -> None:
+        self.now = {end: states.get(end, TcpState.CLOSE) for end in ENDS}
+        self.holds = holds
+        self.left = dict(left)
+        self.moves: list[Move] = []
+        self.drops: list[Drop] = []
+        self.illegal: list[Illegal] = []
+        self.in_flight: deque[Segment] = deque()
+
+    def send(self, src: str, flags: Flags, length: int = 0) -> None:
+        if src != "listener":
+            dst = peer(src)
+            self.in_flight.append((src, dst, flags, length, self.now[src] in PEER_HAS_OUR_FIN))
+
+    def apply(self, end: str, event: Event) -> None:
+        state = self.now[end]
+        listening = self.now["listener"] is TcpState.LISTEN
+        if end == "server" and state is TcpState.CLOSE and event is Event.RCV_SYN and listening:
+            # No connection yet: the SYN meets the listener, which makes the server's end.
+            state = TcpState.LISTEN
+        try:
+            transition = step(state, event)
+        except IllegalTransition:
+            self.illegal.append(Illegal(end, state, event))
+            return
+        self.now[end] = transition.next_state
+        self.moves.append(
+            Move(end, state, event, transition.next_state, transition.key, transition.sends_text)
+        )
+        for flags in transition.sends:
+            self.send(end, flags)
+
+    def _held(self, dst: str, flags: Flags, length: int) -> ModelHold | None:
+        for hold in self.holds:
+            left = self.left.get(hold.id)
+            if hold.at != namespace_of(dst) or left == 0:
+                continue
+            if hold_matches(hold.kind, flags.text(","), length):
+                return hold
+        return None
+
+    def run(self) -> None:
+        for _ in range(64):  # every exchange of the table ends in a few segments
+            if not self.in_flight:
+                return
+            src, dst, flags, length, acks_fin = self.in_flight.popleft()
+            hold = self._held(dst, flags, length)
+            if hold is not None:
+                left = self.left.get(hold.id)
+                if left is not None:
+                    self.left[hold.id] = left - 1
+                self.drops.append(Drop(hold.id, src, dst, flags.text("+")))
+                continue
+            received = _event_of(flags, self.now[dst], acks_fin)
+            if received is None:
+                if length and self.now[dst] in SENDS_DATA | {
+                    TcpState.FIN_WAIT1,
+                    TcpState.FIN_WAIT2,
+                }:
+                    self.send(dst, Flags.ACK)  # data is acknowledged
+                continue
+            if self.now[dst] is TcpState.CLOSE and received not in (
+                Event.RCV_SYN,
+                Event.RCV_SYN_ACK,
+            ):
+                continue  # no socket there: the kernel's RST for it is not in the table
+            self.apply(dst, received)
+
+
+def _pending_timer(
+    states: Mapping[str, TcpState], holds: Sequence[ModelHold], left: Mapping[str, int | None]
+) -> tuple[str, str] | None:
+    """The first end whose retransmission timer, when it fires, changes some end's state:
+    its unacknowledged SYN or FIN resent through the holds as they are now. None if no timer
+    can change anything (none runs, or whatever it resends, or the answer, stays dropped)."""
     for end in ("client", "server"):
-        flags = WAITING_FOR_ACK.get(states[end])
+        flags = WAITING_FOR_ACK.get(states.get(end, TcpState.CLOSE))
         if flags is None:
             continue
-        at = namespace_of(peer(end))
-        forever = [h for h in holds if h.at == at and h.left is None and h.blocks(flags, 0)]
-        if not forever:
+        # A counted hold may drop a few resends, but a later one gets through: as if spent.
+        wire = _Wire(states, holds, {h: (0 if n is not None else None) for h, n in left.items()})
+        wire.send(end, flags)
+        wire.run()
+        if any(m.before is not m.after for m in wire.moves):
             return end, flags.text("+")
-    return "", ""
+    return None
 
 
 def predict(
@@ -176,89 +264,34 @@ def predict(
     ``ENDS``), with ``holds`` in force. ``released``: the step removed a hold, so a segment it
     kept back is now up to a timer.
     """
-    now = {end: states.get(end, TcpState.CLOSE) for end in ENDS}
-    before = dict(now)
     left = {h.id: h.left for h in holds}
-    moves: list[Move] = []
-    drops: list[Drop] = []
-    illegal: list[Illegal] = []
+    wire = _Wire(states, holds, left)
+    before = dict(wire.now)
     # Before the action: a timer that could fire at any moment makes the result a guess.
-    pending = _pending_timer(now, holds)
-    if pending[0]:
-        return Prediction(before, now, unknown=pending)
-    in_flight: deque[tuple[str, str, Flags, int, bool]] = deque()
-    """(src, dst, flags, payload length, acknowledges dst's FIN) of each segment on its way."""
-
-    def apply(end: str, event: Event) -> None:
-        state = now[end]
-        listening = now["listener"] is TcpState.LISTEN
-        if end == "server" and state is TcpState.CLOSE and event is Event.RCV_SYN and listening:
-            # No connection yet: the SYN meets the listener, which makes the server's end.
-            state = TcpState.LISTEN
-        try:
-            transition = step(state, event)
-        except IllegalTransition:
-            illegal.append(Illegal(end, state, event))
-            return
-        now[end] = transition.next_state
-        moves.append(
-            Move(
-                end,
-                before=state,
-                event=event,
-                after=transition.next_state,
-                key=transition.key,
-                sends=transition.sends_text,
-            )
-        )
-        target = peer(end) if end != "listener" else ""
-        for flags in transition.sends:
-            if target:
-                in_flight.append((end, target, flags, 0, now[end] in PEER_HAS_OUR_FIN))
-
+    pending = _pending_timer(before, holds, left)
+    if pending is not None:
+        return Prediction(before, before, unknown=pending, left=left)
     event = APP_EVENTS.get(action)
     if event is not None:
-        apply(actor, event)
-    elif action == "send" and now[actor] in SENDS_DATA:
-        flags = Flags.PSH | Flags.ACK
-        in_flight.append((actor, peer(actor), flags, 1, now[actor] in PEER_HAS_OUR_FIN))
-    for _ in range(64):  # every exchange of the table ends in a few segments
-        if not in_flight:
-            break
-        src, dst, flags, length, acks_fin = in_flight.popleft()
-        hold = next(
-            (
-                h
-                for h in holds
-                if h.at == namespace_of(dst)
-                and (left[h.id] is None or (left[h.id] or 0) > 0)
-                and hold_matches(h.kind, flags.text(","), length)
-            ),
-            None,
-        )
-        if hold is not None:
-            if left[hold.id] is not None:
-                left[hold.id] = (left[hold.id] or 0) - 1
-            drops.append(Drop(hold.id, src, dst, flags.text("+")))
-            continue
-        received = _event_of(flags, length, now[dst], acks_fin)
-        if received is None:
-            if length and now[dst] in SENDS_DATA | {TcpState.FIN_WAIT1, TcpState.FIN_WAIT2}:
-                # Data is acknowledged; the ACK changes nothing unless it covers a FIN.
-                in_flight.append((dst, src, Flags.ACK, 0, now[dst] in PEER_HAS_OUR_FIN))
-            continue
-        if now[dst] is TcpState.CLOSE and received not in (Event.RCV_SYN, Event.RCV_SYN_ACK):
-            continue  # no socket there: the kernel's RST for it is not in the table
-        apply(dst, received)
-    after = dict(now)
+        wire.apply(actor, event)
+    elif action == "send" and wire.now[actor] in SENDS_DATA:
+        wire.send(actor, Flags.PSH | Flags.ACK, 1)
+    wire.run()
+    after = dict(wire.now)
     if released:
-        pending = _pending_timer(after, [h for h in holds if left[h.id] != 0])
-        if pending[0]:
-            return Prediction(before, after, tuple(moves), tuple(drops), tuple(illegal), pending)
-    return Prediction(before, after, tuple(moves), tuple(drops), tuple(illegal))
+        pending = _pending_timer(after, holds, wire.left)
+    return Prediction(
+        before,
+        after,
+        tuple(wire.moves),
+        tuple(wire.drops),
+        tuple(wire.illegal),
+        pending,
+        wire.left,
+    )
 
 
-def _event_of(flags: Flags, length: int, state: TcpState, acks_fin: bool) -> Event | None:
+def _event_of(flags: Flags, state: TcpState, acks_fin: bool) -> Event | None:
     """The machine's event for a segment arriving in ``state`` (None: no state effect).
 
     ``acks_fin``: the sender had our FIN when it sent this, so its ACK field covers it.
@@ -275,5 +308,4 @@ def _event_of(flags: Flags, length: int, state: TcpState, acks_fin: bool) -> Eve
             return Event.RCV_ACK  # the third segment, or data that completes the handshake
         if acks_fin and state in (TcpState.FIN_WAIT1, TcpState.CLOSING, TcpState.LAST_ACK):
             return Event.RCV_ACK
-    del length
     return None
