@@ -144,7 +144,7 @@ def parse_command(line: str) -> Command | None:
         if len(words) > 1:
             _end(verb, words, 1, ("client",))
         _no_more(verb, words, 2, "connect [client]")
-        return Command(verb, text, "client", "connect", {"wait": False})
+        return Command(verb, text, "client", "connect")
     if verb == "send":
         end = _end(verb, words, 1, CONN_ENDS)
         parts = text.split(None, 2)
@@ -377,13 +377,17 @@ class PlaySession:
         for hold in holds:
             left = f"the next {hold.count}" if hold.count else "until released"
             self.say(f"play: hold {hold.id}: {hold.kind} at the {hold.at}'s input, {left}")
+        args = dict(command.args)
+        if command.action == "connect" and self.model.holds:
+            # A held handshake would make connect() wait out the step: return in SYN_SENT.
+            args["wait"] = False
         n = len(self.played) + 1
         step = Step(
             index=n,
             id=f"{n}-{command.verb}",
             actor=command.actor,
             action=command.action or "observe",
-            args=dict(command.args),
+            args=args,
             expect=prediction.expect(),
             explain=Text("", ""),
             timeout=command.wait + STEP_TIMEOUT if command.wait else STEP_TIMEOUT,
@@ -555,9 +559,7 @@ def lab_toml(played: list[Played], topology: Topology, name: str) -> str:
         if step.action != "observe":
             lines.append(f"actor = {_toml(step.actor)}")
         lines.append(f"action = {_toml(step.action)}")
-        args = {k: v for k, v in step.args.items() if not (k == "wait" and v is False)}
-        if step.action == "connect":
-            args = {}  # a saved connect waits for the handshake the session showed
+        args = dict(step.args)
         if args:
             lines.append(f"args = {_inline(args)}")
         if report.outcome is not None and report.outcome not in {"ok", "pending"}:

@@ -26,8 +26,8 @@ S = TcpState
 @pytest.mark.parametrize(
     ("line", "actor", "action", "args"),
     [
-        ("connect", "client", "connect", {"wait": False}),
-        ("connect client", "client", "connect", {"wait": False}),
+        ("connect", "client", "connect", {}),
+        ("connect client", "client", "connect", {}),
         ("send client hello world", "client", "send", {"data": "hello world"}),
         ("send server  two  spaces", "server", "send", {"data": "two  spaces"}),
         ("recv server", "server", "recv", {}),
