@@ -19,7 +19,7 @@ from typing import TextIO
 
 from handshake_lab import tools
 from handshake_lab.cli.runlab import isolate_without_root
-from handshake_lab.errors import ExitStatus, UsageError
+from handshake_lab.errors import ExitStatus, Interrupted, UsageError
 from handshake_lab.lab.play import PlayRequest, completions, play
 from handshake_lab.observe.defaults import default_observers
 from handshake_lab.outputs import check_output
@@ -153,6 +153,10 @@ def play_command(
     try:
         with terminal(interactive):
             record = play(request, emit, LineReader(stream, interactive, say), say)
+    except (KeyboardInterrupt, Interrupted):
+        if interactive:
+            sys.stderr.write("\n")  # off the prompt's line
+        raise
     finally:
         if saved is not None:
             saved.close()

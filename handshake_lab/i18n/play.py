@@ -10,7 +10,7 @@ PLAY_TEXTS: dict[str, dict[str, str]] = {
     "help": {
         "en": """\
 Drive one real connection by hand; after each command the kernel's states are shown.
-  connect                  the client connects to the listener (SYN, SYN-ACK, ACK)
+  connect                  the client connects (SYN, SYN-ACK, ACK); one connection a session
   send END TEXT            END sends TEXT (END: client or server)
   recv END                 END reads what arrived (data, EOF or an error)
   shutdown END             shutdown(SHUT_WR): END sends a FIN and can still receive
@@ -30,7 +30,7 @@ There is no undo: the kernel has none. A FIN sent is sent; a new session starts 
 The 'expected' column is the RFC 9293 model's prediction, not the kernel.""",
         "zh": """\
 手动驱动一条真实的连接；每条命令之后显示内核报告的状态。
-  connect                  客户端连接监听套接字（SYN、SYN-ACK、ACK）
+  connect                  客户端发起连接（SYN、SYN-ACK、ACK）；每个会话只有一条连接
   send END TEXT            END 发送 TEXT（END：client 或 server）
   recv END                 END 读取收到的内容（数据、EOF 或错误）
   shutdown END             shutdown(SHUT_WR)：END 发出 FIN，仍可接收
