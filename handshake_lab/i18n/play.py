@@ -9,44 +9,46 @@ from handshake_lab.i18n.lang import pick
 PLAY_TEXTS: dict[str, dict[str, str]] = {
     "help": {
         "en": """\
-Drive one real connection by hand; after each command the kernel's states are shown.
-  connect                  the client connects (SYN, SYN-ACK, ACK); one connection a session
-  send END TEXT            END sends TEXT (END: client or server)
-  recv END                 END reads what arrived (data, EOF or an error)
-  shutdown END             shutdown(SHUT_WR): END sends a FIN and can still receive
-  close END                close(): a FIN (close listener = unlisten)
-  abort END                close with SO_LINGER 0: a RST
-  listen [noaccept]        open the listener again (noaccept: leave the accept queue full)
-  unlisten                 close the listener (not its connection)
-  accept                   start accepting on a listener opened with noaccept
-  wait [SECONDS]           only watch the states (default 1 s), e.g. after a release
+Drive one real connection by hand; after each command, the kernel's states.
+  connect              the client connects (SYN, SYN-ACK, ACK); one a session
+  send END TEXT        END sends TEXT (END: client or server)
+  recv END             END reads what arrived (data, EOF or an error)
+  shutdown END         shutdown(SHUT_WR): END sends a FIN, can still receive
+  close END            close(): a FIN (close listener = unlisten)
+  abort END            close with SO_LINGER 0: a RST
+  listen [noaccept]    open the listener again (noaccept: never accept)
+  unlisten             close the listener (not its connection)
+  accept               start accepting on a listener opened with noaccept
+  wait [SECONDS]       watch the states (default 1 s), e.g. after a release
 netns only (holds are nftables rules in the session's namespaces):
-  drop next fin|ack|synack|syn from END   drop the next such segment END sends
-  hold KIND at END         drop KIND arriving at END until released ({kinds})
-  release HOLD             remove a hold (its id: h1, h2, ...)
+  drop next fin|ack|synack|syn from END    drop the next such segment END sends
+  hold KIND at END     drop KIND arriving at END until released; KIND is one of
+  {kinds}
+  release HOLD         remove a hold (its id: h1, h2, ...)
   help, history, save FILE.toml, quit
-Ends: client (the client's socket), server (the server's end of the connection), listener.
-There is no undo: the kernel has none. A FIN sent is sent; a new session starts afresh.
+Ends: client, server (the server's end of the connection), listener.
+There is no undo: the kernel has none. A FIN sent is sent.
 The 'expected' column is the RFC 9293 model's prediction, not the kernel.""",
         "zh": """\
 手动驱动一条真实的连接；每条命令之后显示内核报告的状态。
-  connect                  客户端发起连接（SYN、SYN-ACK、ACK）；每个会话只有一条连接
-  send END TEXT            END 发送 TEXT（END：client 或 server）
-  recv END                 END 读取收到的内容（数据、EOF 或错误）
-  shutdown END             shutdown(SHUT_WR)：END 发出 FIN，仍可接收
-  close END                close()：发出 FIN（close listener 即 unlisten）
-  abort END                以 SO_LINGER 0 关闭：发出 RST
-  listen [noaccept]        重新打开监听套接字（noaccept：不调用 accept，让接受队列排满）
-  unlisten                 关闭监听套接字（不关闭已建立的连接）
-  accept                   对以 noaccept 打开的监听套接字开始 accept
-  wait [SECONDS]           只观察状态（默认 1 秒），例如在 release 之后
+  connect              客户端发起连接（SYN、SYN-ACK、ACK）；每个会话一条
+  send END TEXT        END 发送 TEXT（END：client 或 server）
+  recv END             END 读取收到的内容（数据、EOF 或错误）
+  shutdown END         shutdown(SHUT_WR)：END 发出 FIN，仍可接收
+  close END            close()：发出 FIN（close listener 即 unlisten）
+  abort END            以 SO_LINGER 0 关闭：发出 RST
+  listen [noaccept]    重新打开监听套接字（noaccept：从不 accept）
+  unlisten             关闭监听套接字（不关闭已建立的连接）
+  accept               对以 noaccept 打开的监听套接字开始 accept
+  wait [SECONDS]       只观察状态（默认 1 秒），例如在 release 之后
 仅限 netns（保持规则是本会话网络命名空间里的 nftables 规则）：
-  drop next fin|ack|synack|syn from END   丢弃 END 发出的下一个这种报文段
-  hold KIND at END         丢弃到达 END 的 KIND 报文段，直到 release（{kinds}）
-  release HOLD             删除一条保持规则（编号：h1、h2……）
+  drop next fin|ack|synack|syn from END    丢弃 END 发出的下一个这种报文段
+  hold KIND at END     丢弃到达 END 的 KIND 报文段，直到 release；KIND 可以是
+  {kinds}
+  release HOLD         删除一条保持规则（编号：h1、h2……）
   help、history、save FILE.toml、quit
-端点：client（客户端套接字）、server（服务器一侧的连接端）、listener（监听套接字）。
-没有撤销：内核本身就没有撤销。发出的 FIN 已经发出；重新开始请新开一个会话。
+端点：client、server（服务器一侧的连接端）、listener（监听套接字）。
+没有撤销：内核本身就没有撤销。发出的 FIN 已经发出。
 “预期”一列是 RFC 9293 模型的预测，不是内核的报告。""",
     },
     "model": {

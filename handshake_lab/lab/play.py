@@ -353,7 +353,7 @@ class PlaySession:
         if command.verb == "quit":
             return False
         if command.verb == "help":
-            self.say(play_text("help", self.lang, kinds=", ".join(HOLD_KINDS)))
+            self.say(play_text("help", self.lang, kinds=" ".join(HOLD_KINDS)))
         elif command.verb == "history":
             for n, text in enumerate(self.history[:-1], start=1):
                 self.say(f"{n:>4}  {text}")

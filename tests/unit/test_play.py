@@ -3,8 +3,11 @@ prediction, driven by play scripts through the textbook paths of ``tcp.machine``
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
+from handshake_lab.i18n.play import play_text
 from handshake_lab.lab.play import (
     COMMANDS,
     Command,
@@ -315,3 +318,14 @@ def test_predict_is_pure() -> None:
     first = predict(states, "close", "client")
     assert states == before
     assert predict(states, "close", "client") == first
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_help_fits_80_columns_and_says_there_is_no_undo(lang: str) -> None:
+    text = play_text("help", lang, kinds=" ".join(HOLD_KINDS))
+    for line in text.splitlines():
+        width = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
+        assert width < 80, line
+    assert ("no undo" if lang == "en" else "没有撤销") in text
+    for verb in COMMANDS:
+        assert verb in text
