@@ -14,6 +14,7 @@ import sys
 import termios
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TextIO
 
@@ -26,8 +27,10 @@ from handshake_lab.outputs import check_output
 from handshake_lab.placement import Topology
 from handshake_lab.record.events import Event
 from handshake_lab.render.jsonl import JsonLinesRenderer
+from handshake_lab.render.progress import StepProgress
 from handshake_lab.render.table import TableRenderer
 from handshake_lab.render.text import make_console
+from handshake_lab.spec.model import Step
 
 PROMPT = "play> "
 
@@ -141,9 +144,18 @@ def play_command(
     if saved is not None:
         sinks.append(JsonLinesRenderer(lang, saved))
 
+    # A progress line while a step waits (``wait 20``): only on a terminal, never in --json.
+    progress = StepProgress(sys.stderr, lang) if renderer and sys.stderr.isatty() else None
+
     def emit(event: Event) -> None:
+        if progress is not None:
+            progress.clear()
         for sink in sinks:
             sink(event)
+
+    def started(step: Step, position: int, total: int) -> None:
+        if progress is not None:
+            progress.started(position, total, step.actor, step.action, step.timeout, step.stay)
 
     if interactive:
         say(
@@ -151,8 +163,9 @@ def play_command(
         )
     request = PlayRequest(topology=topology, loop=loop, lang=lang, idle=idle, port=port)
     try:
-        with terminal(interactive):
-            record = play(request, emit, LineReader(stream, interactive, say), say)
+        with terminal(interactive), progress if progress is not None else nullcontext():
+            reader = LineReader(stream, interactive, say)
+            record = play(request, emit, reader, say, started if progress else None)
     except (KeyboardInterrupt, Interrupted):
         if interactive:
             sys.stderr.write("\n")  # off the prompt's line

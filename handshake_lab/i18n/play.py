@@ -82,7 +82,7 @@ The 'expected' column is the RFC 9293 model's prediction, not the kernel.""",
         "not an error.",
         "zh": "内核与模型不一致：{what}。这是对本内核的观察结果，而不是错误。",
     },
-    "now": {"en": "{end} is now {state}: {body}", "zh": "{end} 现在是 {state}：{body}"},
+    "now": {"en": "Now {state}: {end}. {body}", "zh": "现在处于 {state}：{end}。{body}"},
     "teacher": {
         "en": "TODO (teacher): say what this step shows and which segments cross.",
         "zh": "待补充（教师）：说明这一步展示了什么，以及哪些报文段经过线路。",

@@ -18,7 +18,6 @@ There is no undo: the kernel has none.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,8 +28,9 @@ from handshake_lab.errors import OutputError
 from handshake_lab.i18n.play import play_text, play_texts
 from handshake_lab.i18n.states import state_text
 from handshake_lab.lab.predict import ENDS, ModelHold, Prediction, from_kernel, predict
-from handshake_lab.lab.runner import Emit, LabRun
+from handshake_lab.lab.runner import Emit, LabRun, StepStarted
 from handshake_lab.lab.session import RunRequest, drive
+from handshake_lab.net.waits import wait_for
 from handshake_lab.outputs import check_output, write_output
 from handshake_lab.placement import Topology
 from handshake_lab.record.events import Event, StepReport
@@ -480,14 +480,16 @@ def _explain(
             out.append(play_text("disagrees", lang, what="; ".join(mismatches)))
         else:
             out.append(play_text("agrees", lang))
+    changed: dict[str, list[str]] = {}  # a new state -> the ends now in it
     for end in ENDS:
         obs = report.observed.get(end)
         if obs is None or not obs.agree:
             continue
-        was = prediction.before.get(end, TcpState.CLOSE)
-        if from_kernel(obs.state) is not was:
-            body = _state_body(obs.state, lang)
-            out.append(play_text("now", lang, end=end, state=obs.state, body=body))
+        if from_kernel(obs.state) is not prediction.before.get(end, TcpState.CLOSE):
+            changed.setdefault(obs.state, []).append(end)
+    for state, ends in changed.items():
+        body = _state_body(state, lang)
+        out.append(play_text("now", lang, end=", ".join(ends), state=state, body=body))
     return out
 
 
@@ -629,7 +631,13 @@ class PlayRequest:
     port: int | None = None
 
 
-def play(request: PlayRequest, emit: Emit, read_line: ReadLine, say: Say) -> RunRecord:
+def play(
+    request: PlayRequest,
+    emit: Emit,
+    read_line: ReadLine,
+    say: Say,
+    started: StepStarted | None = None,
+) -> RunRecord:
     """Place the ends, open the listener, then one step per command until EOF, ``quit`` or
     ``idle`` seconds without a command; everything is removed on the way out (also on Ctrl-C,
     SIGTERM, SIGHUP: ``drive`` turns them into ``Interrupted``)."""
@@ -647,7 +655,8 @@ def play(request: PlayRequest, emit: Emit, read_line: ReadLine, say: Say) -> Run
             await session.act(Command("listen", "listen", "server", "listen", {"accept": True}))
             while True:
                 try:
-                    line = await asyncio.wait_for(read_line(), request.idle)
+                    # net.waits: 3.11's asyncio.wait_for can lose a Ctrl-C (gh-86296).
+                    line = await wait_for(read_line(), request.idle)
                 except TimeoutError:
                     say(f"play: no command for {request.idle:g} s; ending the session")
                     break
@@ -658,7 +667,7 @@ def play(request: PlayRequest, emit: Emit, read_line: ReadLine, say: Say) -> Run
             raise
         await runner.finish()
 
-    return drive(run_request, emit, body)
+    return drive(run_request, emit, body, started=started)
 
 
 __all__ = [

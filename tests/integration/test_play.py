@@ -56,7 +56,8 @@ def test_a_typed_half_close_shows_what_the_half_close_lab_shows(loop_name: str) 
     }
     assert shutdown.explanation["en"].startswith("Model (RFC 9293 table, not the kernel):")
     assert "Kernel agrees with the model." in shutdown.explanation["en"]
-    assert "client is now FIN_WAIT2" in shutdown.explanation["en"]
+    assert "Now FIN_WAIT2: client. The active closer" in shutdown.explanation["en"]
+    assert "Now CLOSE_WAIT: server. " in shutdown.explanation["en"]
     assert "模型" in shutdown.explanation["zh"]
     result = session.events[-1]
     assert isinstance(result, LabResult)
