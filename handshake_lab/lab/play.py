@@ -450,7 +450,9 @@ class PlaySession:
         except OutputError as exc:
             self.say(f"play: save: {exc}")
             return False
-        self.say(f"play: saved {len(self.played)} steps to {path} (handshake-lab run {path})")
+        n = len(self.played)
+        steps = f"{n} step" + ("" if n == 1 else "s")
+        self.say(f"play: saved {steps} to {path} (handshake-lab run {path})")
         return True
 
 

@@ -112,6 +112,20 @@ def test_a_bad_command_is_one_line_and_the_session_goes_on() -> None:
     assert all(s.agrees for s in session.steps)
 
 
+def test_a_save_that_cannot_be_written_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    link = tmp_path / "link.toml"
+    link.symlink_to(tmp_path / "elsewhere.toml")
+    missing = tmp_path / "no-such-dir" / "lab.toml"
+    early = tmp_path / "early.toml"
+    session = play_lines([f"save {early}", "connect", f"save {missing}", f"save {link}"])
+    assert session.said == [
+        f"play: saved 1 step to {early} (handshake-lab run {early})",
+        f"play: save: {missing}: directory {missing.parent} does not exist",
+        f"play: save: {link}: is a symbolic link; refusing to write through it",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["early.toml", "link.toml"]
+
+
 def test_holds_are_refused_on_loopback_in_one_line() -> None:
     session = play_lines(["drop next fin from client", "hold hold_fin at server", "connect"])
     assert (
