@@ -83,7 +83,6 @@ DROP_KINDS: Mapping[str, tuple[str, str]] = {
 LISTENER_ACTIONS = frozenset({"listen", "unlisten", "accept"})
 """Actions whose end (in the model) is the listener, though the lab's actor is the server."""
 HOLD_COMMANDS = frozenset({"drop", "hold", "release"})
-NOT_A_COMMAND = frozenset({"", "#"})
 
 
 class PlayError(ValueError):
@@ -418,7 +417,7 @@ class PlaySession:
         """A play step's report: the model's lines and the kernel's verdict as its text."""
         if not isinstance(event, StepReport) or self._pending is None:
             return event
-        command, prediction = self._pending
+        _, prediction = self._pending
         # The model predicts states, not outcomes: an error a command meets (ECONNREFUSED,
         # ETIMEDOUT from a recv with nothing to read) is shown as the outcome, not as a
         # disagreement with the model.
@@ -427,7 +426,6 @@ class PlaySession:
             lang: "\n\n".join(_explain(prediction, event, mismatches, lang))
             for lang in ("en", "zh")
         }
-        del command
         return replace(
             event,
             mismatches=mismatches,
