@@ -9,6 +9,7 @@ from pathlib import Path
 
 from handshake_lab.placement import Topology
 from handshake_lab.record.events import LabResult, StepReport
+from handshake_lab.spec.authoring import check_file
 from handshake_lab.spec.loader import load_lab
 from handshake_lab.tcp.states import TcpState
 from tests.integration.play_support import HALF_CLOSE, play_lines, rerun, states
@@ -64,12 +65,14 @@ def test_a_typed_half_close_shows_what_the_half_close_lab_shows(loop_name: str) 
     assert result.passed
 
 
-def test_a_saved_session_loads_and_reruns_agreeing_at_every_step(
+def test_a_saved_session_passes_lab_check_and_reruns_agreeing_at_every_step(
     loop_name: str, tmp_path: Path
 ) -> None:
     path = tmp_path / "typed-half-close.toml"
     session = play_lines([*HALF_CLOSE, f"save {path}"], loop_name)
     assert any(f"saved 10 steps to {path}" in line for line in session.said), session.said
+    checked = check_file(str(path))  # what 'handshake-lab lab check' says of it
+    assert checked.problems == []
     lab = load_lab(path)
     assert lab.name == "typed-half-close"
     assert [s.action for s in lab.steps] == [s.action for s in session.steps]

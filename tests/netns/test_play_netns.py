@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from handshake_lab.placement import Topology
+from handshake_lab.spec.authoring import check_file
 from handshake_lab.spec.loader import load_lab
 from tests.integration.play_support import HALF_CLOSE, play_lines, rerun, states
 from tests.integration.test_play import check_half_close
@@ -59,6 +60,7 @@ def test_a_dropped_fin_is_marked_and_counted_then_resent(loop_name: str, tmp_pat
     assert not resent[0]["dropped"]
     assert session.steps[5].outcome == "EOF"
     assert states(session.steps[6])["client"] == "TIME_WAIT"
+    assert check_file(str(path)).problems == []  # 'lab check'
     lab = load_lab(path)
     assert lab.topologies == ("netns",)
     assert lab.steps[3].facts == {"dropped.h1": 1}
@@ -90,6 +92,7 @@ def test_a_held_fin_stays_held_until_released(loop_name: str, tmp_path: Path) ->
     after = session.steps[6]
     assert states(after)["client"] == "FIN_WAIT2"
     assert states(after)["server"] == "CLOSE_WAIT"
+    assert check_file(str(path)).problems == []
     record = rerun(load_lab(path), loop_name, Topology.NETNS)
     assert record.result is not None
     assert record.result.passed, [s.mismatches for s in record.steps]
