@@ -28,7 +28,7 @@ from handshake_lab.errors import OutputError
 from handshake_lab.i18n.play import play_text, play_texts
 from handshake_lab.i18n.states import state_text
 from handshake_lab.lab.predict import ENDS, ModelHold, Prediction, from_kernel, predict
-from handshake_lab.lab.runner import Emit, LabRun, StepStarted
+from handshake_lab.lab.runner import UNEXPECTED_ERROR, Emit, LabRun, StepStarted
 from handshake_lab.lab.session import RunRequest, drive
 from handshake_lab.net.waits import wait_for
 from handshake_lab.outputs import check_output, write_output
@@ -421,7 +421,7 @@ class PlaySession:
         # The model predicts states, not outcomes: an error a command meets (ECONNREFUSED,
         # ETIMEDOUT from a recv with nothing to read) is shown as the outcome, not as a
         # disagreement with the model.
-        mismatches = [m for m in event.mismatches if not m.endswith("did not expect an error)")]
+        mismatches = [m for m in event.mismatches if not m.endswith(f"({UNEXPECTED_ERROR})")]
         explanation = {
             lang: "\n\n".join(_explain(prediction, event, mismatches, lang))
             for lang in ("en", "zh")

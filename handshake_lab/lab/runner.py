@@ -76,6 +76,9 @@ POLL_INTERVAL = 0.005
 STAY_POLL_INTERVAL = 0.05
 NON_ERROR_OUTCOMES = frozenset({"ok", "pending", "data", "EOF"})
 SERVER, CLIENT = "server", "client"
+UNEXPECTED_ERROR = "the lab did not expect an error"
+"""The end of the mismatch for an error outcome a step did not name (``play`` leaves it out:
+there a command's errno is its outcome, not a disagreement)."""
 
 Emit = Callable[[Event], None]
 ActResult = tuple[str | None, str | None, dict[str, object]]
@@ -755,7 +758,7 @@ class LabRun:
             if outcome != step.outcome:
                 problems.append(f"outcome: expected {step.outcome}, got {outcome}")
         elif outcome is not None and outcome not in NON_ERROR_OUTCOMES:
-            problems.append(f"outcome: {outcome} (the lab did not expect an error)")
+            problems.append(f"outcome: {outcome} ({UNEXPECTED_ERROR})")
         if step.data is not None and data != step.data:
             problems.append(f"data: expected {step.data!r}, got {data!r}")
         for key, want_value in step.facts.items():
