@@ -508,17 +508,18 @@ def _lab_name(path: Path) -> str:
     return (name or "played")[:63]
 
 
-def _toml(value: object) -> str:
+def toml_value(value: object) -> str:
     """A TOML value: JSON's string escapes are TOML's basic-string escapes."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return json.dumps(value)
-    return json.dumps(str(value), ensure_ascii=False)
+    # JSON leaves DEL raw; TOML wants it escaped like the other control characters.
+    return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _inline(table: Mapping[str, object]) -> str:
-    items = ", ".join(f"{_key(k)} = {_toml(v)}" for k, v in table.items())
+    items = ", ".join(f"{_key(k)} = {toml_value(v)}" for k, v in table.items())
     return "{ " + items + " }" if items else "{}"
 
 
@@ -548,26 +549,26 @@ def lab_toml(played: list[Played], topology: Topology, name: str) -> str:
         "# Recorded by 'handshake-lab play'; the expectations are what the kernel showed.",
         "# Replace the TODO texts; 'handshake-lab run' of this file repeats the session.",
         "schema = 1",
-        f"name = {_toml(name)}",
+        f"name = {toml_value(name)}",
         f"title = {_inline(play_texts('title'))}",
         f"summary = {_inline(play_texts('summary'))}",
         "echo = false",
-        f"topologies = [{_toml(topology.step_set)}]",
+        f"topologies = [{toml_value(topology.step_set)}]",
     ]
     full = _full_holds(played)
     for position, p in enumerate(played):
         step, report = p.step, p.report
-        lines += ["", "[[step]]", f"# play> {p.command.line}", f"id = {_toml(step.id)}"]
+        lines += ["", "[[step]]", f"# play> {p.command.line}", f"id = {toml_value(step.id)}"]
         if step.action != "observe":
-            lines.append(f"actor = {_toml(step.actor)}")
-        lines.append(f"action = {_toml(step.action)}")
+            lines.append(f"actor = {toml_value(step.actor)}")
+        lines.append(f"action = {toml_value(step.action)}")
         args = dict(step.args)
         if args:
             lines.append(f"args = {_inline(args)}")
         if report.outcome is not None and report.outcome not in {"ok", "pending"}:
-            lines.append(f"outcome = {_toml(report.outcome)}")
+            lines.append(f"outcome = {toml_value(report.outcome)}")
         if report.data is not None:
-            lines.append(f"data = {_toml(report.data)}")
+            lines.append(f"data = {toml_value(report.data)}")
         expect: dict[str, str] = {}
         unsure: list[str] = []
         for side, obs in report.observed.items():
@@ -591,16 +592,16 @@ def lab_toml(played: list[Played], topology: Topology, name: str) -> str:
         elif step.action == "observe" and step.stay:
             timeout = min(MAX_TIMEOUT, step.stay + SAVED_TIMEOUT)
         if timeout != SAVED_TIMEOUT:
-            lines.append(f"timeout = {_toml(timeout)}")
+            lines.append(f"timeout = {toml_value(timeout)}")
         for hold in step.holds:
             hold_table: dict[str, object] = {"id": hold.id, "kind": hold.kind, "at": hold.at}
             if hold.count is not None:
                 hold_table["count"] = hold.count
             lines.append(f"hold = {_inline(hold_table)}")
         if step.release:
-            lines.append(f"release = {_toml(step.release[0])}")
+            lines.append(f"release = {toml_value(step.release[0])}")
         for lang, text in _saved_explain(p).items():
-            lines.append(f"explain.{lang} = {_toml(text)}")
+            lines.append(f"explain.{lang} = {toml_value(text)}")
     return "\n".join(lines) + "\n"
 
 
@@ -681,4 +682,5 @@ __all__ = [
     "parse_command",
     "play",
     "play_lab",
+    "toml_value",
 ]

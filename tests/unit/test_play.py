@@ -3,6 +3,7 @@ prediction, driven by play scripts through the textbook paths of ``tcp.machine``
 
 from __future__ import annotations
 
+import tomllib
 import unicodedata
 
 import pytest
@@ -15,6 +16,7 @@ from handshake_lab.lab.play import (
     PlayModel,
     completions,
     parse_command,
+    toml_value,
 )
 from handshake_lab.lab.predict import Prediction, from_kernel, predict
 from handshake_lab.spec.model import HOLD_KINDS
@@ -329,3 +331,21 @@ def test_help_fits_80_columns_and_says_there_is_no_undo(lang: str) -> None:
     assert ("no undo" if lang == "en" else "没有撤销") in text
     for verb in COMMANDS:
         assert verb in text
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        'say "hi"',
+        "back\\slash",
+        "tab\there",
+        "中文 数据",
+        "del\x7fbell\x07",
+        "{not a table}",
+        3,
+        2.5,
+        True,
+    ],
+)
+def test_saved_values_are_toml_that_reads_back_the_same(value: object) -> None:
+    assert tomllib.loads(f"x = {toml_value(value)}")["x"] == value
