@@ -355,6 +355,80 @@ def run(
     raise typer.Exit(int(status))
 
 
+class PlayTopology(StrEnum):
+    loopback = "loopback"
+    netns = "netns"
+
+
+@app.command()
+def play(
+    topology: Annotated[
+        PlayTopology,
+        typer.Option(
+            "--topology",
+            help="loopback, or two network namespaces (holds and drops; as root, or without "
+            "root in a private user namespace).",
+        ),
+    ] = PlayTopology.loopback,
+    loop: Annotated[
+        LoopName, typer.Option("--loop", help="Event loop that runs the sockets.")
+    ] = LoopName.asyncio,
+    lang: LangOpt = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="NDJSON events on stdout; messages on stderr.")
+    ] = False,
+    save: Annotated[
+        Path | None,
+        typer.Option(
+            "--save", help="Also write the run record to FILE (for 'show').", dir_okay=False
+        ),
+    ] = None,
+    script: Annotated[
+        Path | None,
+        typer.Option(
+            "--script", help="Read the commands from FILE instead of stdin.", dir_okay=False
+        ),
+    ] = None,
+    idle: Annotated[
+        float,
+        typer.Option(
+            "--idle", min=1, help="End the session after this many seconds without a command."
+        ),
+    ] = 600.0,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", "-p", min=1, max=65535, help="Server port [default: a free port]."),
+    ] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Drive one real connection by hand: connect, send, shutdown, close... on either end.
+
+    After each command: the kernel's states (ss and psutil), the segments, and what the RFC
+    9293 model predicted ('kernel agrees/disagrees'). 'help' lists the commands; 'save
+    FILE.toml' writes the session as a lab. Ends on EOF, 'quit', Ctrl-C or --idle.
+    Exit codes: 0 the session ended; 2 bad option; 6 missing dependency; 7 network error;
+    9 --save cannot be written; 130 interrupted (every socket and namespace removed).
+    """
+    from handshake_lab.cli.play_cmd import play_command  # noqa: PLC0415
+
+    language = resolve(lang)
+    status = guarded(
+        debug,
+        lambda: play_command(
+            topology=Topology(topology.value),
+            loop=loop.value,
+            lang=language,
+            json_out=json_out,
+            save=save,
+            script=script,
+            idle=idle,
+            port=port,
+            argv=command_line,
+        ),
+    )
+    raise typer.Exit(int(status))
+
+
 @app.command()
 def show(
     run_file: Annotated[

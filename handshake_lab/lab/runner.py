@@ -76,6 +76,9 @@ POLL_INTERVAL = 0.005
 STAY_POLL_INTERVAL = 0.05
 NON_ERROR_OUTCOMES = frozenset({"ok", "pending", "data", "EOF"})
 SERVER, CLIENT = "server", "client"
+UNEXPECTED_ERROR = "the lab did not expect an error"
+"""The end of the mismatch for an error outcome a step did not name (``play`` leaves it out:
+there a command's errno is its outcome, not a disagreement)."""
 
 Emit = Callable[[Event], None]
 ActResult = tuple[str | None, str | None, dict[str, object]]
@@ -138,6 +141,8 @@ class LabRun:
         self.released: set[str] = set()
         self._released_at: dict[str, float] = {}  # hold -> when it stopped dropping (run ms)
         self.steps = lab.steps_for(options.step_set or options.topology.step_set)
+        self.reports: list[StepReport] = []
+        self._began = self.t0
         self.quiz = quiz
         self.ask = ask
         self.started = started
@@ -162,7 +167,21 @@ class LabRun:
     # -- the run ----------------------------------------------------------------------------
 
     async def run(self) -> LabResult:
-        started = self.t0 = time.monotonic()
+        """Every step of the lab in order: ``start``, ``run_step`` each, ``finish``."""
+        await self.start()
+        try:
+            for step in self.steps:
+                if self.pause is not None:
+                    await self.pause(step)
+                await self.run_step(step)
+        except BaseException:
+            await self._cleanup()
+            raise
+        return await self.finish()
+
+    async def start(self) -> None:
+        """Reserve the ports, start the evidence and emit ``LabStarted``."""
+        self._began = self.t0 = time.monotonic()
         await self._allocate_ports()
         if self.evidence is not None:
             await asyncio.to_thread(self.evidence.start, sorted(set(self.ports.values())))
@@ -192,24 +211,29 @@ class LabRun:
                 kernel=kernel,
             )
         )
-        reports: list[StepReport] = []
-        try:
-            for position, step in enumerate(self.steps, start=1):
-                if self.pause is not None:
-                    await self.pause(step)
-                report = await self._run_step(step, position)
-                reports.append(report)
-                self.emit(report)
-        finally:
-            await self._cleanup()
+
+    async def run_step(self, step: Step) -> StepReport:
+        """Perform one step, emit its report and return it. A step that is not one of the
+        lab's (``play`` makes them one at a time) is appended to ``steps`` first."""
+        if not any(s is step for s in self.steps):
+            self.steps = (*self.steps, step)
+        report = await self._run_step(step, len(self.reports) + 1)
+        self.reports.append(report)
+        self.emit(report)
+        return report
+
+    async def finish(self) -> LabResult:
+        """Release every socket and the evidence, then emit and return ``LabResult``."""
+        await self._cleanup()
+        reports = self.reports
         disagreed = [r.id for r in reports if not r.agrees]
         result = LabResult(
-            name=lab.name,
+            name=self.lab.name,
             passed=not disagreed,
             steps=len(reports),
             agreed=len(reports) - len(disagreed),
             disagreed=len(disagreed),
-            duration_s=round(time.monotonic() - started, 3),
+            duration_s=round(time.monotonic() - self._began, 3),
             settle_s=round(sum(r.settle_ms for r in reports) / 1000, 3),
             disagreed_steps=disagreed,
             checks=[
@@ -222,8 +246,9 @@ class LabRun:
         return result
 
     async def _cleanup(self) -> None:
-        # Shielded and bounded: on Ctrl-C the sockets must still be released, and a stuck
-        # close must not keep the user waiting.
+        # Idempotent (``play`` may end a session that already finished). Shielded and
+        # bounded: on Ctrl-C the sockets must still be released, and a stuck close must not
+        # keep the user waiting.
         async def release() -> None:
             await self.clients.close_all()
             await self.server.close_all()
@@ -733,7 +758,7 @@ class LabRun:
             if outcome != step.outcome:
                 problems.append(f"outcome: expected {step.outcome}, got {outcome}")
         elif outcome is not None and outcome not in NON_ERROR_OUTCOMES:
-            problems.append(f"outcome: {outcome} (the lab did not expect an error)")
+            problems.append(f"outcome: {outcome} ({UNEXPECTED_ERROR})")
         if step.data is not None and data != step.data:
             problems.append(f"data: expected {step.data!r}, got {data!r}")
         for key, want_value in step.facts.items():

@@ -10,6 +10,7 @@ objects are released either way; an interrupted run raises ``Interrupted``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,25 @@ def execute(
 ) -> RunRecord:
     """Run the lab; every event goes to ``emit`` as it happens; the record is returned.
     ``started`` is told as each step's action begins (a progress line)."""
+    return drive(request, emit, LabRun.run, pause=pause, ask=ask, started=started)
+
+
+Body = Callable[[LabRun], Awaitable[object]]
+"""What ``drive`` does with the runner inside the event loop: ``LabRun.run`` for a lab; a
+``play`` session feeds it steps one at a time (``start``, ``run_step``..., ``finish``)."""
+
+
+def drive(
+    request: RunRequest,
+    emit: Emit,
+    body: Body,
+    *,
+    pause: Pause | None = None,
+    ask: Ask | None = None,
+    started: StepStarted | None = None,
+) -> RunRecord:
+    """Place the ends, start the evidence, run ``body(runner)`` in the chosen loop with the
+    terminating signals cancelling it, remove everything, and return the record."""
     factory = loop_factory(request.loop)
     recorder = Recorder(emit)
     # Outside the event loop (building and removing namespaces) SIGTERM, SIGHUP and SIGQUIT
@@ -100,7 +120,7 @@ def execute(
             for signum in TERMINATING:  # SIGHUP, SIGQUIT too: a closed terminal, Ctrl-\
                 running.add_signal_handler(signum, task.cancel)
             try:
-                await runner.run()
+                await body(runner)
             finally:
                 for signum in TERMINATING:
                     running.remove_signal_handler(signum)

@@ -1,0 +1,180 @@
+"""The ``play`` command: options -> ``PlayRequest`` -> ``lab.play.play`` -> exit code.
+
+Only the terminal lives here: where the command lines come from (a prompt with readline
+history and completion on a terminal; a file or a pipe read line by line, each line echoed
+before its output) and where the tables and messages go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import readline  # input() gets line editing, history and completion (this command only)
+import sys
+import termios
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TextIO
+
+from handshake_lab import tools
+from handshake_lab.cli.runlab import isolate_without_root
+from handshake_lab.errors import ExitStatus, Interrupted, UsageError
+from handshake_lab.lab.play import PlayRequest, completions, play
+from handshake_lab.observe.defaults import default_observers
+from handshake_lab.outputs import check_output
+from handshake_lab.placement import Topology
+from handshake_lab.record.events import Event
+from handshake_lab.render.jsonl import JsonLinesRenderer
+from handshake_lab.render.progress import StepProgress
+from handshake_lab.render.table import TableRenderer
+from handshake_lab.render.text import make_console
+from handshake_lab.spec.model import Step
+
+PROMPT = "play> "
+
+
+class LineReader:
+    """The next command line, read in a daemon thread so the event loop keeps serving the
+    sockets (and the idle timeout can give up on a read that never ends)."""
+
+    def __init__(self, stream: TextIO, interactive: bool, echo: Callable[[str], None]) -> None:
+        self.stream = stream
+        self.interactive = interactive
+        self.echo = echo
+
+    def _read(self) -> str | None:
+        if self.interactive:
+            try:
+                return input(PROMPT)
+            except EOFError:
+                return None
+        line = self.stream.readline()
+        return line if line else None
+
+    async def __call__(self) -> str | None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[str | None] = loop.create_future()
+
+        def deliver(line: str | None) -> None:
+            if not done.done():
+                done.set_result(line)
+
+        def work() -> None:
+            try:
+                line = self._read()
+            except (OSError, ValueError, UnicodeDecodeError):
+                line = None
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(deliver, line)
+
+        threading.Thread(target=work, name="play-input", daemon=True).start()
+        line = await done
+        if line is not None and not self.interactive:
+            self.echo(f"{PROMPT}{line.rstrip()}")
+        return line
+
+
+@contextlib.contextmanager
+def terminal(interactive: bool) -> Iterator[None]:
+    """On a terminal: tab completion and history (readline), and the terminal's settings put
+    back at the end even if the session ends while readline is reading."""
+    if not interactive:
+        yield
+        return
+
+    def complete(text: str, state: int) -> str | None:
+        before = readline.get_line_buffer()[: readline.get_begidx()].split()
+        options = completions(text, before)
+        return options[state] + " " if state < len(options) else None
+
+    readline.set_completer_delims(" \t")
+    readline.set_completer(complete)
+    readline.parse_and_bind("tab: complete")
+    saved = None
+    with contextlib.suppress(termios.error):
+        saved = termios.tcgetattr(sys.stdin.fileno())
+    try:
+        yield
+    finally:
+        readline.set_completer(None)
+        if saved is not None:
+            with contextlib.suppress(termios.error):
+                termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
+
+
+def play_command(
+    *,
+    topology: Topology,
+    loop: str,
+    lang: str,
+    json_out: bool,
+    save: Path | None,
+    script: Path | None,
+    idle: float,
+    port: int | None,
+    argv: list[str] | None,
+) -> ExitStatus:
+    if topology not in (Topology.LOOPBACK, Topology.NETNS):
+        raise UsageError("play runs with --topology loopback or netns")
+    if save is not None:
+        check_output(save)
+    netns = topology is Topology.NETNS
+    for tool in tools.needed_for("netns" if netns else "loopback", holds=netns):
+        tools.require(tool)
+    isolate_without_root(netns, [script, save], argv)
+    default_observers()  # fail early if ss or psutil is unusable
+    stream: TextIO = sys.stdin
+    if script is not None:
+        try:
+            stream = script.open(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--script {script}: {exc.strerror or exc}") from exc
+    interactive = script is None and sys.stdin.isatty()
+    out = sys.stderr if json_out else sys.stdout
+
+    def say(text: str) -> None:
+        out.write(text + "\n")
+        out.flush()
+
+    renderer = None if json_out else TableRenderer(make_console(), lang)
+    sinks: list[Callable[[Event], None]] = [renderer or JsonLinesRenderer(lang)]
+    saved: TextIO | None = save.open("w", encoding="utf-8") if save is not None else None
+    if saved is not None:
+        sinks.append(JsonLinesRenderer(lang, saved))
+
+    # A progress line while a step waits (``wait 20``): only on a terminal, never in --json.
+    progress = StepProgress(sys.stderr, lang) if renderer and sys.stderr.isatty() else None
+
+    def emit(event: Event) -> None:
+        if progress is not None:
+            progress.clear()
+        for sink in sinks:
+            sink(event)
+
+    def started(step: Step, position: int, total: int) -> None:
+        if progress is not None:
+            progress.started(position, total, step.actor, step.action, step.timeout, step.stay)
+
+    if interactive:
+        say(
+            "handshake-lab play: 'help' lists the commands; there is no undo (the kernel has none)"
+        )
+    request = PlayRequest(topology=topology, loop=loop, lang=lang, idle=idle, port=port)
+    try:
+        with terminal(interactive), progress if progress is not None else nullcontext():
+            reader = LineReader(stream, interactive, say)
+            record = play(request, emit, reader, say, started if progress else None)
+    except (KeyboardInterrupt, Interrupted):
+        if interactive:
+            sys.stderr.write("\n")  # off the prompt's line
+        raise
+    finally:
+        if saved is not None:
+            saved.close()
+        if stream is not sys.stdin:
+            stream.close()
+    if renderer is not None:
+        renderer.ladders(record)
+    return ExitStatus.OK

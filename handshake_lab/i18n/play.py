@@ -1,0 +1,111 @@
+"""The words of ``handshake-lab play`` (the help, the model's lines, the saved lab's
+placeholders), in English and Chinese. Explanations of the states themselves come from
+``states.toml``; these only frame them."""
+
+from __future__ import annotations
+
+from handshake_lab.i18n.lang import pick
+
+PLAY_TEXTS: dict[str, dict[str, str]] = {
+    "help": {
+        "en": """\
+Drive one real connection by hand; after each command, the kernel's states.
+  connect              the client connects (SYN, SYN-ACK, ACK); one a session
+  send END TEXT        END sends TEXT (END: client or server)
+  recv END             END reads what arrived (data, EOF or an error)
+  shutdown END         shutdown(SHUT_WR): END sends a FIN, can still receive
+  close END            close(): a FIN (close listener = unlisten)
+  abort END            close with SO_LINGER 0: a RST
+  listen [noaccept]    open the listener again (noaccept: never accept)
+  unlisten             close the listener (not its connection)
+  accept               start accepting on a listener opened with noaccept
+  wait [SECONDS]       watch the states (default 1 s), e.g. after a release
+netns only (holds are nftables rules in the session's namespaces):
+  drop next fin|ack|synack|syn from END    drop the next such segment END sends
+  hold KIND at END     drop KIND arriving at END until released; KIND is one of
+  {kinds}
+  release HOLD         remove a hold (its id: h1, h2, ...)
+  help, history, save FILE.toml, quit
+Ends: client, server (the server's end of the connection), listener.
+There is no undo: the kernel has none. A FIN sent is sent.
+The 'expected' column is the RFC 9293 model's prediction, not the kernel.""",
+        "zh": """\
+手动驱动一条真实的连接；每条命令之后显示内核报告的状态。
+  connect              客户端发起连接（SYN、SYN-ACK、ACK）；每个会话一条
+  send END TEXT        END 发送 TEXT（END：client 或 server）
+  recv END             END 读取收到的内容（数据、EOF 或错误）
+  shutdown END         shutdown(SHUT_WR)：END 发出 FIN，仍可接收
+  close END            close()：发出 FIN（close listener 即 unlisten）
+  abort END            以 SO_LINGER 0 关闭：发出 RST
+  listen [noaccept]    重新打开监听套接字（noaccept：从不 accept）
+  unlisten             关闭监听套接字（不关闭已建立的连接）
+  accept               对以 noaccept 打开的监听套接字开始 accept
+  wait [SECONDS]       只观察状态（默认 1 秒），例如在 release 之后
+仅限 netns（保持规则是本会话网络命名空间里的 nftables 规则）：
+  drop next fin|ack|synack|syn from END    丢弃 END 发出的下一个这种报文段
+  hold KIND at END     丢弃到达 END 的 KIND 报文段，直到 release；KIND 可以是
+  {kinds}
+  release HOLD         删除一条保持规则（编号：h1、h2……）
+  help、history、save FILE.toml、quit
+端点：client、server（服务器一侧的连接端）、listener（监听套接字）。
+没有撤销：内核本身就没有撤销。发出的 FIN 已经发出。
+“预期”一列是 RFC 9293 模型的预测，不是内核的报告。""",
+    },
+    "model": {
+        "en": "Model (RFC 9293 table, not the kernel):",
+        "zh": "模型（RFC 9293 状态表，不是内核）：",
+    },
+    "model_quiet": {
+        "en": "Model: no end changes state.",
+        "zh": "模型：没有任何一端改变状态。",
+    },
+    "model_unknown": {
+        "en": "Model: cannot predict this step ({reason}); the kernel's states are only observed.",
+        "zh": "模型：无法预测这一步（{reason}），只观察内核的状态。",
+    },
+    "timer": {
+        "en": "{end} resends its {segment} when a retransmission timer fires; the model has no "
+        "clock",
+        "zh": "{end} 的 {segment} 要等重传定时器到期才会重发，而模型没有时钟",
+    },
+    "dropped": {
+        "en": "dropped by hold {hold}: {segment}",
+        "zh": "被保持规则 {hold} 丢弃：{segment}",
+    },
+    "illegal": {
+        "en": "{event} has no transition in {state} at {end}",
+        "zh": "{end} 处于 {state} 时 {event} 在状态表中没有转换",
+    },
+    "agrees": {"en": "Kernel agrees with the model.", "zh": "内核与模型一致。"},
+    "disagrees": {
+        "en": "Kernel disagrees with the model: {what}. That is an observation of this kernel, "
+        "not an error.",
+        "zh": "内核与模型不一致：{what}。这是对本内核的观察结果，而不是错误。",
+    },
+    "now": {"en": "Now {state}: {end}. {body}", "zh": "现在处于 {state}：{end}。{body}"},
+    "teacher": {
+        "en": "TODO (teacher): say what this step shows and which segments cross.",
+        "zh": "待补充（教师）：说明这一步展示了什么，以及哪些报文段经过线路。",
+    },
+    "title": {"en": "Recorded with handshake-lab play", "zh": "用 handshake-lab play 录制"},
+    "summary": {
+        "en": "TODO (teacher): one line for 'handshake-lab list'",
+        "zh": "待补充（教师）：给 handshake-lab list 的一行说明",
+    },
+    "play_title": {"en": "Play: drive a connection by hand", "zh": "手动驱动一条连接"},
+    "play_summary": {
+        "en": "your commands, the kernel's states, the RFC model's prediction",
+        "zh": "你的命令、内核的状态、RFC 模型的预测",
+    },
+}
+
+
+def play_text(key: str, lang: str, **values: object) -> str:
+    """The play text ``key`` in ``lang``, with ``{name}`` filled from ``values``."""
+    text = PLAY_TEXTS[key][pick(lang)]
+    return text.format(**values) if values else text
+
+
+def play_texts(key: str, **values: object) -> dict[str, str]:
+    """``key`` in every language (what a language-neutral record keeps)."""
+    return {lang: play_text(key, lang, **values) for lang in ("en", "zh")}
