@@ -29,8 +29,21 @@ ABSENT = "ABSENT"
 DEFAULT_TIMEOUT = 2.0
 MAX_TIMEOUT = 300.0
 MAIN_PORT = "main"
-STREAM_ACTIONS: tuple[str, ...] = ("send", "recv", "send_eof", "close", "abort")
+STREAM_ACTIONS: tuple[str, ...] = (
+    "send",
+    "recv",
+    "send_eof",
+    "close",
+    "abort",
+    "stop_reading",
+    "read_all",
+    "fill",
+    "linger",
+    "queues",
+)
 """The actions on one connection, done by whichever end a step names (runner and agent)."""
+MAX_LINGER = 60
+"""The longest SO_LINGER time a lab may set: a lingering close() blocks that long."""
 
 
 SYSCTL_PLACEHOLDER = re.compile(r"\{sysctl:(net(?:\.[a-z0-9_]+){2,})\}")
@@ -182,6 +195,42 @@ ACTIONS: Mapping[str, ActionSpec] = {
         frozenset({"server", "client"}),
         {"conn": _CONN},
         "abortive close: SO_LINGER {on, 0}, the kernel sends RST",
+    ),
+    "stop_reading": ActionSpec(
+        frozenset({"server", "client"}),
+        {"conn": _CONN},
+        "stop reading: what arrives from now on stays unread in the kernel's receive queue",
+    ),
+    "read_all": ActionSpec(
+        frozenset({"server", "client"}),
+        {"conn": _CONN},
+        "read again, everything, until EOF or an error (or timeout); fact bytes: how many",
+    ),
+    "fill": ActionSpec(
+        frozenset({"server", "client"}),
+        {"conn": _CONN},
+        "write until the kernel would block (peer's window and own send buffer full); "
+        "facts sent, send_q",
+    ),
+    "linger": ActionSpec(
+        frozenset({"server", "client"}),
+        {
+            "seconds": ArgSpec(
+                (int,),
+                None,
+                minimum=0,
+                maximum=MAX_LINGER,
+                required=True,
+                help="SO_LINGER {on, seconds}; 0 makes close() an abort (RST)",
+            ),
+            "conn": _CONN,
+        },
+        "set SO_LINGER {on, seconds}: a later close() waits up to that long for unsent data",
+    ),
+    "queues": ActionSpec(
+        frozenset({"server", "client"}),
+        {"conn": _CONN},
+        "read the socket's queues into facts: recv_q (unread bytes), send_q (unacknowledged)",
     ),
     "observe": ActionSpec(
         frozenset({"lab"}), {}, "do nothing; wait (up to timeout) for the expected states"

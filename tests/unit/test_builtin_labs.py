@@ -33,6 +33,7 @@ EXPECTED_LABS = {
     "stale-syn",
     "port-exhaustion",
     "syn-backlog",
+    "unread-close",
 }
 # Labs whose lesson needs nftables holds, raw SYNs or namespace sysctls (root).
 NETNS_ONLY_LABS = {"lost-last-ack", "simultaneous-close", "stale-syn", "port-exhaustion"}
