@@ -233,6 +233,8 @@ class Stream:
             return "EPIPE"
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, seconds))
+        except ValueError:  # uvloop: the transport is closed already (fd -1)
+            return "EPIPE"
         except OSError as exc:
             return errno_name(exc)
         self.linger = seconds
@@ -286,7 +288,9 @@ class Stream:
         self.closed = True
         sock = self.sock
         if sock is not None:
-            with contextlib.suppress(OSError):
+            # ValueError: uvloop's socket of a transport the peer's RST already closed has
+            # fd -1 (seen after a read that ended in ECONNRESET); nothing is left to reset.
+            with contextlib.suppress(OSError, ValueError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.writer.transport.abort()
         await self.settle_close()

@@ -35,6 +35,7 @@ EXPECTED_LABS = {
     "syn-backlog",
     "unread-close",
     "orphaned-fin-wait2",
+    "linger",
 }
 # Labs whose lesson needs nftables holds, raw SYNs or namespace sysctls (root).
 NETNS_ONLY_LABS = {
