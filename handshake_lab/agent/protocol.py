@@ -32,7 +32,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from handshake_lab.observe.base import Address, SocketRecord, Timer
-from handshake_lab.spec.model import MAX_LINGER, STREAM_ACTIONS, type_name
+from handshake_lab.spec.model import (
+    MAX_KEEPALIVE,
+    MAX_LINGER,
+    MAX_USER_TIMEOUT,
+    STREAM_ACTIONS,
+    type_name,
+)
 from handshake_lab.tcp.states import TcpState
 from handshake_lab.topo.nft import HoldKind
 
@@ -271,6 +277,12 @@ NS_OP_ARGS: Final[Mapping[str, Mapping[str, Arg]]] = {
 
 STREAM_ARGS: Final[Mapping[str, Mapping[str, Arg]]] = {
     "linger": {"seconds": Arg(integer(0, MAX_LINGER))},
+    "keepalive": {
+        "idle": Arg(integer(1, MAX_KEEPALIVE)),
+        "interval": Arg(integer(1, MAX_KEEPALIVE)),
+        "count": Arg(integer(1, 127)),
+    },
+    "user_timeout": {"ms": Arg(integer(0, MAX_USER_TIMEOUT))},
 }
 """The arguments a stream action takes beyond its data (none unless listed), each typed."""
 

@@ -240,6 +240,33 @@ class Stream:
         self.linger = seconds
         return "ok"
 
+    def set_keepalive(self, idle: int, interval: int, count: int) -> str:
+        """SO_KEEPALIVE on: after ``idle`` s of silence a probe, then one every ``interval`` s;
+        ``count`` unanswered probes and the kernel ends the connection (ETIMEDOUT)."""
+        return self._setsockopts(
+            (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count),
+        )
+
+    def set_user_timeout(self, ms: int) -> str:
+        """TCP_USER_TIMEOUT: sent data unacknowledged for ``ms`` ends the connection."""
+        return self._setsockopts((socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, ms))
+
+    def _setsockopts(self, *options: tuple[int, int, int]) -> str:
+        sock = self.sock
+        if sock is None or self.closed:
+            return "EPIPE"
+        try:
+            for level, name, value in options:
+                sock.setsockopt(level, name, value)
+        except ValueError:  # uvloop: the transport is closed already (fd -1)
+            return "EPIPE"
+        except OSError as exc:
+            return errno_name(exc)
+        return "ok"
+
     def queues(self) -> tuple[str, dict[str, int]]:
         """The socket's queues as ``ss`` calls them: ``recv_q`` unread, ``send_q`` unacked."""
         fd = self._fd()

@@ -181,6 +181,16 @@ async def stream_action(
         return outcome, None, facts
     if action == "linger":
         return stream.set_linger(int(str(args["seconds"]))), None, {}
+    if action == "keepalive":
+        return (
+            stream.set_keepalive(
+                int(str(args["idle"])), int(str(args["interval"])), int(str(args["count"]))
+            ),
+            None,
+            {},
+        )
+    if action == "user_timeout":
+        return stream.set_user_timeout(int(str(args["ms"]))), None, {}
     if action == "queues":
         outcome, facts = stream.queues()
         return outcome, None, facts

@@ -36,6 +36,7 @@ EXPECTED_LABS = {
     "unread-close",
     "orphaned-fin-wait2",
     "linger",
+    "keepalive",
 }
 # Labs whose lesson needs nftables holds, raw SYNs or namespace sysctls (root).
 NETNS_ONLY_LABS = {
@@ -44,6 +45,7 @@ NETNS_ONLY_LABS = {
     "stale-syn",
     "port-exhaustion",
     "orphaned-fin-wait2",
+    "keepalive",
 }
 CJK = re.compile(r"[\u4e00-\u9fff]")
 # States that last microseconds on loopback: a poll cannot be expected to catch them.

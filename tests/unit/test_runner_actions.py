@@ -50,10 +50,11 @@ def test_a_stream_actions_arguments_are_the_ones_the_agent_checks(action: str) -
         if spec.minimum is None or spec.maximum is None:
             continue
         ok = {"peer": PEER, "action": action, "timeout": 1.0}
-        validate_args("stream_action", {**ok, "args": {name: spec.maximum}})
+        base = _required_args(action)
+        validate_args("stream_action", {**ok, "args": {**base, name: spec.maximum}})
         for bad in (spec.minimum - 1, spec.maximum + 1, True, "1"):
             with pytest.raises(ProtocolError):
-                validate_args("stream_action", {**ok, "args": {name: bad}})
+                validate_args("stream_action", {**ok, "args": {**base, name: bad}})
 
 
 def test_an_action_without_arguments_refuses_any() -> None:
