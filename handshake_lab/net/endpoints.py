@@ -223,7 +223,10 @@ class Stream:
             pass
         except OSError as exc:
             return errno_name(exc), {"sent": sent}
-        return "ok", {"sent": sent, "send_q": _ioctl_int(fd, SIOCOUTQ)}
+        try:
+            return "ok", {"sent": sent, "send_q": _ioctl_int(fd, SIOCOUTQ)}
+        except OSError as exc:
+            return errno_name(exc), {"sent": sent}
 
     def set_linger(self, seconds: int) -> str:
         """SO_LINGER {on, seconds}: a later close() waits up to ``seconds`` for unsent data
