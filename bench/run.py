@@ -22,6 +22,7 @@ from churn import Churn, churn
 from labfigures import lab_report
 from nsbench import BenchNetns, fill, leftover_namespaces
 from observers import Row, measure, table, targets
+from reportbench import report_lines
 from startup import report, report_fresh
 from watchbench import watch_line
 
@@ -117,6 +118,8 @@ def main() -> int:
             print(f"  - {item}")
         print("\n".join(report("host namespace")))
         print("\n".join(lab_report(args.repeats)))
+        print()
+        print("\n".join(report_lines(args.repeats)))
         return 0
     signal.signal(signal.SIGTERM, _terminate)
     limit = _raise_nofile(max(sizes) // 2 + 1024)
@@ -143,6 +146,8 @@ def main() -> int:
         print("\n".join(startup_lines))
         print()
         print("\n".join(lab_report(args.repeats)))
+        print()
+        print("\n".join(report_lines(args.repeats)))
     finally:
         left = leftover_namespaces()
         if left:

@@ -39,6 +39,9 @@ class ExitStatus(IntEnum):
     end (then nothing was left under its name)."""
     RUN_INVALID = 10
     """A saved run (``run --json`` output) is unreadable, truncated or not a run."""
+    ANSWERS_INVALID = 11
+    """``--answers``: the answers file cannot be read as answers to this lab (malformed TOML,
+    an unknown step, side, question or state); the message names the file and the line."""
     INTERRUPTED = 130
     """Ctrl-C or SIGTERM: every socket and kernel object was cleaned up before exit."""
 
@@ -60,15 +63,34 @@ class LabNotFoundError(HandshakeLabError):
 
 
 class LabInvalidError(HandshakeLabError):
-    """A lab file is wrong. The message names the file and, where known, the step."""
+    """A lab file is wrong. The message names the file and, where known, the line of the
+    offending key (``FILE:LINE:``, as compilers do) and the step."""
 
     exit_status = ExitStatus.LAB_INVALID
 
-    def __init__(self, path: str, message: str, step: str | None = None) -> None:
+    def __init__(
+        self, path: str, message: str, step: str | None = None, line: int | None = None
+    ) -> None:
         self.path = path
         self.step = step
+        self.line = line
         self.detail = message
-        where = f"{path}: step {step}" if step is not None else path
+        where = f"{path}:{line}" if line is not None else path
+        if step is not None:
+            where += f": step {step}"
+        super().__init__(f"{where}: {message}")
+
+
+class AnswersInvalidError(HandshakeLabError):
+    """An answers file cannot be read as answers to the lab. Names the file and the line."""
+
+    exit_status = ExitStatus.ANSWERS_INVALID
+
+    def __init__(self, path: str, message: str, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.detail = message
+        where = f"{path}:{line}" if line is not None else path
         super().__init__(f"{where}: {message}")
 
 

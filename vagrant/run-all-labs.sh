@@ -56,7 +56,8 @@ echo "== labs (handshake-lab list, on the client VM)"
 labs=()
 while read -r name _; do
   [[ -n $name ]] && labs+=("$name")
-done < <(vagrant ssh client -c 'handshake-lab list' </dev/null 2>/dev/null | tr -d '\r')
+done < <(vagrant ssh client -c 'handshake-lab list --json' </dev/null 2>/dev/null | tr -d '\r' |
+  python3 -c 'import json, sys; print("\n".join(lab["name"] for lab in json.load(sys.stdin)["labs"]))')
 if ((${#labs[@]} == 0)); then
   echo "run-all-labs: the client VM listed no labs (is it provisioned? try: vagrant provision)" >&2
   exit 1

@@ -165,7 +165,8 @@ sed 's/^/  /' "$LOGS/vm-state.log" >&2
 if [[ -n ${HSLAB_LABS:-} ]]; then
   read -r -a labs <<<"$HSLAB_LABS"
 else
-  mapfile -t labs < <(sshx client 'handshake-lab list' | awk 'NF {print $1}')
+  mapfile -t labs < <(sshx client 'handshake-lab list --json' |
+    python3 -c 'import json, sys; print("\n".join(lab["name"] for lab in json.load(sys.stdin)["labs"]))')
 fi
 ((${#labs[@]})) || { say "the client VM lists no labs"; exit 1; }
 say "${#labs[@]} labs x ${#LOOPS[@]} loops"

@@ -268,7 +268,8 @@ NS_OP_ARGS: Final[Mapping[str, Mapping[str, Arg]]] = {
         "count": Arg(nullable(integer(1, 1_000_000)), required=False),
         "hook": Arg(nullable(text(8, ("input", "output"))), required=False, default="input"),
     },
-    "release_hold": {"id": Arg(HOLD_ID)},
+    # at: release at that instant of the real-time clock (whole seconds since the epoch)
+    "release_hold": {"id": Arg(HOLD_ID), "at": Arg(nullable(integer(0, 2**40)), required=False)},
     "dropped": {"id": Arg(HOLD_ID)},
     "sysctl": {"key": Arg(text(128)), "value": Arg(sysctl_value)},
     "counters": {},

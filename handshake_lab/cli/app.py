@@ -45,7 +45,7 @@ app = typer.Typer(
         "connect, send, half-close, close, abort."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -78,40 +78,155 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for err
 
 
 @app.command("list")
-def list_labs(lang: LangOpt = None, debug: DebugOpt = False) -> None:
-    """List the built-in labs, one line each."""
-    from handshake_lab.spec.loader import builtin_dir, builtin_names, load_lab  # noqa: PLC0415
+def list_labs(
+    lang: LangOpt = None,
+    json_out: Annotated[
+        bool,
+        typer.Option("--json", help="One JSON document for scripts (see docs/labs.md)."),
+    ] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """List the built-in labs in course order, grouped by level: time, privileges, states."""
+    from handshake_lab.cli.course import list_command  # noqa: PLC0415
 
     language = resolve(lang)
+    guarded(debug, lambda: list_command(language, json_out))
 
-    def body() -> None:
-        names = builtin_names()
-        width = max((len(n) for n in names), default=0) + 2
-        for name in names:
-            lab = load_lab(builtin_dir() / f"{name}.toml")
-            typer.echo(f"{lab.name:<{width}}{lab.summary.get(language)}")
 
-    guarded(debug, body)
+def complete_lab(incomplete: str) -> list[str]:
+    """Shell completion of a lab argument: the built-in names (a path falls back to files)."""
+    from handshake_lab.spec.loader import builtin_names  # noqa: PLC0415
+
+    return [name for name in builtin_names() if name.startswith(incomplete)]
+
+
+def complete_topic(incomplete: str) -> list[str]:
+    """Shell completion of explain's first word: the two kinds, the states, the labs."""
+    from handshake_lab.tcp.states import TcpState  # noqa: PLC0415
+
+    words = ["state", "lab", *(s.name for s in TcpState), "ABSENT", *complete_lab("")]
+    return [w for w in words if w.startswith(incomplete)]
 
 
 @app.command()
 def explain(
     topic: Annotated[
-        str, typer.Argument(help="A TCP state (FIN_WAIT2, TIME-WAIT, ...) or a lab.")
+        str,
+        typer.Argument(
+            help="A TCP state (FIN_WAIT2, TIME-WAIT, ...) or a lab; or 'state' or 'lab' "
+            "followed by NAME, when a name is both (close).",
+            autocompletion=complete_topic,
+        ),
     ],
+    name: Annotated[
+        str | None, typer.Argument(help="With 'state' or 'lab': the name.", show_default=False)
+    ] = None,
     lang: LangOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Print the explanation of a TCP state or of a lab, without running anything."""
-    from handshake_lab.cli.explain import explain_topic  # noqa: PLC0415
+    """Print the explanation of a TCP state or of a lab, without running anything.
+
+    explain NAME shows the state if NAME is one (any spelling), else the lab; a name that is
+    both (close) shows the state, with a note on stderr. explain state NAME and explain lab
+    NAME pick one. Exit codes: 0 shown; 2 bad kind; 4 invalid lab file; 5 no such state or lab.
+    """
+    from handshake_lab.cli.explain import explain_command  # noqa: PLC0415
+    from handshake_lab.render.text import output_width  # noqa: PLC0415
 
     language = resolve(lang)
-    guarded(debug, lambda: typer.echo(explain_topic(topic, language)))
+    guarded(debug, lambda: typer.echo(explain_command(topic, name, language, output_width())))
+
+
+lab_app = typer.Typer(
+    name="lab",
+    help="Write and check lab files (TOML) without running them.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(lab_app, name="lab")
+
+
+@lab_app.command("check")
+def lab_check(
+    files: Annotated[list[str], typer.Argument(help="Lab files (TOML) to validate.")],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="One JSON document: every file and its problems.")
+    ] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Validate lab files without running them: every problem, as FILE:LINE: step N (ID): what.
+
+    Exit codes: 0 every file is a valid lab; 4 some file is invalid or unreadable; 5 some file
+    does not exist (and none is invalid).
+    """
+    from handshake_lab.cli.authoring import lab_check_command  # noqa: PLC0415
+
+    status = guarded(debug, lambda: lab_check_command(files, json_out))
+    raise typer.Exit(int(status))
+
+
+@lab_app.command("new")
+def lab_new(
+    name: Annotated[
+        str, typer.Argument(help="The lab's name: writes NAME.toml (or NAME if it ends in .toml).")
+    ],
+    debug: DebugOpt = False,
+) -> None:
+    """Write a commented lab template that passes 'lab check' and runs on loopback.
+
+    Exit codes: 0 written; 2 not a lab name; 9 the file exists (never overwritten) or cannot
+    be written.
+    """
+    from handshake_lab.cli.authoring import lab_new_command  # noqa: PLC0415
+
+    status = guarded(debug, lambda: lab_new_command(name))
+    raise typer.Exit(int(status))
+
+
+quiz_app = typer.Typer(
+    name="quiz",
+    help="Quizzes: the answers file a student fills in for 'run LAB --answers FILE'.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(quiz_app, name="quiz")
+
+
+@quiz_app.command("template")
+def quiz_template(
+    lab: Annotated[
+        str,
+        typer.Argument(help="A built-in lab name or a lab file.", autocompletion=complete_lab),
+    ],
+    lang: LangOpt = None,
+    topology: Annotated[
+        str | None,
+        typer.Option("--topology", help="Only the steps of this topology [default: every step]."),
+    ] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Print the blank answers file for a lab: every step's questions as TOML comments.
+
+    Fill it in, then grade it: handshake-lab run LAB --answers answers.toml. Exit codes: 0
+    printed; 2 bad option; 4 invalid lab file; 5 unknown lab.
+    """
+    from handshake_lab.cli.quiz_cmd import quiz_template_command  # noqa: PLC0415
+
+    language = resolve(lang)
+    status = guarded(debug, lambda: quiz_template_command(lab, language, topology))
+    raise typer.Exit(int(status))
 
 
 @app.command()
 def run(
-    lab: Annotated[str, typer.Argument(help="A built-in lab name (see 'list') or a lab file.")],
+    lab: Annotated[
+        str,
+        typer.Argument(
+            help="A built-in lab name (see 'list') or a lab file.", autocompletion=complete_lab
+        ),
+    ],
     lang: LangOpt = None,
     loop: Annotated[
         LoopName, typer.Option("--loop", help="Event loop that runs the sockets.")
@@ -159,7 +274,8 @@ def run(
         Path | None,
         typer.Option(
             "--answers",
-            help="Predictions from a TOML file ([STEP_ID] side = STATE ...): implies --quiz.",
+            help="Predictions from a TOML file ([STEP_ID] side = STATE ...; 'quiz template "
+            "LAB' writes a blank one): implies --quiz.",
             exists=True,
             dir_okay=False,
         ),
@@ -184,13 +300,31 @@ def run(
             dir_okay=False,
         ),
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Also write the run as one self-contained HTML page (ladder, state diagram, "
+            "steps) to FILE at the end.",
+            dir_okay=False,
+        ),
+    ] = None,
+    browser: Annotated[
+        bool,
+        typer.Option(
+            "--browser",
+            help="Serve the run's page on 127.0.0.1 (URL on stderr), updated after each step; "
+            "with --step the page's button runs the next step.",
+        ),
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Run a lab: each step's action, the kernel's states for both ends, and why.
 
     Exit codes: 0 every step agreed with the kernel; 3 the kernel disagreed; 4 invalid lab
     file; 5 unknown lab; 6 missing dependency; 7 network error; 8 quiz predictions wrong;
-    130 interrupted.
+    9 output file refused; 11 the --answers file cannot be read (names the line); 130
+    interrupted.
     """
     from handshake_lab.cli.runlab import run_lab_command  # noqa: PLC0415
 
@@ -203,6 +337,8 @@ def run(
             loop=loop.value,
             topology=Topology(topology.value) if topology else None,
             save=save,
+            html=html,
+            browser=browser,
             json_out=json_out,
             step=step,
             port=port,
@@ -236,6 +372,34 @@ def show(
     from handshake_lab.cli.runlab import show_command  # noqa: PLC0415
 
     status = guarded(debug, lambda: show_command(run_file, lang.value if lang else None))
+    raise typer.Exit(int(status))
+
+
+@app.command()
+def report(
+    run_file: Annotated[
+        Path, typer.Argument(help="A saved run: the output of 'run --json' or 'run --save'.")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="The HTML file to write ('-': stdout) [default: RUN_FILE with .html].",
+            dir_okay=False,
+        ),
+    ] = None,
+    lang: LangOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Draw a saved run as one self-contained HTML page, the same page 'run --html' writes.
+
+    The texts are in the language the run was saved in. Exit codes: 0 written; 9 the output
+    cannot be written; 10 the file is not a readable saved run.
+    """
+    from handshake_lab.cli.runlab import report_command  # noqa: PLC0415
+
+    status = guarded(debug, lambda: report_command(run_file, output, lang.value if lang else None))
     raise typer.Exit(int(status))
 
 
@@ -370,7 +534,14 @@ def main_options(
     """Watch a real kernel's TCP states while a lab drives real sockets."""
 
 
+PROGRAMS = ("handshake-lab", "hslab")
+"""The installed names. Shell completion is registered under the name the program was run
+by; ``python -m handshake_lab`` is called ``handshake-lab`` (a completion script for
+"python -m handshake_lab" could never match a command line)."""
+
+
 def main() -> None:
     global command_line  # noqa: PLW0603 - one command line per process
     command_line = sys.argv[1:]
-    app()
+    name = Path(sys.argv[0]).name if sys.argv else ""
+    app(prog_name=name if name in PROGRAMS else PROGRAMS[0])

@@ -15,12 +15,15 @@ import typer
 from handshake_lab import tools
 from handshake_lab.errors import ExitStatus, HandshakeLabError
 from handshake_lab.observe.trace import trace_capability
+from handshake_lab.render.text import output_width, wrap
 from handshake_lab.topo.caps import netns_route, nft_available
 from handshake_lab.topo.registry import cleanup_leftovers
 
 
 def _line(ok: bool, name: str, detail: str) -> None:
-    typer.echo(f"{'ok' if ok else '--'}  {name:<9} {detail}")
+    head = f"{'ok' if ok else '--'}  {name:<9} "
+    for line in wrap(detail, output_width(), first=head, indent=" " * len(head)):
+        typer.echo(line)
 
 
 def doctor_report() -> ExitStatus:

@@ -8,9 +8,12 @@ renderers and turns the run record's verdict into the exit code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
+import webbrowser
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TextIO
 
@@ -21,15 +24,21 @@ from handshake_lab.lab.quiz import Question, Quiz, normalise_state_answer
 from handshake_lab.lab.runner import Ask, Pause
 from handshake_lab.lab.session import RunRequest, execute
 from handshake_lab.observe.defaults import default_observers
-from handshake_lab.outputs import check_output
+from handshake_lab.outputs import check_output, write_output
 from handshake_lab.placement import Topology
 from handshake_lab.placement.place import step_set
 from handshake_lab.record.codec import read_run
 from handshake_lab.record.events import Event
+from handshake_lab.record.run import RunRecord
+from handshake_lab.render.html import render_html
 from handshake_lab.render.jsonl import JsonLinesRenderer
-from handshake_lab.render.table import TableRenderer, make_console
+from handshake_lab.render.live import LiveView
+from handshake_lab.render.progress import StepProgress
+from handshake_lab.render.table import TableRenderer
+from handshake_lab.render.text import make_console
+from handshake_lab.signals import sigterm_as_interrupt
 from handshake_lab.spec.loader import find_lab
-from handshake_lab.spec.model import Step
+from handshake_lab.spec.model import STEP_SETS, Step
 from handshake_lab.topo import userns
 from handshake_lab.topo.caps import user_namespaces_work
 from handshake_lab.topo.vmhold import refusal as vm_refusal
@@ -66,7 +75,11 @@ def make_ask(lang: str) -> Ask:
 
 
 def isolate_without_root(
-    needs_netns: bool, files: list[Path | None], arguments: list[str] | None
+    needs_netns: bool,
+    files: list[Path | None],
+    arguments: list[str] | None,
+    *,
+    browser: bool = False,
 ) -> None:
     """Namespaces without root: rerun this command in a private user namespace (see userns).
 
@@ -88,6 +101,13 @@ def isolate_without_root(
             raise MissingDependencyError(f"{userns.FORCE_ENV}=1 but {detail}")
         return  # the topology reports what is missing, as before
     userns.refuse_private_paths(files)
+    if browser:
+        # The rerun lives in a private network namespace: its 127.0.0.1 is not the one a
+        # browser on this machine reaches, so the live page could never be opened.
+        raise UsageError(
+            "--browser needs root for a namespace lab (without root the run moves into a "
+            "private network namespace no browser can reach); use --html FILE instead"
+        )
     sys.stderr.write(
         "handshake-lab: not root: running in a private user namespace (unshare -rn); "
         "no transition stream there (tracefs needs real root)\n"
@@ -114,10 +134,12 @@ def run_lab_command(
     peer: str | None = None,
     token_file: Path | None = None,
     save: Path | None = None,
+    html: Path | None = None,
+    browser: bool = False,
     argv: list[str] | None = None,
 ) -> ExitStatus:
     lab = find_lab(name)
-    for output in (pcap, save):
+    for output in (pcap, save, html):
         if output is not None:
             check_output(output)  # a path that cannot be written fails now, not at the end
     if peer is not None and topology is not None:
@@ -126,21 +148,23 @@ def run_lab_command(
     if quiz or answers is not None:
         if answers is None and not sys.stdin.isatty():
             raise UsageError("--quiz needs a terminal to ask on, or --answers FILE")
-        the_quiz = Quiz(Quiz.load_answers(answers) if answers is not None else None)
+        the_quiz = Quiz(Quiz.load_answers(answers, lab) if answers is not None else None)
     chosen = Topology.REMOTE if peer is not None else topology or Topology(lab.topologies[0])
-    if step_set(chosen) not in lab.topologies:
+    steps_of = step_set(chosen)
+    if STEP_SETS[steps_of] not in lab.topologies:
         raise UsageError(
             f"lab {lab.name} cannot run with {chosen.option}: it runs with --topology "
             + " or ".join(lab.topologies)
             + (f" ({vm_refusal()})" if peer is not None else "")  # topo.vmhold
         )
-    holds = any(s.holds for s in lab.steps_for(step_set(chosen)))
-    for tool in tools.needed_for(step_set(chosen), holds=holds):
+    holds = any(s.holds for s in lab.steps_for(steps_of))
+    for tool in tools.needed_for(STEP_SETS[steps_of], holds=holds):
         tools.require(tool)  # refused now, with its package, not in the middle of the run
     isolate_without_root(
-        step_set(chosen) == "netns" and chosen is not Topology.REMOTE,
-        [lab.path, pcap, answers, token_file, save],
+        STEP_SETS[steps_of] == "netns" and chosen is not Topology.REMOTE,
+        [lab.path, pcap, answers, token_file, save, html],
         argv,
+        browser=browser,
     )
     default_observers()  # fail early, before building anything, if ss or psutil is unusable
     request = RunRequest(
@@ -160,24 +184,102 @@ def run_lab_command(
     saved: TextIO | None = save.open("w", encoding="utf-8") if save is not None else None
     if saved is not None:
         sinks.append(JsonLinesRenderer(lang, saved))
+    # A progress line while a step waits: only for a person at a terminal, never in --json.
+    progress = StepProgress(sys.stderr, lang) if renderer and sys.stderr.isatty() else None
 
     def emit(event: Event) -> None:
+        if progress is not None:
+            progress.clear()
         for sink in sinks:
             sink(event)
 
+    def started(lab_step: Step, position: int, total: int) -> None:
+        if progress is not None:
+            progress.started(
+                position, total, lab_step.actor, lab_step.action, lab_step.timeout, lab_step.stay
+            )
+
+    pause = make_pause(lang) if step and sys.stdin.isatty() else None
+    live: LiveView | None = None
     try:
-        record = execute(
-            request,
-            emit,
-            pause=make_pause(lang) if step and sys.stdin.isatty() else None,
-            ask=make_ask(lang) if the_quiz is not None and answers is None else None,
-        )
+        with sigterm_as_interrupt(), progress if progress is not None else nullcontext():
+            if browser:
+                live = start_live_view(lang, step)
+                sinks.append(live)
+                pause = page_pause(live) if step else None
+            record = execute(
+                request,
+                emit,
+                pause=pause,
+                ask=make_ask(lang) if the_quiz is not None and answers is None else None,
+                started=started if progress is not None else None,
+            )
     finally:
         if saved is not None:
             saved.close()
+        if live is not None:
+            live.close()
     if renderer is not None:
         renderer.ladders(record)
+    if html is not None:
+        write_html(html, record, lang)
     return record.exit_status()
+
+
+VIEWER_WAIT_S = 60.0
+"""Without --step, how long ``--browser`` waits for the page to connect before step 1."""
+
+
+def start_live_view(lang: str, step: bool) -> LiveView:
+    """Serve the live page on 127.0.0.1, say where on stderr, open a browser if there is a
+    display to show one on; without ``--step``, wait (bounded) for the page to connect, so a
+    lab of a second is not over before it is seen."""
+    live = LiveView(lang, step_mode=step)
+    sys.stderr.write(f"handshake-lab: live view at {live.url}\n")
+    sys.stderr.flush()
+    if any(os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER")):
+        with contextlib.suppress(webbrowser.Error):  # the URL is on stderr anyway
+            webbrowser.open(live.url)
+    if not step and not live.wait_for_viewer(VIEWER_WAIT_S):
+        sys.stderr.write("handshake-lab: no page connected; running the lab anyway\n")
+    return live
+
+
+def page_pause(live: LiveView) -> Pause:
+    """``--step`` with ``--browser``: the page's button runs the next step (said on stderr)."""
+
+    async def pause(step: Step) -> None:
+        sys.stderr.write(
+            f"-- step {step.index} ({step.actor}: {step.action}) waits for the page\n"
+        )
+        sys.stderr.flush()
+        await live.pause(step)
+
+    return pause
+
+
+def write_html(path: Path, record: RunRecord, lang: str) -> None:
+    """The run's HTML report, written whole or not at all (``outputs.write_output``)."""
+    page = render_html(record, lang).encode("utf-8")
+    if path == Path("-"):
+        sys.stdout.buffer.write(page)
+        sys.stdout.flush()
+        return
+    write_output(path, lambda stream: stream.write(page))
+
+
+def report_command(path: Path, output: Path | None, lang: str | None) -> ExitStatus:
+    """A saved run (``run --json`` / ``--save``) as the HTML page ``run --html`` writes."""
+    target = output if output is not None else path.with_suffix(".html")
+    if target != Path("-"):
+        if target.resolve() == path.resolve():
+            raise UsageError(f"{target}: would overwrite the run it is drawn from; use -o FILE")
+        check_output(target)
+    record = read_run(path)
+    write_html(target, record, lang or record.lang or "en")
+    if target != Path("-"):
+        sys.stderr.write(f"handshake-lab: wrote {target}\n")
+    return ExitStatus.OK
 
 
 def show_command(path: Path, lang: str | None) -> ExitStatus:

@@ -16,7 +16,7 @@ import threading
 from contextlib import nullcontext, suppress
 
 from handshake_lab.errors import ExitStatus, HandshakeLabError
-from handshake_lab.render.table import make_console
+from handshake_lab.render.text import make_console
 from handshake_lab.render.watch import (
     JsonWatchRenderer,
     LiveWatchRenderer,

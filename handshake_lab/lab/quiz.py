@@ -13,6 +13,7 @@ expectations: the kernel is the authority. Answers come from a terminal or from 
 
 from __future__ import annotations
 
+import errno
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -20,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from handshake_lab.errors import LabInvalidError
+from handshake_lab.errors import AnswersInvalidError, LabInvalidError
 from handshake_lab.spec.loader import read_data_file
-from handshake_lab.spec.model import ABSENT, Step
+from handshake_lab.spec.model import ABSENT, OUTCOMES, Lab, Step
+from handshake_lab.spec.source import SourceMap, toml_error_line
 from handshake_lab.tcp.states import parse_state
 
 EXPR_RE = re.compile(r"^\s*[+-]?\s*(\w+)(\s*[+-]\s*\w+)*\s*$")
@@ -61,7 +63,9 @@ def normalise_state_answer(text: str) -> str | None:
 
 
 def evaluate(text: str, names: Mapping[str, int]) -> int | None:
-    """An integer, or a sum/difference of integers and the question's names (mod 2**32)."""
+    """An integer, or a sum/difference of integers and the question's names (mod 2**32).
+    Spaces and case do not matter: ``w+1``, ``w + 1`` and ``W+1`` are the same answer."""
+    text = text.lower()
     if not EXPR_RE.match(text):
         return None
     total = 0
@@ -76,6 +80,130 @@ def evaluate(text: str, names: Mapping[str, int]) -> int | None:
     return total % 2**32
 
 
+def expression_names(text: str) -> set[str] | None:
+    """The names an answer expression uses (lower case), or None if it is no expression."""
+    text = text.lower()
+    if not EXPR_RE.match(text):
+        return None
+    return {term for _, term in TERM_RE.findall(text) if not term.isdigit()}
+
+
+def normalise_outcome(text: str) -> str:
+    """An outcome as graded: case and spaces ignored (``eof`` is ``EOF``)."""
+    return text.strip().upper()
+
+
+KNOWN_OUTCOMES = {normalise_outcome(o) for o in OUTCOMES} | set(errno.errorcode.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Askable:
+    """A question a step can ask, known before the run: its key, kind and, for numbers, the
+    names an answer may use (their values come from the run's capture)."""
+
+    key: str
+    kind: str  # "state" | "outcome" | "number"
+    names: tuple[str, ...] = ()
+
+
+def askable(step: Step) -> list[Askable]:
+    """Every question ``Quiz.questions`` may ask before ``step`` (the number only when the
+    run captures segments): what an answers file may answer for this step."""
+    out = [Askable(side, "state") for side in step.expect]
+    if step.outcome is not None and step.outcome != "ok":
+        out.append(Askable("outcome", "outcome"))
+    if step.actor != "lab":
+        if step.action in {"close", "send_eof"}:
+            out.append(Askable("ack", "number", ("w",) if step.actor == "server" else ("u",)))
+        elif step.action == "send":
+            out.append(Askable("ack", "number", ("s", "n")))
+    return out
+
+
+def load_answers(path: Path, lab: Lab) -> dict[str, dict[str, str]]:
+    """Read an answers file for ``lab`` strictly: every step, side, question and state must
+    be one the lab has, else ``AnswersInvalidError`` naming the file and the line. An empty
+    answer (``""``, as ``quiz template`` writes) is allowed: it is graded as not answered."""
+    where = str(path)
+    try:
+        raw = read_data_file(path)  # bounded, regular files only (not /dev/zero, not a FIFO)
+    except LabInvalidError as exc:
+        raise AnswersInvalidError(where, exc.detail) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise AnswersInvalidError(where, f"not UTF-8 text (byte {exc.start})", line) from exc
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise AnswersInvalidError(
+            where, f"not valid TOML: {exc}", toml_error_line(str(exc))
+        ) from exc
+    except RecursionError as exc:
+        raise AnswersInvalidError(where, "not valid TOML: nested too deeply") from exc
+    source = SourceMap(text)
+    steps = {step.id: step for step in lab.steps}
+    out: dict[str, dict[str, str]] = {}
+    for step_id, table in doc.items():
+        line = source.line_of((step_id,))
+        if step_id not in steps:
+            raise AnswersInvalidError(
+                where, f"[{step_id}]: lab {lab.name} has no step {step_id!r}", line
+            )
+        if not isinstance(table, dict):
+            raise AnswersInvalidError(where, f"[{step_id}] must be a table of answers", line)
+        questions = {q.key: q for q in askable(steps[step_id])}
+        answers: dict[str, str] = {}
+        for key, value in table.items():
+            line = source.line_of((step_id, key))
+            question = questions.get(key)
+            if question is None:
+                asked = ", ".join(questions) or "nothing"
+                raise AnswersInvalidError(
+                    where,
+                    f"[{step_id}] {key}: this step asks no such question (it asks: {asked})",
+                    line,
+                )
+            answers[key] = _checked_answer(where, line, step_id, question, value)
+        out[step_id] = answers
+    return out
+
+
+def _checked_answer(where: str, line: int, step_id: str, question: Askable, value: object) -> str:
+    label = f"[{step_id}] {question.key}"
+    if question.kind == "number" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise AnswersInvalidError(where, f"{label}: the answer must be a string", line)
+    if not value.strip():
+        return value  # not answered yet
+    if question.kind == "state":
+        if normalise_state_answer(value) is None:
+            raise AnswersInvalidError(
+                where,
+                f"{label}: {value!r} is not a TCP state (SYN_SENT, FIN-WAIT-2, SYN-RECEIVED, "
+                "... or ABSENT)",
+                line,
+            )
+    elif question.kind == "outcome":
+        if normalise_outcome(value) not in KNOWN_OUTCOMES:
+            raise AnswersInvalidError(
+                where, f"{label}: {value!r} is not an outcome (ok, EOF, an errno name...)", line
+            )
+    else:
+        names = expression_names(value)
+        if names is None or not names <= set(question.names):
+            given = " and ".join(question.names)
+            raise AnswersInvalidError(
+                where,
+                f"{label}: {value!r} is not a number or an expression of {given} (e.g. "
+                f"{question.names[0]}+1)",
+                line,
+            )
+    return value
+
+
 class Quiz:
     """Questions before a step, grading after it; answers from a terminal or a file."""
 
@@ -84,19 +212,10 @@ class Quiz:
         self.asked: list[Question] = []
 
     @staticmethod
-    def load_answers(path: Path) -> dict[str, dict[str, object]]:
-        """``[STEP_ID]`` tables of ``side = "STATE"``, ``outcome = "..."``, ``ack = "u+1"``."""
-        raw = read_data_file(path)  # bounded, regular files only (not /dev/zero, not a FIFO)
-        try:
-            doc = tomllib.loads(raw.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise LabInvalidError(str(path), f"not valid TOML: {exc}") from exc
-        out: dict[str, dict[str, object]] = {}
-        for step_id, table in doc.items():
-            if not isinstance(table, dict):
-                raise LabInvalidError(str(path), f"[{step_id}] must be a table of answers")
-            out[step_id] = dict(table)
-        return out
+    def load_answers(path: Path, lab: Lab) -> dict[str, dict[str, str]]:
+        """``[STEP_ID]`` tables of ``side = "STATE"``, ``outcome = "..."``, ``ack = "u+1"``,
+        checked against ``lab`` (``load_answers``)."""
+        return load_answers(path, lab)
 
     def questions(
         self, step: Step, tuples: Mapping[str, str], numbers: Mapping[str, int]
@@ -140,7 +259,7 @@ class Quiz:
         given = self.answers.get(step.id, {})
         for q in qs:
             value = given.get(q.key)
-            q.answer = None if value is None else str(value)
+            q.answer = None if value is None or not str(value).strip() else str(value)
         return True
 
     def grade(
@@ -156,7 +275,9 @@ class Quiz:
                 q.correct = q.answer is not None and normalise_state_answer(q.answer) == q.truth
             elif q.kind == "outcome":
                 q.truth = outcome
-                q.correct = q.answer is not None and q.answer.strip() == (outcome or "")
+                q.correct = q.answer is not None and normalise_outcome(
+                    q.answer
+                ) == normalise_outcome(outcome or "")
             else:
                 q.truth = None if ack is None else str(ack)
                 got = None if q.answer is None else evaluate(q.answer, q.names)

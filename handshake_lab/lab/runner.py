@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -37,6 +38,7 @@ from handshake_lab.net.sides import (
     LocalServer,
     ServerSide,
     Snapshot,
+    close_together,
 )
 from handshake_lab.observe.base import Address, Observer
 from handshake_lab.observe.reconcile import Reconciled, reconcile
@@ -67,6 +69,9 @@ from handshake_lab.tcp.states import TcpState
 from handshake_lab.topo.nft import hold_matches
 from handshake_lab.topo.pair import read_sysctls
 
+RELEASE_LEAD = 0.6
+"""Seconds between telling holds to go together and the instant they go: room for the nft
+calls on a loaded machine (``_apply_holds``)."""
 POLL_INTERVAL = 0.005
 STAY_POLL_INTERVAL = 0.05
 NON_ERROR_OUTCOMES = frozenset({"ok", "pending", "data", "EOF"})
@@ -77,6 +82,9 @@ ActResult = tuple[str | None, str | None, dict[str, object]]
 """(outcome, received text, facts) of one action."""
 Pause = Callable[[Step], Awaitable[None]]
 Ask = Callable[[Step, list[Question]], Awaitable[None]]
+StepStarted = Callable[[Step, int, int], None]
+"""Told (step, position, number of steps) as a step's action begins, after its quiz
+questions: a terminal shows a progress line while the step waits for the kernel."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +118,7 @@ class LabRun:
         shared_table: bool | None = None,
         quiz: Quiz | None = None,
         ask: Ask | None = None,
+        started: StepStarted | None = None,
     ) -> None:
         """Without ``server``/``clients`` both live here on loopback and share ``observers``."""
         self.lab = lab
@@ -127,9 +136,11 @@ class LabRun:
         self.t0 = time.monotonic()
         self.holds: dict[str, Hold] = {}
         self.released: set[str] = set()
+        self._released_at: dict[str, float] = {}  # hold -> when it stopped dropping (run ms)
         self.steps = lab.steps_for(options.step_set or options.topology.step_set)
         self.quiz = quiz
         self.ask = ask
+        self.started = started
         # How many packets and transitions earlier steps reported: each step reports what came
         # after, also what a quiz's look at the wire collected before the step ran.
         self._reported_packets = 0
@@ -224,6 +235,8 @@ class LabRun:
 
     async def _run_step(self, step: Step, position: int) -> StepReport:
         questions, numbers, sender = await self._quiz_before(step)
+        if self.started is not None:
+            self.started(step, position, len(self.steps))
         t0 = time.monotonic()
         await self._apply_holds(step)
         outcome, data, facts = await self._act(step)
@@ -357,11 +370,32 @@ class LabRun:
         return self.server if at == SERVER else self.clients
 
     async def _apply_holds(self, step: Step) -> None:
-        """Release what the step releases, then install its holds, before its action."""
+        """Release what the step releases, then install its holds, before its action.
+
+        Two or more holds released by one step go at the same instant: each is told to stop
+        dropping at the next whole second of the kernel's clock at least ``RELEASE_LEAD`` s
+        ahead (``topo.nft.release``), and the step waits for that instant. Released one after
+        the other, a retransmission could pass one hold and meet the other still dropping.
+        """
+        at: int | None = None
+        if len(step.release) > 1:
+            at = math.ceil(time.time() + RELEASE_LEAD)
+        await asyncio.gather(
+            *(
+                self._side_for(self.holds[hold_id].at).ns_op(
+                    "release_hold", {"id": hold_id} if at is None else {"id": hold_id, "at": at}
+                )
+                for hold_id in step.release
+            )
+        )
+        self.released.update(step.release)
+        # From when on a released hold no longer dropped: the instant it was given, or the end
+        # of the nft call that emptied it (what the capture's drop marks are cut at).
+        until = time.monotonic() if at is None else at - time.time() + time.monotonic()
         for hold_id in step.release:
-            hold = self.holds[hold_id]
-            await self._side_for(hold.at).ns_op("release_hold", {"id": hold_id})
-            self.released.add(hold_id)
+            self._released_at[hold_id] = (until - self.t0) * 1000
+        if at is not None:
+            await asyncio.sleep(max(0.0, at - time.time()))  # until that instant has passed
         for hold in step.holds:
             await self._side_for(hold.at).ns_op(
                 "add_hold",
@@ -442,20 +476,25 @@ class LabRun:
         A capture sees a segment before the receiving end's input hook drops it, so a dropped
         segment is in the capture: the first segments matching a hold (its kind's flags, its
         port, towards the side it sits at) while it is active, up to the counter's count, are
-        the ones it dropped (``nft`` drops the first COUNT matches). Holds on the output hook
-        drop before the capture and mark nothing.
+        the ones it dropped (``nft`` drops the first COUNT matches). A released hold still
+        dropped what it met before its release took effect: a step reports the segments that
+        came since the last one's report, so some may predate its own release. Holds on the
+        output hook drop before the capture and mark nothing.
         """
         for seg in segments:
             seg["dropped"] = False
             seg["hold"] = None
         for hold_id, hold in self.holds.items():
-            if hold.hook != "input" or hold_id in self.released:
+            if hold.hook != "input":
                 continue
             host = self.server.host if hold.at == SERVER else self._client_host()
             port = self.ports[hold.port]
+            until = self._released_at.get(hold_id)
             for seg in segments:
                 if self._marked.get(hold_id, 0) >= self._counts.get(hold_id, 0):
                     break
+                if until is not None and float(str(seg["t_ms"])) > until:
+                    continue
                 if seg["dropped"] or not str(seg["dst"]).startswith(f"{host}:"):
                     continue
                 if port not in (_port_of(seg["src"]), _port_of(seg["dst"])):
@@ -528,6 +567,14 @@ class LabRun:
             step.actor, step.action, data, step.timeout, extra
         )
         return outcome, text, dict(facts)
+
+    async def _act_close_both(self, step: Step) -> ActResult:
+        server, clients = self.server, self.clients
+        if not (isinstance(server, LocalServer) and isinstance(clients, LocalClients)):
+            # The loader keeps close_both out of the steps an agent runs (only = netns-local).
+            return "EOPNOTSUPP", None, {}
+        name = str(step.args.get("conn", "client"))
+        return await close_together(server, clients, name, step.timeout), None, {}
 
     def _server_address(self, step: Step) -> Address:
         return Address(self.server.host, self.ports[str(step.args.get("port", MAIN_PORT))])
@@ -709,6 +756,7 @@ ACTIONS_TABLE: Mapping[str, ActHandler] = {
     "churn": LabRun._act_churn,
     "self_connect": LabRun._act_self_connect,
     "stale_syn": LabRun._act_stale_syn,
+    "close_both": LabRun._act_close_both,
 }
 """Every action a lab file may name (``spec.model.ACTIONS``, same keys: tested) -> the method
 that performs it. The stream actions travel to the agent as its ``stream_action`` verb."""

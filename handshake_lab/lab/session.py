@@ -17,7 +17,7 @@ from handshake_lab.capture.pcap import write_pcap
 from handshake_lab.errors import Interrupted
 from handshake_lab.lab.evidence import evidence_for
 from handshake_lab.lab.quiz import Quiz
-from handshake_lab.lab.runner import Ask, Emit, LabRun, Pause, RunOptions
+from handshake_lab.lab.runner import Ask, Emit, LabRun, Pause, RunOptions, StepStarted
 from handshake_lab.net.loops import loop_factory
 from handshake_lab.observe.defaults import default_observers
 from handshake_lab.outputs import write_output
@@ -45,9 +45,14 @@ class RunRequest:
 
 
 def execute(
-    request: RunRequest, emit: Emit, pause: Pause | None = None, ask: Ask | None = None
+    request: RunRequest,
+    emit: Emit,
+    pause: Pause | None = None,
+    ask: Ask | None = None,
+    started: StepStarted | None = None,
 ) -> RunRecord:
-    """Run the lab; every event goes to ``emit`` as it happens; the record is returned."""
+    """Run the lab; every event goes to ``emit`` as it happens; the record is returned.
+    ``started`` is told as each step's action begins (a progress line)."""
     factory = loop_factory(request.loop)
     recorder = Recorder(emit)
     # Outside the event loop (building and removing namespaces) SIGTERM, SIGHUP and SIGQUIT
@@ -85,6 +90,7 @@ def execute(
             shared_table=ends.shared_table or None,
             quiz=request.quiz,
             ask=ask,
+            started=started,
         )
 
         async def main() -> None:

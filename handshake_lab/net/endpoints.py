@@ -301,11 +301,15 @@ class Stream:
             return errno_name(exc), {"close_ms": round((time.monotonic() - started) * 1000)}
         return "ok", {"close_ms": round((time.monotonic() - started) * 1000)}
 
+    def begin_close(self) -> None:
+        """Start closing now (the transport closes the socket on the loop's next turn), so
+        that two ends begun one after the other are closed in the same turn."""
+        if not self.closed:
+            self.closed = True
+            self.writer.close()
+
     async def close(self, timeout: float = 2.0) -> str:
-        if self.closed:
-            return "ok"
-        self.closed = True
-        self.writer.close()
+        self.begin_close()
         with contextlib.suppress(OSError, TimeoutError):
             await wait_for(self.writer.wait_closed(), timeout)
         await self._stop_reader()

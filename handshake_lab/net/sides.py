@@ -248,7 +248,8 @@ class NamespaceOps:
         if op == "release_hold":
             held = self.holds[str(args["id"])]
             assert isinstance(held, nft.HoldHandle)
-            nft.release(held)
+            at = args.get("at")
+            nft.release(held, int(str(at)) if at is not None else None)
             return None
         if op == "dropped":
             held = self.holds[str(args["id"])]
@@ -493,3 +494,26 @@ class LocalClients(_LocalEnd):
 async def _wait_eof(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
     while await loop.sock_recv(sock, 4096):
         pass
+
+
+async def close_together(
+    server: LocalServer, clients: LocalClients, name: str, timeout: float
+) -> str:
+    """Close client ``name``'s socket and the server's end of its connection in the same
+    instant: both ends' close begins with no await in between, so the loop closes the two
+    sockets on one turn, microseconds apart. Their FINs leave together and the kernel arms
+    both FIN retransmission timers in the same tick, so every later resend of the two FINs
+    leaves together too (what lets two held FINs cross: the simultaneous-close lab)."""
+    client = clients.clients[name]
+    outcome = await client.wait_connected(timeout)
+    ends = clients.tuple_of(name)
+    if client.stream is None or ends is None:
+        return outcome if outcome not in NON_ERROR else "ENOTCONN"
+    accepted = await server.server.connection(ends[0], timeout)
+    if accepted is None:
+        return "ENOTCONN"
+    both = (client.stream, accepted)
+    for end in both:
+        end.begin_close()
+    await asyncio.gather(*(end.close(timeout) for end in both))
+    return "ok"

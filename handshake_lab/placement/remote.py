@@ -50,7 +50,7 @@ def remote_sides(peer: str, token: str, lab: Lab) -> tuple[RemoteServer, LocalCl
 def remote_step_set() -> str:
     """The step set a ``--peer`` run takes: the namespace steps (holds, sysctls) on a lab VM
     that vagrant/provision.sh provisioned (``topo.vmhold``), the loopback ones elsewhere."""
-    return "netns" if vm_holds_allowed() else Topology.REMOTE.step_set
+    return Topology.NETNS_AGENT.step_set if vm_holds_allowed() else Topology.REMOTE.step_set
 
 
 def vm_sides_ops(lab: Lab, info: Mapping[str, object], peer: str) -> VmOps | None:

@@ -8,7 +8,8 @@
 
 A lab file names *step sets* (``topologies = [...]``, ``only = "netns"``): which steps run where.
 ``Topology.step_set`` says which one each placement runs: a namespace agent can hold segments
-like netns; a remote peer cannot (yet), like loopback.
+like netns but has its server in another process (step set ``netns-agent``); a remote peer
+runs the loopback steps, or the ``netns-agent`` ones between provisioned lab VMs.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ class Topology(StrEnum):
 
     @property
     def step_set(self) -> str:
-        """The lab step set (``spec.model.STEP_SETS``) this placement runs."""
-        return "netns" if self.in_namespaces else "loopback"
+        """The lab step set (``spec.model.STEP_SETS``) this placement runs: a namespace agent
+        holds segments like netns, but its server is not in this process."""
+        if self is Topology.NETNS_AGENT:
+            return "netns-agent"
+        return "netns" if self is Topology.NETNS else "loopback"
 
     @property
     def in_namespaces(self) -> bool:

@@ -91,6 +91,24 @@ class RunRecord:
     def transitions(self) -> list[dict[str, Any]]:
         return [tr for step in self.steps for tr in step.transitions]
 
+    def retransmissions(self) -> frozenset[int]:
+        """Indexes into ``segments()`` of the segments that repeat an earlier one: the same
+        conversation, sender, sequence number, flags (PSH aside) and length, for a segment that
+        occupies sequence space (SYN, FIN or data). Bare ACKs are never retransmitted, so a
+        repeated ACK (answering a resent FIN) is not one."""
+        seen: set[tuple[object, ...]] = set()
+        found: set[int] = set()
+        for index, seg in enumerate(self.segments()):
+            flags = set(str(seg.get("flags", "")).split(",")) - {"PSH", ""}
+            length = int(seg.get("len") or 0)
+            if not flags & {"SYN", "FIN"} and length == 0:
+                continue
+            key = (seg.get("conv"), seg.get("sender"), seg.get("seq"), length, *sorted(flags))
+            if key in seen:
+                found.add(index)
+            seen.add(key)
+        return frozenset(found)
+
     def conversations(self) -> list[ConversationView]:
         """Every captured conversation of the run, in order of first appearance."""
         grouped: dict[int, list[dict[str, Any]]] = {}

@@ -1,4 +1,4 @@
-"""A ladder (sequence) diagram of one TCP conversation, as plain text within 80 columns.
+"""A ladder (sequence) diagram of one TCP conversation, as plain text of a given width.
 
     client 127.0.0.1:40000 <-> server 127.0.0.1:8080
       t (ms) client       |                                          | server
@@ -10,7 +10,7 @@ Columns: time in milliseconds since the conversation's first packet, the client'
 annotation, the arrow between the two ends' bars, the server's state annotation. An arrow's
 label is the conversation's relative ``label`` (flags, seq, ack, len); a label too long for
 the arrow (10-digit numbers, big lengths) is wrapped onto lines above a bare arrow, so nothing
-is cut and no line is wider than ``width``.
+is cut and no line is wider than ``width`` (``render.text.wrap``, the one wrapping rule).
 
 The conversation is the run record's view (``record.run.ConversationView``): its rows are the
 segments the step tables list, its state annotations the transitions the record holds, both
@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from handshake_lab.record.run import ConversationView, End, LadderRow
+from handshake_lab.render.text import wrap
 
 __all__ = ["Annotation", "ladder_lines", "render_ladder"]
 
@@ -53,30 +54,6 @@ def _fmt_ms(ms: float) -> str:
         if len(text) <= _TIME_W:
             return text.rjust(_TIME_W)
     return "?".rjust(_TIME_W)  # pragma: no cover - "{:.2e}" always fits
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    """Greedy word wrap; a word longer than ``width`` is split hard."""
-    lines: list[str] = []
-    line = ""
-    for whole in text.split():
-        word = whole
-        while len(word) > width:
-            if line:
-                lines.append(line)
-                line = ""
-            lines.append(word[:width])
-            word = word[width:]
-        if not line:
-            line = word
-        elif len(line) + 1 + len(word) <= width:
-            line += " " + word
-        else:
-            lines.append(line)
-            line = word
-    if line:
-        lines.append(line)
-    return lines
 
 
 DROP_MARK = "x"
@@ -174,7 +151,7 @@ def ladder_lines(
             lines.append(f"{t} {left} |{arrow}| {right}".rstrip())
             continue
         # Too long for the arrow: the label's words on lines above, then a bare arrow.
-        for i, chunk in enumerate(_wrap(label, inner)):
+        for i, chunk in enumerate(wrap(label, inner)):
             head = f"{t} {left}" if i == 0 else f"{blank_time} {blank_state}"
             tail = f" {right}" if i == 0 else ""
             lines.append(f"{head} |  {chunk:<{arrow_w - 2}}|{tail}".rstrip())

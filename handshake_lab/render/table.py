@@ -1,14 +1,15 @@
-"""Human output: a header, one small table per step, a verdict. Fits 80 columns.
+"""Human output: a header, one small table per step, a verdict, the ladders.
 
-rich respects NO_COLOR and writes plain text when stdout is not a terminal.
+The console (``render.text.make_console``) is as wide as the terminal (80 without one); every
+text is wrapped by ``render.text.wrap`` to that width by display width, prose (intro,
+explanations, notes) at most ``PROSE_MAX`` columns. rich respects NO_COLOR and writes plain
+text when stdout is not a terminal.
 """
 
 from __future__ import annotations
 
 from rich import box
 from rich.console import Console
-from rich.markup import escape
-from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -18,18 +19,24 @@ from handshake_lab.record.events import Event, LabResult, LabStarted, SideObserv
 from handshake_lab.record.run import RunRecord
 from handshake_lab.render.kernel_text import filler
 from handshake_lab.render.ladder import ladder_lines
+from handshake_lab.render.text import (
+    PAYLOAD_MAX,
+    PROSE_MAX,
+    abbreviate,
+    clip,
+    wrap,
+    wrap_paragraphs,
+)
 
-WIDTH = 80
+__all__ = ["LADDER_MAX", "TableRenderer", "format_timer"]
+
+LADDER_MAX = 100
+"""The ladder is drawn at the console's width up to this: wider only stretches the arrows."""
+DETAIL_MIN = 38
+"""The step table's last column (ss / psutil, the 4-tuple) at 80 columns; wider consoles give
+it what the other three columns leave."""
 ORPHAN_STATES = frozenset({"TIME_WAIT"})
 """States in which no process owns the socket (psutil reports pid None): shown as such."""
-
-
-def make_console(stderr: bool = False) -> Console:
-    """A console at most 80 columns wide (narrower if the terminal is)."""
-    console = Console(stderr=stderr, highlight=False, soft_wrap=False)
-    if console.width > WIDTH or not console.is_terminal:
-        console = Console(stderr=stderr, highlight=False, soft_wrap=False, width=WIDTH)
-    return console
 
 
 def format_timer(timer: dict[str, object] | None) -> str | None:
@@ -41,36 +48,11 @@ def format_timer(timer: dict[str, object] | None) -> str | None:
     return str(timer.get("name"))
 
 
-def reflow(text: str) -> list[str]:
-    """Paragraphs of ``text`` with line breaks inside a paragraph removed.
-
-    Lab files wrap their explanations at any column; the terminal decides where lines end.
-    Lines starting with "-" or a digit and "." stay separate (lists).
-    """
-    paragraphs: list[str] = []
-    for block in text.strip().split("\n\n"):
-        lines: list[str] = []
-        for raw in block.splitlines():
-            line = raw.strip()
-            if not line:
-                continue
-            is_item = line.startswith(("- ", "* ")) or (line[:1].isdigit() and ". " in line[:4])
-            if lines and not is_item:
-                joiner = "" if _is_cjk(lines[-1][-1:]) and _is_cjk(line[:1]) else " "
-                lines[-1] = lines[-1] + joiner + line
-            else:
-                lines.append(line)
-        paragraphs.extend(lines)
-    return paragraphs
-
-
-def _is_cjk(char: str) -> bool:
-    return bool(char) and ord(char) >= 0x2E80
-
-
 def _arg(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and len(value) > PAYLOAD_MAX:
+        return abbreviate(value)
     return str(value)
 
 
@@ -79,9 +61,21 @@ class TableRenderer:
         self.console = console
         self.lang = lang
         self.fill = filler({}, lang)
+        self.width = console.width
+        self.prose = min(self.width, PROSE_MAX)
 
     def _l(self, key: str) -> str:
         return label(key, self.lang)
+
+    def _lines(self, lines: list[str], style: str = "") -> None:
+        for line in lines:
+            self.console.print(Text(line, style=style), no_wrap=True, overflow="ignore")
+
+    def _say(self, text: str, style: str = "", indent: int = 2) -> None:
+        """A one-line record (a segment, a transition, a hold...) at ``indent``: wrapped at
+        the console's width, its continuation lines two columns further in."""
+        first = " " * indent
+        self._lines(wrap(text, self.width, first=first, indent=first + "  "), style)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, LabStarted):
@@ -92,44 +86,48 @@ class TableRenderer:
             self._result(event)
 
     def _header(self, ev: LabStarted) -> None:
-        c = self.console
         self.fill = filler(ev.kernel, self.lang)
         title = self.fill(in_lang(ev.title, self.lang))
-        c.print(Text(f"{self._l('lab')}: {ev.name} - {title}", style="bold"))
+        self._say(f"{self._l('lab')}: {ev.name} - {title}", "bold", indent=0)
         ports = ", ".join(f"{slot}={port}" for slot, port in ev.ports.items())
-        c.print(
-            f"{self._l('loop')} {escape(ev.versions.get('loop', ev.loop))} | "
-            f"{self._l('topology')} {ev.topology} {ev.host} | {self._l('ports')} {ports}"
+        self._say(
+            f"{self._l('loop')} {ev.versions.get('loop', ev.loop)} | "
+            f"{self._l('topology')} {ev.topology} {ev.host} | {self._l('ports')} {ports}",
+            indent=0,
         )
-        c.print(
+        self._say(
             f"{self._l('observers')} {', '.join(ev.observers)} | kernel "
-            f"{escape(ev.versions.get('kernel', '?'))}"
+            f"{ev.versions.get('kernel', '?')}",
+            indent=0,
         )
         for note in ev.notes:
-            c.print(Text(f"note: {note}", style="yellow"))
+            self._lines(wrap(note, self.prose, first="note: ", indent="  "), "yellow")
         if ev.evidence:
-            c.print(
-                f"packets: {ev.evidence.get('capture')} | transitions: {ev.evidence.get('trace')}"
+            self._say(
+                f"packets: {ev.evidence.get('capture')} | transitions: {ev.evidence.get('trace')}",
+                indent=0,
             )
         if ev.intro:
-            for paragraph in reflow(self.fill(in_lang(ev.intro, self.lang))):
-                c.print()
-                c.print(Text(paragraph))
+            self.console.print()
+            self._lines(wrap_paragraphs(self.fill(in_lang(ev.intro, self.lang)), self.prose))
 
     def _step(self, ev: StepReport) -> None:
         c = self.console
         c.print()
-        head = Text(f"{self._l('step')} {ev.index}/{ev.total_steps}  ", style="bold")
-        head.append(f"{ev.actor}: {ev.action}", style="bold")
+        bold = f"{self._l('step')} {ev.index}/{ev.total_steps}  {ev.actor}: {ev.action}"
         args = " ".join(f"{k}={_arg(v)}" for k, v in ev.args.items())
-        if args:
-            head.append(f"  {args}")
-        c.print(head)
+        head = wrap(f"{bold}  {args}" if args else bold, self.width, first="", indent="    ")
+        for number, line in enumerate(head):
+            text = Text(line)
+            if number == 0:
+                text.stylize("bold", 0, len(bold))
+            c.print(text, no_wrap=True, overflow="ignore")
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, expand=False, show_edge=False)
         table.add_column(self._l("side"), no_wrap=True, max_width=16)
         table.add_column(self._l("expected"), no_wrap=True)
         table.add_column(self._l("kernel"), no_wrap=True)
-        table.add_column(self._l("detail"), overflow="fold", max_width=38)
+        detail_w = max(DETAIL_MIN, min(self.width, PROSE_MAX) - (80 - DETAIL_MIN))
+        table.add_column(self._l("detail"), overflow="fold", max_width=detail_w)
         for side, obs in ev.observed.items():
             expected = ev.expected.get(side, "")
             state = Text(obs.state)
@@ -142,30 +140,24 @@ class TableRenderer:
             line = f"{self._l('outcome')}: {ev.outcome}"
             if ev.expected_outcome is not None and ev.expected_outcome != ev.outcome:
                 line += f" ({self._l('expected')} {ev.expected_outcome})"
-            c.print(Padding(Text(line), (0, 0, 0, 2), expand=False))
+            self._say(line)
         if ev.data is not None:
-            c.print(
-                Padding(
-                    Text(f"{self._l('received')}: {ev.data!r}", style="cyan"),
-                    (0, 0, 0, 2),
-                    expand=False,
-                )
-            )
+            self._say(f"{self._l('received')}: {abbreviate(ev.data)}", "cyan")
         if ev.facts:
-            facts = ", ".join(f"{k}={v}" for k, v in ev.facts.items())
-            c.print(Padding(Text(f"{self._l('facts')}: {facts}"), (0, 0, 0, 2), expand=False))
+            facts = ", ".join(f"{k}={clip(str(v))}" for k, v in ev.facts.items())
+            self._say(f"{self._l('facts')}: {facts}")
         for hold_id, hold in ev.holds.items():
             released = "" if hold.get("active") else ", released"
             line = (
                 f"hold {hold_id} ({hold.get('kind')} at {hold.get('at')}{released}): "
                 f"nft counter {hold.get('dropped')} dropped"
             )
-            c.print(Padding(Text(line, style="yellow"), (0, 0, 0, 2), expand=False))
+            self._say(line, "yellow")
         for seg in ev.segments:
             line = f"{seg['t_ms']:>9.3f} ms  {seg['from']} > {seg['to']}  {seg['label']}"
             if seg.get("dropped"):
                 line += f"  {self._l('dropped_by')} {seg.get('hold')}"
-            c.print(Padding(Text(line, style="blue"), (0, 0, 0, 2), expand=False))
+            self._say(line, "blue")
         for tr in ev.transitions:
             why = str(tr.get("cause") or "")
             why = self._l(why) if why == "application call" else why  # a key; flags stay
@@ -175,33 +167,26 @@ class TableRenderer:
             elif tr.get("traced"):
                 cause += f" [{self._l('traced_as')} -> {tr['traced']}]"
             line = f"{tr['t_ms']:>9.3f} ms  {tr['side']}: {tr['old']} -> {tr['new']}{cause}"
-            c.print(Padding(Text(line, style="magenta"), (0, 0, 0, 2), expand=False))
+            self._say(line, "magenta")
         for qa in ev.quiz:
             if qa["correct"] is None:
                 mark, style = "[--]", "dim"
             else:
                 mark, style = ("[ok]", "green") if qa["correct"] else ("[xx]", "bold red")
             line = f"{mark} quiz {qa['key']}: you said {qa['answer']}, kernel said {qa['truth']}"
-            c.print(Padding(Text(line, style=style), (0, 0, 0, 2), expand=False))
+            self._say(line, style)
         if ev.agrees:
-            c.print(
-                Padding(
-                    Text(f"[ok] {self._l('agrees')}", style="green"), (0, 0, 0, 2), expand=False
-                )
-            )
+            self._say(f"[ok] {self._l('agrees')}", "green")
         else:
-            c.print(
-                Padding(
-                    Text(f"[!!] {self._l('disagrees')}", style="bold red"),
-                    (0, 0, 0, 2),
-                    expand=False,
-                )
-            )
+            self._say(f"[!!] {self._l('disagrees')}", "bold red")
         for problem in ev.mismatches:
-            c.print(Padding(Text(f"- {problem}", style="bold red"), (0, 0, 0, 4), expand=False))
-        for i, paragraph in enumerate(reflow(self.fill(in_lang(ev.explanation, self.lang)))):
-            prefix = f"{self._l('why')}: " if i == 0 else ""
-            c.print(Padding(Text(prefix + paragraph), (0, 0, 0, 2), expand=False))
+            self._lines(
+                wrap(clip(problem), self.width, first="    - ", indent="      "), "bold red"
+            )
+        explanation = self.fill(in_lang(ev.explanation, self.lang))
+        self._lines(
+            wrap_paragraphs(explanation, self.prose, indent="  ", first=f"  {self._l('why')}: ")
+        )
 
     def _detail(self, obs: SideObservation) -> Text:
         if not obs.sources:
@@ -229,8 +214,7 @@ class TableRenderer:
         changes beside the arrows: both from the run record, as the step tables showed them."""
         for conv in record.conversations():
             self.console.print()
-            for line in ladder_lines(conv, width=WIDTH):
-                self.console.print(Text(line), no_wrap=True, overflow="ignore")
+            self._lines(ladder_lines(conv, width=min(self.width, LADDER_MAX)))
 
     def render(self, record: RunRecord) -> None:
         """A whole run (e.g. one read back from ``--json``): every event, then the ladders."""
@@ -243,13 +227,15 @@ class TableRenderer:
         c.print()
         if ev.quiz is not None:
             q = ev.quiz
-            c.print(Text(f"quiz: {q['correct']}/{q['asked']} predictions right ({q['score']}%)"))
+            self._say(
+                f"quiz: {q['correct']}/{q['asked']} predictions right ({q['score']}%)", indent=0
+            )
         for check in ev.checks:
             mark = "[ok]" if check["ok"] else "[!!]"
             style = "green" if check["ok"] else "bold red"
-            c.print(Text(f"{mark} wire: {check['name']}: {check['detail']}", style=style))
+            self._say(f"{mark} wire: {check['name']}: {check['detail']}", style, indent=0)
         if ev.passed:
-            c.print(Text(f"{self._l('passed')} ({ev.agreed}/{ev.steps})", style="bold green"))
+            self._say(f"{self._l('passed')} ({ev.agreed}/{ev.steps})", "bold green", indent=0)
         else:
             bad = ", ".join(ev.disagreed_steps)
-            c.print(Text(f"{self._l('failed')}: {bad} ({ev.agreed}/{ev.steps})", style="bold red"))
+            self._say(f"{self._l('failed')}: {bad} ({ev.agreed}/{ev.steps})", "bold red", indent=0)

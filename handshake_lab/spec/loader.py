@@ -14,25 +14,32 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from handshake_lab.errors import LabInvalidError, LabNotFoundError
 from handshake_lab.spec.model import (
     ABSENT,
     ACTIONS,
+    COURSE_KEYS,
     DEFAULT_TIMEOUT,
     HOLD_KINDS,
+    LEVELS,
     MAIN_PORT,
     MAX_TIMEOUT,
     NETNS_ONLY_ACTIONS,
+    ONE_PROCESS_ACTIONS,
+    ONLY,
     OUTCOMES,
+    PRIVILEGES,
     SCHEMA_VERSION,
+    STEP_SETS,
     SYSCTL_PLACEHOLDER,
     TOPOLOGIES,
     ArgValue,
+    Course,
     Expected,
     Hold,
     Lab,
@@ -42,7 +49,16 @@ from handshake_lab.spec.model import (
     server_side,
     type_name,
 )
+from handshake_lab.spec.source import (
+    KeyPath,
+    SourceMap,
+    deepest_line,
+    line_at_byte,
+    toml_error_line,
+)
 from handshake_lab.tcp.states import TcpState
+
+T = TypeVar("T")
 
 MAX_FILE_BYTES = 1 << 20
 MAX_STEPS = 500
@@ -61,9 +77,12 @@ TOP_KEYS = frozenset(
         "echo",
         "topologies",
         "sysctls",
+        "course",
         "step",
     }
 )
+LAB_KEYS = frozenset({"title", "summary", "step"})
+"""A file with none of these is not a lab at all (and gets one error saying so)."""
 HOLD_KEYS = frozenset({"id", "kind", "at", "port", "count", "hook"})
 COMPARISON_RE = re.compile(r"^(>=|<=|>|<|==)\s*(-?\d+)$")
 STEP_KEYS = frozenset(
@@ -142,7 +161,9 @@ def read_data_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
         if len(raw) > limit:
             size = max(info.st_size, len(raw))
             raise LabInvalidError(
-                where, f"file is {size} bytes; it may be {limit // (1 << 20)} MiB at most"
+                where,
+                f"file is {size} bytes; it may be {limit // (1 << 20)} MiB at most",
+                line=line_at_byte(raw, limit),  # where the limit is crossed
             )
     except OSError as exc:
         reason = exc.strerror or errno.errorcode.get(exc.errno or 0, "cannot read")
@@ -155,27 +176,74 @@ def load_lab(path: Path) -> Lab:
 
 
 def parse_lab(raw: bytes, where: str, path: Path | None = None) -> Lab:
-    """Parse lab TOML bytes. ``where`` names the file in error messages."""
+    """Parse lab TOML bytes. ``where`` names the file in error messages; the first problem
+    found is raised (``check_lab`` returns them all)."""
+    lab, errors = check_lab(raw, where, path)
+    if errors:
+        raise errors[0]
+    assert lab is not None
+    return lab
+
+
+def check_lab(
+    raw: bytes, where: str, path: Path | None = None
+) -> tuple[Lab | None, list[LabInvalidError]]:
+    """Every problem of a lab file, each with its line and step, in file order of the checks;
+    the lab when there is none. A problem in one step does not hide one in the next."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise LabInvalidError(where, f"not UTF-8 text (byte {exc.start})") from exc
+        line = line_at_byte(raw, exc.start)
+        return None, [LabInvalidError(where, f"not UTF-8 text (byte {exc.start})", line=line)]
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise LabInvalidError(where, f"not valid TOML: {exc}") from exc
-    except RecursionError as exc:
-        raise LabInvalidError(where, "not valid TOML: nested too deeply") from exc
-    return _build(doc, where, path or Path(where))
+        at = toml_error_line(str(exc))
+        return None, [LabInvalidError(where, f"not valid TOML: {exc}", line=at)]
+    except RecursionError:
+        deep = deepest_line(text)
+        return None, [LabInvalidError(where, "not valid TOML: nested too deeply", line=deep)]
+    if not doc:
+        message = "the file is empty: missing title, summary and at least one [[step]]"
+        return None, [LabInvalidError(where, message, line=1)]
+    ctx = _Ctx(where, SourceMap(text))
+    if not doc.keys() & LAB_KEYS:
+        # A TOML file, but not a lab: one line, not a missing-key error for each lab key.
+        unknown = ", ".join(repr(k) for k in list(doc)[:3])
+        message = (
+            f"not a lab file: no title, summary or [[step]] (unknown top-level key {unknown})"
+        )
+        return None, [LabInvalidError(where, message, line=ctx.source.line_of((next(iter(doc)),)))]
+    try:
+        lab = _build(ctx, doc, path or Path(where))
+    except LabInvalidError as exc:  # a problem the rest of the file cannot be checked past
+        ctx.errors.append(exc)
+        lab = None
+    return (None if ctx.errors else lab), ctx.errors
 
 
 class _Ctx:
-    def __init__(self, where: str) -> None:
-        self.where = where
-        self.step: str | None = None
+    """Where the loader is: the file, the step, the key path (``at``) for the line number;
+    and the problems found so far."""
 
-    def fail(self, message: str) -> LabInvalidError:
-        return LabInvalidError(self.where, message, self.step)
+    def __init__(self, where: str, source: SourceMap) -> None:
+        self.where = where
+        self.source = source
+        self.step: str | None = None
+        self.at: KeyPath = ()
+        self.errors: list[LabInvalidError] = []
+
+    def fail(self, message: str, at: KeyPath | None = None) -> LabInvalidError:
+        key = self.at if at is None else at
+        return LabInvalidError(self.where, message, self.step, self.source.line_of(key))
+
+    def keep(self, fn: Callable[[], T], default: T) -> T:
+        """``fn()``, or, if it finds a problem, the problem noted and ``default``."""
+        try:
+            return fn()
+        except LabInvalidError as exc:
+            self.errors.append(exc)
+            return default
 
 
 def _suggest(word: str, options: Collection[str]) -> str:
@@ -184,9 +252,13 @@ def _suggest(word: str, options: Collection[str]) -> str:
 
 
 def _unknown_keys(ctx: _Ctx, table: Mapping[str, Any], allowed: frozenset[str], what: str) -> None:
+    """Note every key of ``table`` (at ``ctx.at``) that is not ``allowed``; check on."""
     for key in table:
         if key not in allowed:
-            raise ctx.fail(f"unknown {what} key {key!r}{_suggest(key, allowed)}")
+            where = (*ctx.at, key)
+            ctx.errors.append(
+                ctx.fail(f"unknown {what} key {key!r}{_suggest(key, allowed)}", where)
+            )
 
 
 def _str(ctx: _Ctx, value: object, what: str) -> str:
@@ -231,39 +303,46 @@ def _placeholders(ctx: _Ctx, text: str, what: str) -> None:
         )
 
 
-def _build(doc: dict[str, Any], where: str, path: Path) -> Lab:
-    ctx = _Ctx(where)
-    _unknown_keys(ctx, doc, TOP_KEYS, "top-level")
+def _at(ctx: _Ctx, *key: str | int) -> _Ctx:
+    ctx.at = key
+    return ctx
+
+
+_NO_TEXT = Text("", "")
+
+
+def _build(ctx: _Ctx, doc: dict[str, Any], path: Path) -> Lab:
+    _unknown_keys(_at(ctx), doc, TOP_KEYS, "top-level")
     schema = doc.get("schema", SCHEMA_VERSION)
     if schema != SCHEMA_VERSION or isinstance(schema, bool):
-        raise ctx.fail(f"schema {schema!r} is not supported (this version reads {SCHEMA_VERSION})")
-    name = _str(ctx, doc.get("name", path.stem), "name")
-    if not NAME_RE.match(name):
-        raise ctx.fail(f"name {name!r} must be lowercase letters, digits, '-' or '_'")
-    title = _text(ctx, doc.get("title"), "title")
-    summary = _text(ctx, doc.get("summary"), "summary")
-    intro = _text(ctx, doc.get("intro"), "intro", required=False)
-    assert title is not None
-    assert summary is not None
-    clients_raw = doc.get("clients", ["client"])
-    if not isinstance(clients_raw, list) or not clients_raw:
-        raise ctx.fail("clients must be a non-empty array of names")
-    clients: list[str] = []
-    for item in clients_raw:
-        c = _str(ctx, item, "each client name")
-        if not NAME_RE.match(c) or c in {"server", "listener", "lab"} or "." in c:
-            raise ctx.fail(f"client name {c!r} is not allowed")
-        if c in clients:
-            raise ctx.fail(f"client {c!r} is listed twice")
-        clients.append(c)
+        raise _at(ctx, "schema").fail(
+            f"schema {schema!r} is not supported (this version reads {SCHEMA_VERSION})"
+        )
+    name = ctx.keep(lambda: _name(_at(ctx, "name"), doc.get("name", path.stem)), path.stem)
+    title: Text | None = ctx.keep(
+        lambda: _text(_at(ctx, "title"), doc.get("title"), "title"), None
+    )
+    summary: Text | None = ctx.keep(
+        lambda: _text(_at(ctx, "summary"), doc.get("summary"), "summary"), None
+    )
+    intro = ctx.keep(
+        lambda: _text(_at(ctx, "intro"), doc.get("intro"), "intro", required=False), None
+    )
     echo = doc.get("echo", True)
     if not isinstance(echo, bool):
-        raise ctx.fail(f"echo must be true or false, not {_type(echo)}")
-    topologies = _topologies(ctx, doc.get("topologies", list(TOPOLOGIES)))
-    sysctls = _sysctls(ctx, doc.get("sysctls", {}))
+        ctx.errors.append(_at(ctx, "echo").fail(f"echo must be true or false, not {_type(echo)}"))
+    # What the steps are checked against: past a problem here, they cannot be.
+    clients = _clients(_at(ctx, "clients"), doc.get("clients", ["client"]))
+    topologies = _topologies(_at(ctx, "topologies"), doc.get("topologies", list(TOPOLOGIES)))
+    sysctls: dict[str, dict[str, str | int]] = ctx.keep(
+        lambda: _sysctls(_at(ctx, "sysctls"), doc.get("sysctls", {})), {}
+    )
     if sysctls and "loopback" in topologies:
-        raise ctx.fail("sysctls apply inside the lab's namespaces: set topologies = ['netns']")
+        ctx.errors.append(
+            ctx.fail("sysctls apply inside the lab's namespaces: set topologies = ['netns']")
+        )
     steps_raw = doc.get("step")
+    _at(ctx, "step")
     if steps_raw is not None and not isinstance(steps_raw, list):
         raise ctx.fail(
             f"step must be an array of tables ([[step]] sections), not {_type(steps_raw)}"
@@ -293,41 +372,209 @@ def _build(doc: dict[str, Any], where: str, path: Path) -> Lab:
     holds_seen: set[str] = set()
     for index, raw in enumerate(steps_raw, start=1):
         ctx.step = str(index)
-        step = _step(ctx, raw, index, clients, sides, ports)
-        if step.id in seen:
-            raise ctx.fail(f"duplicate step id {step.id!r}")
-        if step.only is not None and step.only not in topologies:
-            raise ctx.fail(f"only = {step.only!r} but the lab's topologies are {list(topologies)}")
-        runs_on_loopback = "loopback" in topologies and step.only in (None, "loopback")
-        if step.action in NETNS_ONLY_ACTIONS and runs_on_loopback:
-            raise ctx.fail(f"{step.action} needs the netns topology: add only = 'netns'")
-        if step.holds and runs_on_loopback:
-            raise ctx.fail(
-                "holds are nftables rules in the lab's namespaces: add only = 'netns' "
-                "(or topologies = ['netns'])"
-            )
-        for hold_id in step.release:
-            if hold_id not in holds_seen:
-                raise ctx.fail(f"release {hold_id!r}: no earlier step declares that hold")
-        for hold in step.holds:
-            if hold.id in holds_seen:
-                raise ctx.fail(f"hold id {hold.id!r} is used twice")
-            holds_seen.add(hold.id)
-        seen.add(step.id)
+        _at(ctx, "step", index - 1)
+        try:
+            step = _step(ctx, raw, index, clients, sides, ports)
+            _across_steps(ctx, step, topologies, seen, holds_seen)
+        except LabInvalidError as exc:
+            ctx.errors.append(exc)
+            continue
         steps.append(step)
+    ctx.step = None
+    course = None
+    if "course" in doc:
+        complete = len(steps) == len(steps_raw)  # else the states cannot be compared
+        course = ctx.keep(
+            lambda: _course(_at(ctx, "course"), doc["course"], topologies, steps, complete), None
+        )
     return Lab(
         name=name,
-        title=title,
-        summary=summary,
+        title=title or _NO_TEXT,
+        summary=summary or _NO_TEXT,
         intro=intro,
         clients=tuple(clients),
         ports=tuple(ports),
-        echo=echo,
+        echo=echo is True,
         steps=tuple(steps),
         path=path,
         topologies=topologies,
         sysctls=sysctls,
+        course=course,
     )
+
+
+def _name(ctx: _Ctx, raw: object) -> str:
+    name = _str(ctx, raw, "name")
+    if not NAME_RE.match(name):
+        raise ctx.fail(f"name {name!r} must be lowercase letters, digits, '-' or '_'")
+    return name
+
+
+def _clients(ctx: _Ctx, raw: object) -> list[str]:
+    if not isinstance(raw, list) or not raw:
+        raise ctx.fail("clients must be a non-empty array of names")
+    clients: list[str] = []
+    for item in raw:
+        c = _str(ctx, item, "each client name")
+        if not NAME_RE.match(c) or c in {"server", "listener", "lab"} or "." in c:
+            raise ctx.fail(f"client name {c!r} is not allowed")
+        if c in clients:
+            raise ctx.fail(f"client {c!r} is listed twice")
+        clients.append(c)
+    return clients
+
+
+def _across_steps(
+    ctx: _Ctx, step: Step, topologies: tuple[str, ...], seen: set[str], holds_seen: set[str]
+) -> None:
+    """The checks of one step against the lab and the steps before it."""
+    base = ctx.at
+    if step.id in seen:
+        raise ctx.fail(f"duplicate step id {step.id!r}", (*base, "id"))
+    if step.only is not None and not {STEP_SETS[s] for s in ONLY[step.only]} & set(topologies):
+        raise ctx.fail(
+            f"only = {step.only!r} but the lab's topologies are {list(topologies)}",
+            (*base, "only"),
+        )
+    runs_on_loopback = "loopback" in topologies and step.only in (None, "loopback")
+    runs_at_agent = "netns" in topologies and (
+        step.only is None or "netns-agent" in ONLY[step.only]
+    )
+    if step.action in ONE_PROCESS_ACTIONS and runs_at_agent:
+        raise ctx.fail(
+            f"{step.action} needs both ends in this process, which an agent's server is "
+            "not: add only = 'netns-local' (and give netns-agent its own steps)",
+            (*base, "action"),
+        )
+    if step.action in NETNS_ONLY_ACTIONS and runs_on_loopback:
+        raise ctx.fail(
+            f"{step.action} needs the netns topology: add only = 'netns'", (*base, "action")
+        )
+    if step.holds and runs_on_loopback:
+        raise ctx.fail(
+            "holds are nftables rules in the lab's namespaces: add only = 'netns' "
+            "(or topologies = ['netns'])",
+            (*base, "hold"),
+        )
+    for hold_id in step.release:
+        if hold_id not in holds_seen:
+            raise ctx.fail(
+                f"release {hold_id!r}: no earlier step declares that hold", (*base, "release")
+            )
+    for hold in step.holds:
+        if hold.id in holds_seen:
+            raise ctx.fail(f"hold id {hold.id!r} is used twice", (*base, "hold"))
+        holds_seen.add(hold.id)
+    seen.add(step.id)
+
+
+def shown_states(steps: Iterable[Step]) -> tuple[TcpState, ...]:
+    """The TCP states the steps expect, in order of first appearance (ABSENT is no state):
+    what a lab's ``course.states`` must list."""
+    out: dict[TcpState, None] = {}
+    for step in steps:
+        for state in step.expect.values():
+            if state is not None:
+                out.setdefault(state)
+    return tuple(out)
+
+
+def _course(
+    ctx: _Ctx, raw: object, topologies: tuple[str, ...], steps: list[Step], complete: bool
+) -> Course:
+    if not isinstance(raw, dict):
+        raise ctx.fail(f"course must be a table (a [course] section), not {_type(raw)}")
+    base = ctx.at
+    _unknown_keys(ctx, raw, COURSE_KEYS, "course")
+    missing = COURSE_KEYS - set(raw)
+    for key in sorted(missing):
+        ctx.errors.append(ctx.fail(f"course needs {key!r}", base))
+
+    def whole(key: str, low: int, high: int) -> int:
+        value = raw.get(key, low)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ctx.fail(
+                f"course.{key} must be a whole number from {low} to {high}", (*base, key)
+            )
+        return value
+
+    # A missing key was said once above: it is not checked again below.
+    level = ctx.keep(lambda: whole("level", 1, max(LEVELS)), 1)
+    order = ctx.keep(lambda: whole("order", 1, 999), 1)
+    duration: dict[str, int] = {}
+    if "duration" not in missing:
+        duration = ctx.keep(lambda: _duration(_at(ctx, *base, "duration"), raw, topologies), {})
+    privileges = "none"
+    if "privileges" not in missing:
+        privileges = ctx.keep(
+            lambda: _privileges(_at(ctx, *base, "privileges"), raw, topologies), "none"
+        )
+    states: tuple[TcpState, ...] = ()
+    if "states" not in missing:
+        states = ctx.keep(
+            lambda: _course_states(_at(ctx, *base, "states"), raw, steps if complete else None),
+            (),
+        )
+    return Course(level, order, duration, privileges, states)
+
+
+def _duration(ctx: _Ctx, raw: dict[str, Any], topologies: tuple[str, ...]) -> dict[str, int]:
+    value = raw.get("duration", {})
+    shape = "a table of whole seconds per topology, e.g. { loopback = 1, netns = 3 }"
+    if not isinstance(value, dict):
+        raise ctx.fail(f"course.duration must be {shape}, not {_type(value)}")
+    if set(value) != set(topologies):
+        raise ctx.fail(
+            f"course.duration must give exactly the lab's topologies ({', '.join(topologies)}): "
+            f"{shape}"
+        )
+    out: dict[str, int] = {}
+    for topo in topologies:
+        seconds = value[topo]
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or not 1 <= seconds <= 3600:
+            raise ctx.fail(f"course.duration.{topo} must be whole seconds from 1 to 3600")
+        out[topo] = seconds
+    return out
+
+
+def _privileges(ctx: _Ctx, raw: dict[str, Any], topologies: tuple[str, ...]) -> str:
+    value = _str(ctx, raw.get("privileges", "none"), "course.privileges")
+    if value not in PRIVILEGES:
+        raise ctx.fail(f"course.privileges {value!r}: must be one of {', '.join(PRIVILEGES)}")
+    if value == "none" and "loopback" not in topologies:
+        raise ctx.fail(
+            "course.privileges = 'none' but the lab runs only in namespaces: say 'userns' "
+            "(root or a user namespace)"
+        )
+    return value
+
+
+def _course_states(
+    ctx: _Ctx, raw: dict[str, Any], steps: list[Step] | None
+) -> tuple[TcpState, ...]:
+    value = raw.get("states", [])
+    if not isinstance(value, list):
+        raise ctx.fail(f"course.states must be an array of state names, not {_type(value)}")
+    states: list[TcpState] = []
+    for item in value:
+        name = _str(ctx, item, "each course state")
+        try:
+            states.append(TcpState.from_name(name))
+        except KeyError:
+            names = [s.name for s in TcpState]
+            raise ctx.fail(
+                f"unknown state {name!r} in course.states{_suggest(name, names)}"
+            ) from None
+    if steps is None:
+        return tuple(states)
+    expected = shown_states(steps)
+    missing = [s.name for s in expected if s not in states]
+    extra = [s.name for s in states if s not in expected]
+    if missing or extra:
+        parts = [f"the steps expect {', '.join(missing)}"] if missing else []
+        parts += [f"no step expects {', '.join(extra)}"] if extra else []
+        raise ctx.fail("course.states must list the states the steps expect: " + "; ".join(parts))
+    return tuple(states)
 
 
 def _topologies(ctx: _Ctx, raw: object) -> tuple[str, ...]:
@@ -360,11 +607,14 @@ def _sysctls(ctx: _Ctx, raw: object) -> dict[str, dict[str, str | int]]:
         )
     _unknown_keys(ctx, raw, frozenset({"server", "client"}), "sysctls")
     out: dict[str, dict[str, str | int]] = {}
+    base = ctx.at
     for side, table in raw.items():
+        _at(ctx, *base, side)
         if not isinstance(table, dict):
             raise ctx.fail(f"sysctls.{side} must be a table of key = value")
         values: dict[str, str | int] = {}
         for key, value in table.items():
+            _at(ctx, *base, side, key)
             _sysctl_key(ctx, key)
             if isinstance(value, bool) or not isinstance(value, str | int):
                 raise ctx.fail(f"sysctl {key!r} must be a string or an integer")
@@ -413,8 +663,8 @@ def _only(ctx: _Ctx, raw: object) -> str | None:
     if raw is None:
         return None
     name = _str(ctx, raw, "only")
-    if name not in TOPOLOGIES:
-        raise ctx.fail(f"only {name!r}: must be one of {', '.join(TOPOLOGIES)}")
+    if name not in ONLY:
+        raise ctx.fail(f"only {name!r}: must be one of {', '.join(ONLY)}{_suggest(name, ONLY)}")
     return name
 
 
@@ -428,30 +678,38 @@ def _step(
 ) -> Step:
     if not isinstance(raw, dict):
         raise ctx.fail(f"a step must be a table, not {_type(raw)}")
+    base = ctx.at
     sid = raw.get("id", str(index))
-    sid = _str(ctx, sid, "id")
+    sid = _str(_at(ctx, *base, "id"), sid, "id")
     if not NAME_RE.match(sid):
         raise ctx.fail(f"step id {sid!r} must be lowercase letters, digits, '-' or '_'")
     ctx.step = f"{index} ({sid})"
-    _unknown_keys(ctx, raw, STEP_KEYS, "step")
-    action = _str(ctx, raw.get("action", ""), "action")
+    _unknown_keys(_at(ctx, *base), raw, STEP_KEYS, "step")
+    action = _str(_at(ctx, *base, "action"), raw.get("action", ""), "action")
     if action not in ACTIONS:
         raise ctx.fail(f"unknown action {action!r}{_suggest(action, list(ACTIONS))}")
     spec = ACTIONS[action]
-    actor = _str(ctx, raw.get("actor", "lab" if action == "observe" else ""), "actor")
+    actor = _str(
+        _at(ctx, *base, "actor"), raw.get("actor", "lab" if action == "observe" else ""), "actor"
+    )
     role = "client" if actor in clients else actor
     if role not in {"server", "client", "lab"}:
         known = ["server", "lab", *clients]
+        if not actor:
+            able = (["server"] if "server" in spec.actors else []) + (
+                clients if "client" in spec.actors else []
+            )
+            raise ctx.fail(f"missing actor: say who does {action} ({', '.join(able)})")
         raise ctx.fail(f"unknown actor {actor!r}{_suggest(actor, known)}")
     if role not in spec.actors:
         raise ctx.fail(f"{actor} cannot {action} (only {', '.join(sorted(spec.actors))})")
-    args = _args(ctx, raw.get("args", {}), action, role, clients)
+    args = _args(_at(ctx, *base, "args"), raw.get("args", {}), action, role, clients)
     if action == "sysctl":
-        _sysctl_key(ctx, args["key"])
-    expect = _expect(ctx, raw.get("expect", {}), sides)
+        _sysctl_key(_at(ctx, *base, "args", "key"), args["key"])
+    expect = _expect(_at(ctx, *base, "expect"), raw.get("expect", {}), sides)
     outcome = raw.get("outcome")
     if outcome is not None:
-        outcome = _str(ctx, outcome, "outcome")
+        outcome = _str(_at(ctx, *base, "outcome"), outcome, "outcome")
         if outcome not in OUTCOMES and outcome not in errno.errorcode.values():
             raise ctx.fail(
                 f"unknown outcome {outcome!r}: use one of {', '.join(OUTCOMES)} "
@@ -459,8 +717,9 @@ def _step(
             )
     data = raw.get("data")
     if data is not None:
-        data = _str(ctx, data, "data")
+        data = _str(_at(ctx, *base, "data"), data, "data")
     facts = raw.get("facts", {})
+    _at(ctx, *base, "facts")
     if not isinstance(facts, dict):
         raise ctx.fail(f"facts must be a table, not {_type(facts)}")
     for key, value in facts.items():
@@ -469,19 +728,25 @@ def _step(
         if isinstance(value, str) and value[:1] in "<>=" and not COMPARISON_RE.match(value):
             raise ctx.fail(f"fact {key!r}: comparison {value!r} must look like '>=1'")
     timeout = raw.get("timeout", DEFAULT_TIMEOUT)
+    _at(ctx, *base, "timeout")
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise ctx.fail(f"timeout must be a number of seconds, not {_type(timeout)}")
     if not 0 < timeout <= MAX_TIMEOUT:
         raise ctx.fail(f"timeout {timeout} must be more than 0 and at most {MAX_TIMEOUT:g} s")
     stay = raw.get("stay", 0.0)
+    _at(ctx, *base, "stay")
     if isinstance(stay, bool) or not isinstance(stay, int | float):
         raise ctx.fail(f"stay must be a number of seconds, not {_type(stay)}")
     if not 0 <= stay <= MAX_TIMEOUT:
         raise ctx.fail(f"stay {stay} must be between 0 and {MAX_TIMEOUT:g} s")
     if stay and not expect:
         raise ctx.fail("stay needs an expect table: it keeps checking those states")
-    explain = _text(ctx, raw.get("explain"), "explain")
+    explain = _text(_at(ctx, *base, "explain"), raw.get("explain"), "explain")
     assert explain is not None
+    only = _only(_at(ctx, *base, "only"), raw.get("only"))
+    holds = _holds(_at(ctx, *base, "hold"), raw["hold"], ports) if "hold" in raw else ()
+    release = _release(_at(ctx, *base, "release"), raw["release"]) if "release" in raw else ()
+    ctx.at = base
     return Step(
         index=index,
         id=sid,
@@ -495,9 +760,9 @@ def _step(
         facts=dict(facts),
         timeout=float(timeout),
         stay=float(stay),
-        only=_only(ctx, raw.get("only")),
-        holds=_holds(ctx, raw["hold"], ports) if "hold" in raw else (),
-        release=_release(ctx, raw["release"]) if "release" in raw else (),
+        only=only,
+        holds=holds,
+        release=release,
     )
 
 
@@ -507,9 +772,11 @@ def _args(
     if not isinstance(raw, dict):
         raise ctx.fail(f"args must be a table, not {_type(raw)}")
     spec = ACTIONS[action]
+    base = ctx.at
     _unknown_keys(ctx, raw, frozenset(spec.args), f"{action} argument")
     out: dict[str, ArgValue] = {}
     for key, arg in spec.args.items():
+        _at(ctx, *base, key)
         if key not in raw:
             if arg.required:
                 raise ctx.fail(f"{action} needs the argument {key!r}")
@@ -534,6 +801,7 @@ def _args(
         if key == "port" and not NAME_RE.match(str(value)):
             raise ctx.fail(f"port slot {value!r} must be a short lowercase name like 'main'")
         out[key] = value
+    _at(ctx, *base, "conn")
     if "conn" in out:
         if role != "server":
             if "conn" in raw:
@@ -551,7 +819,9 @@ def _expect(ctx: _Ctx, raw: object, sides: set[str]) -> dict[str, Expected]:
     if not isinstance(raw, dict):
         raise ctx.fail(f"expect must be a table of side = STATE, not {_type(raw)}")
     out: dict[str, Expected] = {}
+    base = ctx.at
     for side, value in raw.items():
+        _at(ctx, *base, side)
         if side not in sides:
             raise ctx.fail(f"unknown side {side!r}{_suggest(side, sides)}")
         name = _str(ctx, value, f"expect.{side}")

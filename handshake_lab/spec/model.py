@@ -62,6 +62,7 @@ KERNEL_FIGURES: tuple[str, ...] = (
     "net.ipv4.tcp_fin_timeout",
     "net.ipv4.tcp_tw_reuse",
     "net.ipv4.tcp_tw_reuse_delay",
+    "net.ipv4.tcp_rto_min_us",
     "net.ipv4.tcp_keepalive_time",
     "net.ipv4.tcp_keepalive_intvl",
     "net.ipv4.tcp_keepalive_probes",
@@ -321,6 +322,12 @@ ACTIONS: Mapping[str, ActionSpec] = {
         },
         "bind a socket and connect it to its own address: a simultaneous open",
     ),
+    "close_both": ActionSpec(
+        frozenset({"lab"}),
+        {"conn": _CONN},
+        "close a client's socket and the server's end of its connection in the same instant "
+        "(one event-loop turn): both FINs leave together; needs both ends in this process",
+    ),
     "stale_syn": ActionSpec(
         frozenset({"client"}),
         {
@@ -343,6 +350,27 @@ HOLD_KINDS: tuple[str, ...] = (
 )
 TOPOLOGIES: tuple[str, ...] = ("loopback", "netns")
 NETNS_ONLY_ACTIONS = frozenset({"sysctl", "stale_syn"})
+ONE_PROCESS_ACTIONS = frozenset({"close_both"})
+"""Actions that touch both ends at one instant: only where both live in this process."""
+
+STEP_SETS: Mapping[str, str] = {
+    "loopback": "loopback",
+    "netns": "netns",
+    "netns-agent": "netns",
+}
+"""The step set each placement runs (``placement.Topology.step_set``), and the lab topology
+it belongs to: ``netns`` has both ends in this process (``--topology netns``), ``netns-agent``
+has the server run by an agent (``--topology netns-agent``, ``--peer`` between lab VMs)."""
+
+ONLY: Mapping[str, frozenset[str]] = {
+    "loopback": frozenset({"loopback"}),
+    "netns": frozenset({"netns", "netns-agent"}),
+    "netns-local": frozenset({"netns"}),
+    "netns-agent": frozenset({"netns-agent"}),
+}
+"""A step's ``only`` value and the step sets it runs in: ``netns`` in every namespace
+placement, ``netns-local`` only where both ends are in this process, ``netns-agent`` only where
+an agent runs the server (a lab gives the two their own steps where they must differ)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +383,31 @@ class Hold:
     port: str = MAIN_PORT  # port slot the rule filters on
     count: int | None = None  # drop only the first COUNT matches; None: until released
     hook: str = "input"
+
+
+LEVELS: Mapping[int, Text] = {
+    1: Text("basics", "基础"),
+    2: Text("teardown details", "挥手细节"),
+    3: Text("corner cases", "边角情况"),
+}
+"""The course levels a lab's ``[course] level`` names, in course order."""
+PRIVILEGES: tuple[str, ...] = ("none", "userns", "root")
+"""What a lab needs to show everything it teaches: ``none`` (loopback, any user), ``userns``
+(namespaces: root, or a private user namespace without root), ``root`` (real root: part of
+the lesson is in the transition stream, which needs tracefs)."""
+COURSE_KEYS = frozenset({"level", "order", "duration", "privileges", "states"})
+
+
+@dataclass(frozen=True, slots=True)
+class Course:
+    """Where a lab sits in the course: what ``handshake-lab list`` shows. Built-in labs all
+    declare one (a test); a user's lab may."""
+
+    level: int
+    order: int
+    duration: Mapping[str, int]  # whole seconds per topology, measured and rounded up
+    privileges: str
+    states: tuple[TcpState, ...]  # the states the steps expect (the loader checks)
 
 
 # Outcomes a step may expect. Errno names are also accepted (checked by the loader).
@@ -377,7 +430,7 @@ class Step:
     stay: float = 0.0  # once matched, the states must stay matched this many seconds
     holds: tuple[Hold, ...] = ()
     release: tuple[str, ...] = ()
-    only: str | None = None  # run this step only in this topology
+    only: str | None = None  # run this step only in these step sets (``ONLY``)
 
     @property
     def explain_key(self) -> str:
@@ -397,6 +450,7 @@ class Lab:
     intro: Text | None = None
     topologies: tuple[str, ...] = TOPOLOGIES
     sysctls: Mapping[str, Mapping[str, str | int]] = field(default_factory=dict)
+    course: Course | None = None
 
     def texts(self) -> list[str]:
         """Every text of the lab, in every language (intro, then each step's explanation)."""
@@ -407,9 +461,12 @@ class Lab:
             out += [step.explain.en, step.explain.zh]
         return out
 
-    def steps_for(self, topology: str) -> tuple[Step, ...]:
-        """The steps that run in ``topology`` (steps marked ``only`` for another are skipped)."""
-        return tuple(s for s in self.steps if s.only is None or s.only == topology)
+    def steps_for(self, step_set: str) -> tuple[Step, ...]:
+        """The steps that run in ``step_set`` (``STEP_SETS``): those without ``only`` and those
+        whose ``only`` includes it."""
+        if step_set not in STEP_SETS:
+            raise ValueError(f"unknown step set {step_set!r}")
+        return tuple(s for s in self.steps if s.only is None or step_set in ONLY[s.only])
 
     def sides(self) -> tuple[str, ...]:
         """Every side name this lab may expect, in display order."""

@@ -44,6 +44,13 @@ passed every earlier test, starting at 0, so exactly the first N are dropped (ve
 SYN with count 1 leaves the counter at 1 and the connection completes at the retransmit).
 ``quota`` was rejected: it counts bytes, not packets.
 
+A release at an instant (``release(handle, at=EPOCH_S)``): the drop rule is replaced, in one
+transaction, by the same rule guarded by ``meta time < AT`` (the kernel's real-time clock, whole
+seconds: the resolution ``nft`` 1.0.6 parses). Holds in two namespaces released with the same
+``at`` stop dropping at the same instant of the one kernel clock, however far apart the two
+``nft`` calls ran: what lets two held FINs go on the very same retransmission tick (the
+simultaneous-close lab). A plain ``release`` empties the chain at once.
+
 The port filter matches ``tcp sport P`` or ``tcp dport P`` (``direction="any"``), or only one of
 them.
 """
@@ -161,6 +168,23 @@ def _payload_guard() -> list[str]:
     return rules
 
 
+def _drop_rule(table: str, chain: str, count: int | None, until: int | None) -> str:
+    """The hold chain's last rule: count and drop (the first ``count``; before ``until``)."""
+    limit = f"numgen inc mod {_NUMGEN_MOD} < {count} " if count is not None else ""
+    before = f"meta time < {until} " if until is not None else ""
+    return f'add rule inet {table} {chain} {before}{limit}counter name "{chain}" drop'
+
+
+def _chain_rules(
+    table: str, chain: str, kind: HoldKind, count: int | None, until: int | None
+) -> list[str]:
+    rules = []
+    if kind in _NEEDS_EMPTY_PAYLOAD:
+        rules += [f"add rule inet {table} {chain} {rule}" for rule in _payload_guard()]
+    rules.append(_drop_rule(table, chain, count, until))
+    return rules
+
+
 def hold_script(
     table: str,
     chain: str,
@@ -184,7 +208,6 @@ def hold_script(
     if hook not in ("input", "output"):
         raise ValueError(f"hook must be input or output, not {hook!r}")
     ports = {"any": ["sport", "dport"], "sport": ["sport"], "dport": ["dport"]}[direction]
-    limit = f"numgen inc mod {_NUMGEN_MOD} < {count} " if count is not None else ""
     lines = [
         f"add table inet {table}",
         f"add chain inet {table} {hook} "
@@ -192,9 +215,7 @@ def hold_script(
         f"add counter inet {table} {chain}",
         f"add chain inet {table} {chain}",
     ]
-    if kind in _NEEDS_EMPTY_PAYLOAD:
-        lines += [f"add rule inet {table} {chain} {rule}" for rule in _payload_guard()]
-    lines.append(f'add rule inet {table} {chain} {limit}counter name "{chain}" drop')
+    lines += _chain_rules(table, chain, kind, count, None)
     lines += [
         " ".join(
             part
@@ -253,12 +274,29 @@ def add_hold(
     return HoldHandle(ns, table, chain, hold_kind, port, count, hook, direction)
 
 
-def release(handle: HoldHandle) -> None:
-    """Stop dropping: empty the hold's chain, so its jumps fall straight back. Idempotent.
+def release_script(handle: HoldHandle, at: int | None = None, left: int | None = None) -> str:
+    """The ``nft -f`` text that releases a hold now, or at the instant ``at`` (whole seconds
+    of the real-time clock): the chain emptied and, for ``at``, its rules put back with a
+    ``meta time`` guard, in one transaction (pure: tested without nft). A counted hold's new
+    rule drops only the ``left`` drops it had not made yet (a new rule's numgen starts at 0).
+    """
+    lines = [f"flush chain inet {handle.table} {handle.chain}"]
+    if at is not None and (handle.count is None or (left is not None and left > 0)):
+        count = left if handle.count is not None else None
+        lines += _chain_rules(handle.table, handle.chain, handle.kind, count, at)
+    return "\n".join(lines) + "\n"
+
+
+def release(handle: HoldHandle, at: int | None = None) -> None:
+    """Stop dropping: empty the hold's chain, so its jumps fall straight back, at once or (with
+    ``at``) at that instant of the kernel's real-time clock. Idempotent.
 
     The chain and its counter stay, so ``dropped`` still reports the final count.
     """
-    _nft(handle.netns, ["flush", "chain", "inet", handle.table, handle.chain])
+    left = None
+    if at is not None and handle.count is not None:
+        left = handle.count - dropped(handle)
+    _nft(handle.netns, ["-f", "-"], stdin=release_script(handle, at, left))
 
 
 def dropped(handle: HoldHandle) -> int:
@@ -298,5 +336,6 @@ __all__ = [
     "dropped",
     "hold_script",
     "release",
+    "release_script",
     "remove_holds",
 ]

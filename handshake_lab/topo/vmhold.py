@@ -33,6 +33,7 @@ import secrets
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -47,6 +48,8 @@ MARKER_TEXT = "handshake-lab lab VM, provisioned by vagrant/provision.sh"
 TABLE_PREFIX = f"{NFT_PREFIX}vm_"
 STATE_DIR = Path("/run/handshake-lab")
 SBIN_DIRS = ("/usr/sbin", "/sbin")
+MAX_RELEASE_WAIT = 5.0
+"""The longest a release at an instant waits for it (seconds)."""
 
 
 def marker_problem(marker: Path = MARKER) -> str | None:
@@ -244,6 +247,11 @@ class VmOps:
             self._add_hold(args)
             return None
         if op == "release_hold":
+            at = args.get("at")
+            if at is not None:
+                # Released at an instant (``nft.release``): this VM's own clock decides; the
+                # wait is bounded, so a clock far off cannot hold the lab.
+                time.sleep(min(max(0.0, int(str(at)) - time.time()), MAX_RELEASE_WAIT))
             self._release(str(args["id"]))
             return None
         if op == "dropped":

@@ -10,6 +10,7 @@ namespaces: ``ip netns list`` must show none of the run's (named after its pid).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -199,3 +200,25 @@ def test_path_that_is_not_a_lab_file_is_one_line_error(tmp_path: Path, case: str
     proc = _run(path)
     assert proc.returncode == status, proc.stderr[-2000:]
     _assert_one_line_error(proc, path, word)
+
+
+@pytest.mark.parametrize("case", sorted(CONTENTS))
+def test_lab_check_gives_one_line_with_the_line_number(tmp_path: Path, case: str) -> None:
+    """``lab check`` on the same files: one problem line, ``FILE:LINE: ...``, exit 4."""
+    content, word = CONTENTS[case]
+    path = tmp_path / f"{case}.toml"
+    path.write_bytes(content)
+    proc = subprocess.run(
+        [*CLI, "lab", "check", str(path)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == ExitStatus.LAB_INVALID, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout[-2000:]
+    assert re.match(rf"^{re.escape(str(path))}:\d+: ", lines[0]), lines[0]
+    assert word in lines[0], lines[0]

@@ -22,6 +22,7 @@ import subprocess
 import pytest
 
 from handshake_lab.errors import ExitStatus
+from handshake_lab.placement import Topology
 from handshake_lab.spec.loader import builtin_names, find_lab
 from tests.faults.support import (
     Run,
@@ -43,7 +44,7 @@ def _configs() -> list[object]:
         tops = find_lab(lab).topologies
         runs = [tops[0]] + (["netns-agent"] if "netns" in tops else [])
         for topology in runs:
-            steps = len(find_lab(lab).steps_for("loopback" if topology == "loopback" else "netns"))
+            steps = len(find_lab(lab).steps_for(Topology(topology).step_set))
             for sig, after in kill_points(steps).items():
                 marks = [pytest.mark.root] if topology != "loopback" else []
                 params.append(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from dataclasses import dataclass, field
+
+from rich.cells import cell_len
 
 from handshake_lab.lab.runner import LabRun, RunOptions
 from handshake_lab.net.loops import loop_factory
@@ -11,6 +14,9 @@ from handshake_lab.observe.base import Observer
 from handshake_lab.observe.psutil_observer import PsutilObserver
 from handshake_lab.observe.ss import SsObserver
 from handshake_lab.record.events import Event, LabResult, LabStarted, StepReport
+from handshake_lab.record.run import RunRecord
+from handshake_lab.render.table import TableRenderer
+from handshake_lab.render.text import make_console
 from handshake_lab.spec.model import Lab
 
 
@@ -30,6 +36,9 @@ class Recorded:
     @property
     def steps(self) -> dict[str, StepReport]:
         return {e.id: e for e in self.events if isinstance(e, StepReport)}
+
+    def record(self) -> RunRecord:
+        return RunRecord(self.header, tuple(self.steps.values()), self.result)
 
     @property
     def result(self) -> LabResult:
@@ -54,3 +63,28 @@ def run_lab(
     with asyncio.Runner(loop_factory=loop_factory(loop)) as r:
         r.run(runner.run())
     return recorded
+
+
+def terminal_text(record: RunRecord, lang: str, width: int) -> list[str]:
+    """The lines ``run`` or ``show`` prints for ``record`` on a ``width``-column terminal."""
+    stream = io.StringIO()
+    TableRenderer(make_console(stream=stream, width=width), lang).render(record)
+    return stream.getvalue().splitlines()
+
+
+def assert_fits_the_terminal(record: RunRecord, explanations: list[str]) -> None:
+    """At 80 columns, in English and Chinese, no line is wider than 80 display columns and
+    none ends with a space; at 120 the explanations use more than 80 (they are not wrapped
+    for 80 whatever the terminal). ``explanations``: the English texts the run shows."""
+    for lang in ("en", "zh"):
+        lines = terminal_text(record, lang, 80)
+        assert lines, lang
+        too_wide = [line for line in lines if cell_len(line) > 80]
+        assert not too_wide, (lang, too_wide[:3])
+        trailing = [line for line in lines if line != line.rstrip()]
+        assert not trailing, (lang, trailing[:3])
+    wide = terminal_text(record, "en", 120)
+    assert all(cell_len(line) <= 120 for line in wide)
+    longest = max(len(" ".join(text.split())) for text in explanations)
+    if longest > 100:  # a text that fills more than one 80-column line
+        assert max(cell_len(line) for line in wide) > 80

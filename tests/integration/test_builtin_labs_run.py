@@ -10,7 +10,7 @@ import pytest
 
 from handshake_lab.spec.loader import builtin_dir, builtin_names, load_lab
 from handshake_lab.spec.model import ABSENT
-from tests.integration.labrun import run_lab
+from tests.integration.labrun import assert_fits_the_terminal, run_lab
 
 ALIASES_SS = {
     "ESTABLISHED": "ESTAB",
@@ -54,3 +54,6 @@ def test_builtin_lab_kernel_states_match_expectations(name: str, loop_name: str)
             assert observed.sources["psutil"] == want, (step.id, side)
     assert recorded.result.passed
     assert recorded.result.agreed == len(wanted)
+    # The same run as a terminal shows it (as 'show' would draw it): fits 80 columns in
+    # both languages, no trailing spaces, and uses a wider terminal.
+    assert_fits_the_terminal(recorded.record(), [s.explain.en for s in wanted])

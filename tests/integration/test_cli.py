@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -40,13 +41,29 @@ def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def test_list_prints_every_builtin_lab_with_a_summary() -> None:
-    proc = cli("list")
-    assert proc.returncode == 0
-    lines = proc.stdout.strip().splitlines()
-    assert [line.split()[0] for line in lines] == builtin_names()
-    assert all(len(line.split()) > 2 for line in lines)
+def test_list_prints_every_builtin_lab_grouped_by_level_in_course_order() -> None:
+    proc = cli("list", env={**os.environ, "COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.rstrip("\n").splitlines()
+    listed = [line.split()[1] for line in lines if re.match(r"^ ?\d+ [a-z]", line)]
+    assert sorted(listed) == builtin_names()
+    assert [line for line in lines if line.startswith("Level ")] == [
+        "Level 1: basics",
+        "Level 2: teardown details",
+        "Level 3: corner cases",
+    ]
     assert all(len(line) <= 80 for line in lines)
+
+
+def test_list_json_is_one_document_in_the_same_order() -> None:
+    text = cli("list").stdout
+    listed = [line.split()[1] for line in text.splitlines() if re.match(r"^ ?\d+ [a-z]", line)]
+    proc = cli("list", "--json")
+    assert proc.returncode == 0
+    doc = json.loads(proc.stdout)
+    assert [lab["name"] for lab in doc["labs"]] == listed
+    assert [lab["order"] for lab in doc["labs"]] == list(range(1, len(listed) + 1))
+    assert all(lab["states"] and lab["duration"] for lab in doc["labs"])
 
 
 def test_list_in_chinese_shows_chinese_summaries() -> None:
@@ -329,3 +346,82 @@ def test_missing_uvloop_is_exit_6_with_the_fix(tmp_path: Path) -> None:
     proc = cli("run", "half-close", "--loop", "uvloop", env=env)
     assert proc.returncode == ExitStatus.MISSING_DEPENDENCY
     assert "pip install uvloop" in one_error_line(proc)
+
+
+def test_explain_a_name_that_is_both_a_state_and_a_lab_says_so_and_how_to_pick() -> None:
+    proc = cli("explain", "close")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("CLOSE (RFC 9293: CLOSED)")  # as before: the state
+    note = one_error_line(proc)
+    assert "both the state CLOSE and the lab close" in note
+    assert "explain state close" in note
+    assert "explain lab close" in note
+    lab = cli("explain", "lab", "close")
+    assert lab.returncode == 0
+    assert lab.stderr == ""
+    assert lab.stdout.startswith("close - ")
+    state = cli("explain", "state", "close")
+    assert state.returncode == 0
+    assert state.stderr == ""
+    assert state.stdout == proc.stdout
+    assert cli("explain", "half-close").stderr == ""  # a lab only: no note
+
+
+@pytest.mark.parametrize(
+    ("args", "status"),
+    [
+        (("state", "half-close"), ExitStatus.LAB_NOT_FOUND),
+        (("lab", "FIN_WAIT2"), ExitStatus.LAB_NOT_FOUND),
+        (("thing", "close"), ExitStatus.USAGE),
+    ],
+)
+def test_explain_with_a_kind_takes_only_that_kind(args: tuple[str, str], status: int) -> None:
+    proc = cli("explain", *args)
+    assert proc.returncode == status
+    one_error_line(proc)
+
+
+def test_bash_completion_completes_commands_options_and_lab_names(tmp_path: Path) -> None:
+    script = cli("--show-completion", "bash")
+    assert script.returncode == 0, script.stderr
+    assert "complete -o default -F _handshake_lab_completion handshake-lab" in script.stdout
+    (tmp_path / "completion.sh").write_text(script.stdout)
+    # The function calls the program by name: a stand-in on PATH runs this interpreter.
+    shim = tmp_path / "handshake-lab"
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m handshake_lab "$@"\n')
+    shim.chmod(0o755)
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(f"'{w}'" for w in words)
+        program = (
+            f". {tmp_path}/completion.sh; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; "
+            '_handshake_lab_completion handshake-lab; printf "%s\\n" "${COMPREPLY[@]}"'
+        )
+        env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+        out = subprocess.run(
+            ["bash", "-c", program], capture_output=True, text=True, env=env, check=False
+        )
+        return out.stdout.split()
+
+    assert complete("handshake-lab", "ru") == ["run"]
+    assert complete("handshake-lab", "lab", "") == ["check", "new"]
+    assert complete("handshake-lab", "run", "half") == ["half-close"]
+    assert complete("handshake-lab", "explain", "clos") == ["close", "close-wait-leak"]
+    assert complete("handshake-lab", "explain", "CLOS") == ["CLOSE", "CLOSE_WAIT", "CLOSING"]
+    assert complete("handshake-lab", "explain", "sta") == ["state", "stale-syn"]
+    assert complete("handshake-lab", "run", "--topology", "") == [
+        "loopback",
+        "netns",
+        "netns-agent",
+    ]
+
+
+def test_install_completion_writes_to_the_users_shell_files_only(tmp_path: Path) -> None:
+    env = {**os.environ, "HOME": str(tmp_path), "SHELL": "/bin/bash"}
+    proc = cli("--install-completion", "bash", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "_handshake_lab_completion"
+        in (tmp_path / ".bash_completions/handshake-lab.sh").read_text()
+    )
+    assert "handshake-lab.sh" in (tmp_path / ".bashrc").read_text()

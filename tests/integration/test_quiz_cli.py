@@ -30,7 +30,10 @@ def answers_from_lab(name: str, *, wrong_step: str | None = None) -> str:
         if step.outcome not in (None, "ok"):
             lines.append(f'outcome = "{step.outcome}"')
         fin = "w" if step.actor == "server" else "u"  # the seed's names for the two FINs
-        lines.append(f'ack = "{fin}+1"' if step.action in {"close", "send_eof"} else 'ack = "s+n"')
+        if step.action in {"close", "send_eof"}:
+            lines.append(f'ack = "{fin}+1"')
+        elif step.action == "send":
+            lines.append('ack = "s+n"')
     return "\n".join(lines) + "\n"
 
 
@@ -128,3 +131,66 @@ def test_a_student_answers_at_a_terminal(tmp_path: Path) -> None:
     assert events[-1]["passed"] is True, events[-1]
     wrong = summary["correct"] < summary["asked"]
     assert proc.returncode == (ExitStatus.QUIZ_WRONG if wrong else ExitStatus.OK), summary
+
+
+def fill_template(template: str, name: str, *, wrong: str | None = None) -> str:
+    """What a student who understood writes into ``quiz template``'s blanks: states in the
+    RFC and ss spellings, numbers as rules with spaces and capitals, outcomes in lower case."""
+    spelling = {"SYN_RECV": "SYN-RECEIVED", "FIN_WAIT2": "FIN-WAIT-2", "CLOSE_WAIT": "close-wait"}
+    steps = {step.id: step for step in find_lab(name).steps}
+    out: list[str] = []
+    current = None
+    for line in template.splitlines():
+        if line.startswith("["):
+            current = steps[line.strip("[]")]
+        elif line.endswith(' = ""') and current is not None:
+            key = line.split(" = ")[0].strip('"')
+            if key == "ack":
+                fin = "W" if current.actor == "server" else "u"
+                answer = f"{fin} + 1" if current.action != "send" else "s + n"
+            elif key == "outcome":
+                answer = str(current.outcome).lower()
+            else:
+                state = current.expect[key]
+                answer = "ABSENT" if state is None else spelling.get(state.name, state.name)
+            if wrong is not None and f"{current.id}.{key}" == wrong:
+                answer = "LISTEN"
+            out.append(f'"{key}" = "{answer}"')
+            continue
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def test_a_filled_template_grades_right_wrong_and_unreadable(tmp_path: Path) -> None:
+    template = run("quiz", "template", "half-close")
+    assert template.returncode == ExitStatus.OK, template.stderr
+    assert "# client: which state after this step?" in template.stdout
+    answers = tmp_path / "answers.toml"
+    answers.write_text(fill_template(template.stdout, "half-close"))
+    proc = run("run", "half-close", "--answers", str(answers), "--json")
+    assert proc.returncode == ExitStatus.OK, proc.stdout[-2000:] + proc.stderr
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["quiz"]["correct"] == result["quiz"]["asked"] > 0
+
+    answers.write_text(fill_template(template.stdout, "half-close", wrong="client-fin.server"))
+    proc = run("run", "half-close", "--answers", str(answers), "--json")
+    assert proc.returncode == ExitStatus.QUIZ_WRONG, proc.stderr
+
+    text = fill_template(template.stdout, "half-close").replace(
+        '"client" = "FIN-WAIT-2"', '"client" = "FIN-WAIT-3"', 1
+    )
+    answers.write_text(text)
+    line = text.splitlines().index('"client" = "FIN-WAIT-3"') + 1
+    proc = run("run", "half-close", "--answers", str(answers), "--json")
+    assert proc.returncode == ExitStatus.ANSWERS_INVALID
+    assert proc.stdout == ""
+    (error,) = proc.stderr.strip().splitlines()
+    assert error.startswith(f"handshake-lab: {answers}:{line}: [client-fin] client: ")
+    assert "'FIN-WAIT-3' is not a TCP state" in error
+
+
+def test_the_template_speaks_the_chosen_language() -> None:
+    proc = run("quiz", "template", "half-close", "--lang", "zh")
+    assert proc.returncode == ExitStatus.OK
+    assert "# client：这一步之后处于什么状态？" in proc.stdout
+    assert run("quiz", "template", "no-such-lab").returncode == ExitStatus.LAB_NOT_FOUND

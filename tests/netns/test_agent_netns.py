@@ -119,7 +119,7 @@ def test_lab_runs_across_the_veth_with_the_server_side_in_an_agent(
         )
         runner = LabRun(
             lab,
-            RunOptions(loop=loop_name, topology=Topology.NETNS),
+            RunOptions(loop=loop_name, topology=Topology.NETNS_AGENT),
             [],
             recorded,
             server=server,
@@ -128,7 +128,7 @@ def test_lab_runs_across_the_veth_with_the_server_side_in_an_agent(
         with asyncio.Runner(loop_factory=loop_factory(loop_name)) as r:
             r.run(runner.run())
         assert recorded.header.host == pair.server_addr
-        for step in lab.steps_for("netns"):
+        for step in lab.steps_for("netns-agent"):
             report = recorded.steps[step.id]
             assert report.mismatches == [], (name, step.id, report.mismatches)
             for side, expected in step.expect.items():

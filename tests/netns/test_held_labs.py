@@ -155,33 +155,50 @@ def test_lost_last_ack_fin_is_resent_and_reacknowledged(loop_name: str) -> None:
     assert all(run.checks().get("fin.server", [False]))
 
 
-def test_simultaneous_close_holds_the_server_in_closing_for_ss_and_psutil(
+def test_simultaneous_close_holds_both_ends_in_closing_for_ss_and_psutil(
     loop_name: str,
 ) -> None:
     run = run_held("simultaneous-close", loop_name)
-    assert run.state("server-closes", "client") == "FIN_WAIT1"
-    assert run.state("server-closes", "server") == "FIN_WAIT1"
-    assert run.fact("server-closes", "dropped.fin-to-server") >= 1
-    assert run.fact("server-closes", "dropped.fin-to-client") >= 1
-    # Each FIN was sent before the other end's FIN arrived: neither acknowledges the other's.
-    client_fin = flagged(run.segments("client-closes"), "FIN,ACK", sender="client")[0]
-    server_fin = flagged(run.segments("server-closes"), "FIN,ACK", sender="server")[0]
-    assert server_fin["ack"] != client_fin["seq"] + 1
-    # CLOSING held still, and read by both table sources, not only by the tracepoint.
-    closing = run.recorded.steps["server-closing"].observed["server"]
-    assert closing.sources == {"ss": "CLOSING", "psutil": "CLOSING"}
-    assert run.state("server-closing", "client") == "FIN_WAIT1"
-    assert run.fact("server-closing", "dropped.ack-to-client") >= 1
-    dropped = [s for s in run.segments("server-closing") if s["dropped"]]
-    assert {s["hold"] for s in dropped} >= {"ack-to-client"}
-    # The server's later FINs acknowledge u+1, so the client skips CLOSING.
-    later = flagged(run.segments("client-time-wait"), "FIN,ACK", sender="server")
-    assert later
-    assert all(s["ack"] == client_fin["seq"] + 1 for s in later)
-    assert run.state("client-time-wait", "client") == "TIME_WAIT"
-    assert run.state("client-time-wait", "server") == "CLOSING"
-    assert run.state("release", "client") == "TIME_WAIT"
-    assert run.state("release", "server") == "TIME_WAIT"
+    assert run.state("both-close", "client") == "FIN_WAIT1"
+    assert run.state("both-close", "server") == "FIN_WAIT1"
+    # The two closes came in one turn of the loop: the first FINs left microseconds apart.
+    first = run.segments("both-close")
+    client_fin = flagged(first, "FIN,ACK", sender="client")[0]
+    server_fin = flagged(first, "FIN,ACK", sender="server")[0]
+    assert abs(client_fin["t_ms"] - server_fin["t_ms"]) < 50, first
+    assert client_fin["dropped"]
+    assert server_fin["dropped"]
+    # The FINs that crossed: neither acknowledges the other's FIN, and they left together.
+    crossing = run.segments("fins-cross")
+    passed = [s for s in crossing if "FIN" in s["flags"] and not s["dropped"]]
+    assert {s["from"] for s in passed} == {"client", "server"}, crossing
+    by_sender = {s["from"]: s for s in passed}
+    assert by_sender["client"]["ack"] == server_fin["seq"]  # ack=w, not w+1
+    assert by_sender["server"]["ack"] == client_fin["seq"]  # ack=u, not u+1
+    assert abs(by_sender["client"]["t_ms"] - by_sender["server"]["t_ms"]) < 50
+    # Every FIN before the release instant was dropped, and marked so, as the counters say.
+    fins = [s for s in first + crossing if "FIN" in s["flags"]]
+    for hold, sender in (("fin-into-server", "client"), ("fin-into-client", "server")):
+        marked = [s for s in fins if s["hold"] == hold]
+        assert all(s["from"] == sender for s in marked)
+        assert len(marked) == run.fact("fins-cross", f"dropped.{hold}") >= 1
+    # CLOSING held still on both ends, and read by both table sources.
+    for side in ("client", "server"):
+        closing = run.recorded.steps["fins-cross"].observed[side]
+        assert closing.sources == {"ss": "CLOSING", "psutil": "CLOSING"}, side
+    assert run.fact("fins-cross", "dropped.ack-into-server") >= 1
+    assert run.fact("fins-cross", "dropped.ack-into-client") >= 1
+    # Then each end's next FIN acknowledges the other's: both TIME_WAIT, no CLOSING skipped.
+    later = [s for s in run.segments("both-time-wait") if "FIN" in s["flags"]]
+    assert {s["from"] for s in later} == {"client", "server"}, later
+    assert by_sender["client"]["seq"] + 1 in {s["ack"] for s in later if s["from"] == "server"}
+    for side in ("client", "server"):
+        assert run.state("both-time-wait", side) == "TIME_WAIT"
+    if run.evidence.trace_on:
+        moves = [(t["side"], t["old"], t["new"]) for t in run.transitions()]
+        for side in ("client", "server"):
+            assert (side, "FIN_WAIT1", "CLOSING") in moves, moves
+            assert (side, "CLOSING", "TIME_WAIT") in moves, moves
 
 
 def test_stale_syn_gets_synack_then_rst_and_no_connection(loop_name: str) -> None:

@@ -15,7 +15,7 @@ from handshake_lab.placement import Topology
 from handshake_lab.placement.place import place
 from handshake_lab.spec.loader import builtin_dir, builtin_names, load_lab
 from handshake_lab.spec.model import ABSENT
-from tests.integration.labrun import Recorded
+from tests.integration.labrun import Recorded, assert_fits_the_terminal
 
 pytestmark = pytest.mark.root
 
@@ -57,3 +57,5 @@ def test_builtin_lab_agrees_with_the_kernel_in_namespaces(name: str, loop_name: 
                 # psutil sees the namespace's sockets (it must be read on the main thread).
                 assert observed.sources["psutil"] == expected.name, (step.id, side)
     assert recorded.result.passed
+    # As a terminal shows this run: 80 columns in en and zh, no trailing spaces.
+    assert_fits_the_terminal(recorded.record(), [s.explain.en for s in lab.steps_for("netns")])

@@ -149,6 +149,12 @@ def test_arguments_are_checked_as_strictly_as_lab_files() -> None:
     )
     assert good["reuse_address"] is None
     assert validate_args("reserve_port", {}) == {"port": None, "taken": []}
+    timed = validate_args("ns_op", {"op": "release_hold", "args": {"id": "a", "at": 1800000000}})
+    assert timed["args"] == {"id": "a", "at": 1800000000}
+    assert validate_args("ns_op", {"op": "release_hold", "args": {"id": "a"}})["args"] == {
+        "id": "a",
+        "at": None,
+    }
     bad: list[tuple[str, dict[str, object]]] = [
         ("listen", {"slot": "main", "port": True, "backlog": 1, "reuse_address": 1, "accept": 1}),
         ("reserve_port", {"port": 0}),
@@ -160,6 +166,8 @@ def test_arguments_are_checked_as_strictly_as_lab_files() -> None:
         ("ns_op", {"op": "sysctl", "args": {"key": "net.a.b", "value": True}}),
         ("ns_op", {"op": "rm", "args": {}}),
         ("ns_op", {"op": "counters", "args": []}),
+        ("ns_op", {"op": "release_hold", "args": {"id": "a", "at": -1}}),
+        ("ns_op", {"op": "release_hold", "args": {"id": "a", "at": "soon"}}),
         ("hello", {}),
         ("ping", {"extra": 1}),
     ]

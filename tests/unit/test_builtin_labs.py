@@ -427,7 +427,51 @@ def test_lost_last_ack_holds_fin_wait1_and_last_ack() -> None:
     assert "not simply discarded" in en("lost-last-ack", "why-time-wait")
 
 
-def test_simultaneous_close_lets_the_held_fins_go_one_at_a_time() -> None:
+def test_simultaneous_close_in_one_process_closes_both_ends_at_once_and_releases_together() -> (
+    None
+):
+    local = [s.id for s in lab("simultaneous-close").steps_for("netns")]
+    assert local == [
+        "listen",
+        "connect",
+        "both-close",
+        "fins-cross",
+        "both-time-wait",
+        "two-time-waits",
+    ]
+    both = step("simultaneous-close", "both-close")
+    assert (both.actor, both.action, both.only) == ("lab", "close_both", "netns-local")
+    assert holds_of("simultaneous-close", "both-close") == {
+        "fin-into-server": ("hold_fin", "server", None),
+        "fin-into-client": ("hold_fin", "client", None),
+        "ack-into-server": ("drop_pure_ack", "server", None),
+        "ack-into-client": ("drop_pure_ack", "client", None),
+    }
+    assert both.expect == {"client": TcpState.FIN_WAIT1, "server": TcpState.FIN_WAIT1}
+    cross = step("simultaneous-close", "fins-cross")
+    # Two holds released by one step go at the same instant (the runner's _apply_holds).
+    assert set(cross.release) == {"fin-into-server", "fin-into-client"}
+    assert cross.expect == {"client": TcpState.CLOSING, "server": TcpState.CLOSING}
+    assert cross.stay > 0
+    end = step("simultaneous-close", "both-time-wait")
+    assert set(end.release) == {"ack-into-server", "ack-into-client"}
+    assert end.expect == {"client": TcpState.TIME_WAIT, "server": TcpState.TIME_WAIT}
+    assert "both move to CLOSING" in en("simultaneous-close", "fins-cross")
+    assert "{sysctl:net.ipv4.tcp_rto_min_us}" in en("simultaneous-close", "both-close")
+
+
+def test_simultaneous_close_at_an_agent_lets_the_held_fins_go_one_at_a_time() -> None:
+    agent = [s.id for s in lab("simultaneous-close").steps_for("netns-agent")]
+    assert agent == [
+        "listen",
+        "connect",
+        "client-closes",
+        "server-closes",
+        "server-closing",
+        "client-time-wait",
+        "release",
+        "two-time-waits",
+    ]
     assert holds_of("simultaneous-close", "client-closes") == {
         "fin-to-server": ("hold_fin", "server", None),
         "fin-to-client": ("hold_fin", "client", None),
@@ -449,6 +493,7 @@ def test_simultaneous_close_lets_the_held_fins_go_one_at_a_time() -> None:
     assert set(released.release) == {"ack-to-server", "ack-to-client"}
     assert released.expect == {"client": TcpState.TIME_WAIT, "server": TcpState.TIME_WAIT}
     assert "CLOSING" in en("simultaneous-close", "server-closing")
+    assert "agent runs the server" in en("simultaneous-close", "client-closes")
 
 
 def test_simultaneous_open_needs_no_listener_and_runs_on_loopback() -> None:

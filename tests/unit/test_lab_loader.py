@@ -325,3 +325,80 @@ explain = {en = "still listening"}
 
 def test_step_that_is_not_an_array_of_tables_says_so() -> None:
     assert "step must be an array of tables" in str(error_of(HEAD + "step = 7\n"))
+
+
+CONNECT_STEP = """
+[[step]]
+id = "connect"
+actor = "client"
+action = "connect"
+explain = {en = "We connect.", zh = "连接。"}
+"""
+
+
+def close_both_step(only: str | None) -> str:
+    where = f'only = "{only}"\n' if only is not None else ""
+    return (
+        '\n[[step]]\nid = "both"\nactor = "lab"\naction = "close_both"\n'
+        f'{where}explain = {{en = "x", zh = "x"}}\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("topologies", "only"),
+    [('["netns"]', None), ('["netns"]', "netns"), ('["netns"]', "netns-agent")],
+)
+def test_close_both_is_refused_where_an_agent_could_run_the_server(
+    topologies: str, only: str | None
+) -> None:
+    error = error_of(
+        HEAD + f"topologies = {topologies}\n" + LISTEN_STEP + CONNECT_STEP + close_both_step(only)
+    )
+    assert error.step == "3 (both)"
+    assert "only = 'netns-local'" in error.detail
+
+
+@pytest.mark.parametrize(
+    ("topologies", "only"), [('["netns"]', "netns-local"), ('["loopback"]', None)]
+)
+def test_close_both_loads_where_both_ends_are_in_this_process(
+    topologies: str, only: str | None
+) -> None:
+    lab = parse(
+        HEAD + f"topologies = {topologies}\n" + LISTEN_STEP + CONNECT_STEP + close_both_step(only)
+    )
+    assert lab.steps[2].action == "close_both"  # type: ignore[attr-defined]
+
+
+def test_steps_for_each_step_set_follows_only() -> None:
+    steps = "".join(
+        f'\n[[step]]\nid = "s-{only}"\naction = "observe"\nonly = "{only}"\n'
+        'explain = {en = "x", zh = "x"}\n'
+        for only in ("loopback", "netns", "netns-local", "netns-agent")
+    )
+    lab = parse(HEAD + LISTEN_STEP + steps)
+    ids = {s: [st.id for st in lab.steps_for(s)] for s in ("loopback", "netns", "netns-agent")}  # type: ignore[attr-defined]
+    assert ids == {
+        "loopback": ["listen", "s-loopback"],
+        "netns": ["listen", "s-netns", "s-netns-local"],
+        "netns-agent": ["listen", "s-netns", "s-netns-agent"],
+    }
+    with pytest.raises(ValueError, match="unknown step set"):
+        lab.steps_for("netns-local")  # type: ignore[attr-defined]
+
+
+OBSERVE_ONLY = (
+    '\n[[step]]\nid = "x"\naction = "observe"\nonly = "{only}"\nexplain = {{en = "x", zh = "x"}}\n'
+)
+
+
+def test_an_unknown_only_value_is_refused_with_a_suggestion() -> None:
+    step = OBSERVE_ONLY.format(only="netns_local")
+    error = error_of(HEAD + LISTEN_STEP + step)
+    assert "did you mean 'netns-local'" in error.detail
+
+
+def test_a_step_set_only_needs_its_topology_in_the_lab() -> None:
+    step = OBSERVE_ONLY.format(only="netns-agent")
+    error = error_of(HEAD + 'topologies = ["loopback"]\n' + LISTEN_STEP + step)
+    assert "the lab's topologies are ['loopback']" in error.detail

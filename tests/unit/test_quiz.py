@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from handshake_lab.errors import LabInvalidError
-from handshake_lab.lab.quiz import Quiz, evaluate, normalise_state_answer
+from handshake_lab.errors import AnswersInvalidError, ExitStatus
+from handshake_lab.lab.quiz import Quiz, askable, evaluate, normalise_state_answer
+from handshake_lab.spec.loader import find_lab
 from handshake_lab.spec.model import Step, Text
 from handshake_lab.tcp.states import TcpState
 
@@ -97,22 +98,92 @@ def test_ok_outcomes_are_not_asked_but_errnos_are() -> None:
     assert [q.key for q in asked] == ["outcome"]
 
 
-def test_answers_file_errors_are_clear(tmp_path: Path) -> None:
-    bad = tmp_path / "a.toml"
-    bad.write_text("[step\n")
-    with pytest.raises(LabInvalidError, match="not valid TOML"):
-        Quiz.load_answers(bad)
-    bad.write_text("step = 1\n")
-    with pytest.raises(LabInvalidError, match="must be a table"):
-        Quiz.load_answers(bad)
+LAB = find_lab("half-close")
+
+
+def answers_error(tmp_path: Path, text: str) -> AnswersInvalidError:
+    path = tmp_path / "answers.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(AnswersInvalidError) as info:
+        Quiz.load_answers(path, LAB)
+    assert info.value.exit_status is ExitStatus.ANSWERS_INVALID
+    assert str(info.value).startswith(f"{path}:")
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("[step\n", 1, "not valid TOML"),
+        ("step = 1\n", 1, "no step 'step'"),
+        ('[client-fin]\nclient = "FIN_WAIT2"\n\n[no-such-step]\nclient = "X"\n', 4, "no step"),
+        ('[client-fin]\nclient = "FIN_WAIT2"\nghost = "LISTEN"\n', 3, "asks no such question"),
+        ('[client-fin]\nclient = "FIN_WAIT3"\n', 2, "'FIN_WAIT3' is not a TCP state"),
+        ("[client-fin]\nserver = 7\n", 2, "must be a string"),
+        ('[client-fin]\nack = "x+1"\n', 2, "expression of u"),
+        ('[client-fin]\nack = "u*2"\n', 2, "expression of u"),
+        ('[listen]\nack = "u+1"\n', 2, "asks no such question"),
+        ('[client-fin]\n\n\n"outcome" = "EOF"\n', 4, "asks no such question"),
+        ('[server-sees-eof]\noutcome = "EOFF"\n', 2, "not an outcome"),
+        ('[listen]\nlistener = "LISTEN"\nlistener = "X"\n', 3, "not valid TOML"),
+    ],
+)
+def test_an_unreadable_answer_is_an_error_naming_the_line(
+    tmp_path: Path, text: str, line: int, words: str
+) -> None:
+    error = answers_error(tmp_path, text)
+    assert error.line == line, str(error)
+    assert words in str(error)
+
+
+def test_every_real_spelling_and_equivalent_expression_loads(tmp_path: Path) -> None:
+    path = tmp_path / "answers.toml"
+    path.write_text(
+        "[client-fin]\n"
+        'client = "fin-wait-2"\n'
+        'server = " Close-Wait "\n'
+        'ack = "U + 1"\n'
+        "[server-close]\n"
+        'ack = "w+1"\n'
+        'client = "TIME-WAIT"\n'
+        'server = ""\n',
+        encoding="utf-8",
+    )
+    answers = Quiz.load_answers(path, LAB)
+    assert answers["client-fin"]["ack"] == "U + 1"
+    assert answers["server-close"]["server"] == ""
+
+
+@pytest.mark.parametrize("text", ["w+1", "w + 1", "W+1", " W +1 ", "1+w"])
+def test_equivalent_sequence_expressions_grade_alike(text: str) -> None:
+    assert evaluate(text, {"w": 41}) == 42
+
+
+@pytest.mark.parametrize("text", ["SYN-RECEIVED", "SYN-RECV", "syn_recv", "Syn Received"])
+def test_rfc_and_ss_spellings_of_syn_recv_grade_alike(text: str) -> None:
+    assert normalise_state_answer(text) == "SYN_RECV"
+
+
+def test_what_the_runner_asks_is_always_askable() -> None:
+    """The questions a run may ask (with numbers captured) are the ones a file may answer."""
+    numbers = {"u": 1, "w": 2, "s": 3, "n": 4}
+    for name in ("half-close", "close", "reset", "handshake", "port-reuse"):
+        for item in find_lab(name).steps:
+            fin = {k: v for k, v in numbers.items() if k in ("u", "w")}
+            data = {"s": 3, "n": 4}
+            keys = {a.key for a in askable(item)}
+            for given in (fin, data, {}):
+                run_keys = {q.key for q in Quiz().questions(item, {}, given)}
+                if item.action in {"close", "send_eof", "send"} or not given:
+                    assert run_keys <= keys, (name, item.id, run_keys, keys)
 
 
 def test_answers_from_a_device_or_a_fifo_are_refused_not_read_forever(tmp_path: Path) -> None:
     import os  # noqa: PLC0415
 
-    with pytest.raises(LabInvalidError, match="not a regular file"):
-        Quiz.load_answers(Path("/dev/zero"))
+    with pytest.raises(AnswersInvalidError, match="not a regular file"):
+        Quiz.load_answers(Path("/dev/zero"), LAB)
     fifo = tmp_path / "answers.fifo"
     os.mkfifo(fifo)
-    with pytest.raises(LabInvalidError, match="not a regular file"):
-        Quiz.load_answers(fifo)
+    with pytest.raises(AnswersInvalidError, match="not a regular file"):
+        Quiz.load_answers(fifo, LAB)

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from handshake_lab.errors import MissingDependencyError
-from handshake_lab.topo.nft import HoldKind, add_hold, hold_matches, hold_script
+from handshake_lab.topo.nft import (
+    HoldHandle,
+    HoldKind,
+    add_hold,
+    hold_matches,
+    hold_script,
+    release_script,
+)
 
 T, C = "hslab_1_abcd_srv", "h_abc123"
 
@@ -105,3 +112,29 @@ def test_holds_refuse_namespaces_that_are_not_ours() -> None:
 def test_unknown_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="drop_everything"):
         add_hold("hslab-1-abcd-srv", "drop_everything", 5000)
+
+
+def _handle(kind: HoldKind, count: int | None = None) -> HoldHandle:
+    return HoldHandle("hslab-1-abcd-srv", T, C, kind, 5000, count, "input", "any")
+
+
+def test_a_release_now_empties_the_chain_and_nothing_else() -> None:
+    assert release_script(_handle(HoldKind.HOLD_FIN)) == f"flush chain inet {T} {C}\n"
+
+
+def test_a_release_at_an_instant_puts_the_rules_back_guarded_by_meta_time() -> None:
+    script = release_script(_handle(HoldKind.DROP_PURE_ACK), at=1_800_000_000)
+    lines = script.splitlines()
+    assert lines[0] == f"flush chain inet {T} {C}"  # one transaction: flush, then re-add
+    whole = hold_script(T, C, HoldKind.DROP_PURE_ACK, 5000)
+    guards = [line for line in whole.splitlines() if line.endswith(" return")]
+    assert lines[1:-1] == guards  # the payload guard comes back unchanged
+    assert lines[-1] == (f'add rule inet {T} {C} meta time < 1800000000 counter name "{C}" drop')
+
+
+def test_a_counted_hold_released_at_an_instant_drops_only_what_it_has_left() -> None:
+    handle = _handle(HoldKind.DROP_FIN, count=3)
+    script = release_script(handle, at=1_800_000_000, left=2)
+    assert "meta time < 1800000000 numgen inc mod 4294967295 < 2 counter" in script
+    # A counted hold that has made all its drops has nothing left to put back.
+    assert release_script(handle, at=1_800_000_000, left=0) == f"flush chain inet {T} {C}\n"

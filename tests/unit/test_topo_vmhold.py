@@ -112,12 +112,12 @@ def test_only_our_vm_tables_are_picked_from_a_listing() -> None:
 @pytest.mark.parametrize("name", HELD_LABS)
 def test_held_labs_need_the_vm_operations_on_their_netns_steps(name: str) -> None:
     lab = find_lab(name)
-    assert lab_needs_vm_ops(lab.steps_for("netns"), lab.sysctls)
+    assert lab_needs_vm_ops(lab.steps_for("netns-agent"), lab.sysctls)
 
 
 def test_a_lab_without_holds_needs_no_vm_operations() -> None:
     lab = find_lab("half-close")
-    assert not lab_needs_vm_ops(lab.steps_for("netns"), lab.sysctls)
+    assert not lab_needs_vm_ops(lab.steps_for("netns-agent"), lab.sysctls)
 
 
 @pytest.mark.skipif(MARKER.exists(), reason="this machine is a provisioned lab VM")

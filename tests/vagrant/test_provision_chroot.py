@@ -27,6 +27,7 @@ that inspects TLS would otherwise stop pip), and nothing else of the host leaks 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -200,9 +201,9 @@ def test_handshake_lab_is_installed_and_lists_the_labs(provisioned: Provisioned)
         os.readlink(provisioned.root / "usr/local/bin/handshake-lab")
         == "/opt/handshake-lab/bin/handshake-lab"
     )
-    out = run_in_root(provisioned.root, ["/opt/handshake-lab/bin/handshake-lab", "list"])
+    out = run_in_root(provisioned.root, ["/opt/handshake-lab/bin/handshake-lab", "list", "--json"])
     assert out.returncode == 0, out.stderr
-    listed = {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+    listed = {lab["name"] for lab in json.loads(out.stdout)["labs"]}
     shipped = {path.stem for path in (ROOT / "labs").glob("*.toml")}
     assert shipped, "no lab files in labs/"
     assert shipped <= listed, out.stdout

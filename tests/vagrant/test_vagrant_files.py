@@ -355,8 +355,8 @@ STUB_VAGRANT = textwrap.dedent(
     echo "$*" >> "$STUB_LOG"
     case "$*" in
       up) exit 0 ;;
-      "ssh client -c handshake-lab list")
-        printf 'close            FIN, ACK\\r\\nreset            RST\\r\\n'; exit 0 ;;
+      "ssh client -c handshake-lab list --json")
+        printf '{"labs": [{"name": "close"}, {"name": "reset"}]}\\r\\n'; exit 0 ;;
       *"hslab-peer-run 'reset' --loop 'uvloop'"*) echo "kernel disagrees"; exit 3 ;;
       *hslab-peer-run*) echo "kernel agrees"; exit 0 ;;
     esac
