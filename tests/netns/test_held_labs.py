@@ -318,6 +318,15 @@ def test_unread_close_sends_rst_and_counts_it(loop_name: str) -> None:
     fins = [s for s in run.segments("close-read") if (s["from"], s["to"]) == ("server", "polite")]
     assert any("FIN" in s["flags"].split(",") for s in fins), fins
     assert run.state("polite-close", "server.polite") == "TIME_WAIT"
+    # Data after the program closed: the closed end's kernel answers RST, both ends go.
+    late = run.segments("late-data")
+    data = [s for s in late if (s["from"], s["to"]) == ("late", "server") and s["len"]]
+    assert [s["len"] for s in data] == [len("too late")]
+    resets = [s for s in late if s["from"] == "server" and "RST" in s["flags"].split(",")]
+    assert len(resets) == 1, late
+    assert resets[0]["seq"] == data[0]["ack"]
+    assert run.state("late-data", "server.late") == ABSENT
+    assert run.state("late-data", "late") == ABSENT
     assert run.fact("fin-not-counted", "TcpExt.TCPAbortOnClose") == 1
     seen = {o.state for r in run.recorded.steps.values() for o in r.observed.values()}
     assert "TIME_WAIT" not in {
