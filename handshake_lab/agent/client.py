@@ -304,22 +304,36 @@ class RemoteServer:
         return _str(await self._call("unlisten", {"slot": slot}), "outcome", self.peer)
 
     async def stream_action(
-        self, peer: Address, action: str, data: str | None, timeout: float
-    ) -> tuple[str, str | None]:
+        self,
+        peer: Address,
+        action: str,
+        data: str | None,
+        timeout: float,
+        args: Mapping[str, object] | None = None,
+    ) -> tuple[str, str | None, dict[str, int]]:
+        request: dict[str, object] = {
+            "peer": {"host": peer.host, "port": peer.port},
+            "action": action,
+            "data": data,
+            "timeout": timeout,
+        }
+        if args:
+            # Only when there are any: an agent of an earlier version still answers the rest.
+            request["args"] = dict(args)
+        # A lingering close may block its full linger time on the agent's side.
         result = await self._call(
-            "stream_action",
-            {
-                "peer": {"host": peer.host, "port": peer.port},
-                "action": action,
-                "data": data,
-                "timeout": timeout,
-            },
-            timeout=timeout,
+            "stream_action", request, timeout=timeout + float(str((args or {}).get("seconds", 0)))
         )
         text = result.get("data")
         if text is not None and not isinstance(text, str):
             raise NetworkError(f"agent {self.peer}: malformed stream data")
-        return _str(result, "outcome", self.peer), text
+        facts = result.get("facts", {})
+        if not isinstance(facts, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+            for k, v in facts.items()
+        ):
+            raise NetworkError(f"agent {self.peer}: malformed stream facts")
+        return _str(result, "outcome", self.peer), text, dict(facts)
 
     async def snapshot(self, ports: Collection[int], *, fast: bool = False) -> Snapshot:
         result = await self._call("snapshot", {"ports": sorted(set(ports)), "fast": fast})

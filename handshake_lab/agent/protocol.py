@@ -32,7 +32,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from handshake_lab.observe.base import Address, SocketRecord, Timer
-from handshake_lab.spec.model import STREAM_ACTIONS, type_name
+from handshake_lab.spec.model import (
+    MAX_KEEPALIVE,
+    MAX_LINGER,
+    MAX_USER_TIMEOUT,
+    STREAM_ACTIONS,
+    type_name,
+)
 from handshake_lab.tcp.states import TcpState
 from handshake_lab.topo.nft import HoldKind
 
@@ -239,6 +245,7 @@ VERBS: Final[Mapping[str, Mapping[str, Arg]]] = {
         "action": Arg(text(16, STREAM_ACTIONS)),
         "data": Arg(nullable(text(MAX_LINE)), required=False),
         "timeout": Arg(number(0.0, MAX_TIMEOUT)),
+        "args": Arg(json_object, required=False, default={}),
     },
     "snapshot": {
         "ports": Arg(int_list(MAX_PORTS, PORT)),
@@ -269,11 +276,23 @@ NS_OP_ARGS: Final[Mapping[str, Mapping[str, Arg]]] = {
 }
 """The namespace operations ``ns_op`` carries (``net.placement.NamespaceOps``), each typed."""
 
+STREAM_ARGS: Final[Mapping[str, Mapping[str, Arg]]] = {
+    "linger": {"seconds": Arg(integer(0, MAX_LINGER))},
+    "keepalive": {
+        "idle": Arg(integer(1, MAX_KEEPALIVE)),
+        "interval": Arg(integer(1, MAX_KEEPALIVE)),
+        "count": Arg(integer(1, 127)),
+    },
+    "user_timeout": {"ms": Arg(integer(0, MAX_USER_TIMEOUT))},
+}
+"""The arguments a stream action takes beyond its data (none unless listed), each typed."""
+
 
 def validate_args(verb: str, args: Mapping[str, Any]) -> dict[str, Any]:
     """Check ``args`` against the verb's schema; fill defaults. ``ProtocolError`` on failure.
 
-    ``ns_op`` arguments are checked against the operation's own schema (``NS_OP_ARGS``).
+    ``ns_op`` arguments are checked against the operation's own schema (``NS_OP_ARGS``), a
+    ``stream_action``'s against its action's (``STREAM_ARGS``).
     """
     schema = VERBS.get(verb)
     if schema is None:
@@ -281,6 +300,11 @@ def validate_args(verb: str, args: Mapping[str, Any]) -> dict[str, Any]:
     out = _check_schema(verb, schema, args)
     if verb == "ns_op":
         out["args"] = _check_schema(f"ns_op {out['op']}", NS_OP_ARGS[out["op"]], out["args"])
+    if verb == "stream_action":
+        action = out["action"]
+        out["args"] = _check_schema(
+            f"stream_action {action}", STREAM_ARGS.get(action, {}), out["args"]
+        )
     return out
 
 

@@ -436,10 +436,10 @@ async def _unlisten(session: Session, args: dict[str, Any]) -> dict[str, object]
 
 
 async def _stream_action(session: Session, args: dict[str, Any]) -> dict[str, object]:
-    outcome, data = await session.lab().stream_action(
-        args["peer"], args["action"], args["data"], args["timeout"]
+    outcome, data, facts = await session.lab().stream_action(
+        args["peer"], args["action"], args["data"], args["timeout"], args["args"]
     )
-    return {"outcome": outcome, "data": data}
+    return {"outcome": outcome, "data": data, "facts": dict(facts)}
 
 
 async def _snapshot(session: Session, args: dict[str, Any]) -> dict[str, object]:

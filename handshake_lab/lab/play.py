@@ -85,6 +85,17 @@ LISTENER_ACTIONS = frozenset({"listen", "unlisten", "accept"})
 HOLD_COMMANDS = frozenset({"drop", "hold", "release"})
 
 
+def hold_kinds_listing(width: int = 76) -> str:
+    """The hold kinds for ``help``, in lines under its two-space indent that fit ``width``."""
+    lines: list[str] = []
+    for kind in HOLD_KINDS:
+        if lines and len(lines[-1]) + 1 + len(kind) <= width - 2:
+            lines[-1] += f" {kind}"
+        else:
+            lines.append(kind)
+    return "\n  ".join(lines)
+
+
 class PlayError(ValueError):
     """A command line that is not a command: one line, the session goes on."""
 
@@ -352,7 +363,7 @@ class PlaySession:
         if command.verb == "quit":
             return False
         if command.verb == "help":
-            self.say(play_text("help", self.lang, kinds=" ".join(HOLD_KINDS)))
+            self.say(play_text("help", self.lang, kinds=hold_kinds_listing()))
         elif command.verb == "history":
             for n, text in enumerate(self.history[:-1], start=1):
                 self.say(f"{n:>4}  {text}")

@@ -575,22 +575,23 @@ class LabRun:
         return await self.server.unlisten(str(step.args.get("port", MAIN_PORT))), None, {}
 
     async def _act_stream(self, step: Step) -> ActResult:
-        """send, recv, send_eof, close, abort: on the server's end of a connection or on a
-        client's socket, whichever the step's actor is."""
+        """The actions on one connection (``STREAM_ACTIONS``): on the server's end of a
+        connection or on a client's socket, whichever the step's actor is."""
         args = step.args
         data = str(args["data"]) if "data" in args else None
+        extra = {k: v for k, v in args.items() if k not in {"data", "conn"}}
         if step.actor == SERVER:
             tup = self.clients.tuple_of(str(args.get("conn", "client")))
             if tup is None:
                 return "ENOTCONN", None, {}
-            outcome, text = await self.server.stream_action(
-                tup[0], step.action, data, step.timeout
+            outcome, text, facts = await self.server.stream_action(
+                tup[0], step.action, data, step.timeout, extra
             )
-            return outcome, text, {}
-        outcome, text = await self.clients.stream_action(
-            step.actor, step.action, data, step.timeout
+            return outcome, text, dict(facts)
+        outcome, text, facts = await self.clients.stream_action(
+            step.actor, step.action, data, step.timeout, extra
         )
-        return outcome, text, {}
+        return outcome, text, dict(facts)
 
     async def _act_close_both(self, step: Step) -> ActResult:
         server, clients = self.server, self.clients

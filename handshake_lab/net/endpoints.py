@@ -18,22 +18,40 @@ Choices that matter for what the kernel shows:
   and aborts the transport, so the kernel sends RST and skips TIME_WAIT.
 * Both ends read in the background into a buffer, so the socket's receive queue stays empty
   and an ordinary close() sends FIN, not RST. The server echoes what it reads unless told not to.
+  ``stop_reading`` pauses that reader (what arrives then stays in the kernel's receive queue, as
+  in a program that never reads); ``read_all`` reads again, everything, until EOF or an error.
+* ``fill`` writes straight to the kernel (not through the transport's buffer) until the write
+  would block, so what is unsent sits in the kernel's send queue where SO_LINGER acts on it.
+* A close with SO_LINGER {on, N > 0} blocks in the kernel for up to N s, even on a
+  non-blocking socket (Linux ignores O_NONBLOCK there). The last reference to the socket is
+  therefore closed in a worker thread: the loop, and the runner's reads of the kernel, go on.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import errno
+import fcntl
+import os
 import socket
 import struct
+import termios
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from handshake_lab.net.waits import cancel_and_wait, wait_for
 from handshake_lab.observe.base import Address
 
 READ_CHUNK = 65536
+FILL_CHUNK = 65536
+FILL_LIMIT = 64 * 1024 * 1024
+"""``fill`` stops here even if the kernel still takes data (its buffers are far smaller)."""
+SIOCOUTQ = termios.TIOCOUTQ  # the socket's unacknowledged bytes (linux/sockios.h)
+SIOCINQ = termios.FIONREAD  # the socket's unread bytes
 
 
 def errno_name(exc: BaseException) -> str:
@@ -68,6 +86,8 @@ class Stream:
     eof_reported: bool = False
     error: str | None = None
     closed: bool = False
+    linger: int | None = None  # SO_LINGER seconds set by ``set_linger`` (None: off)
+    reading: bool = True
     on_eof: Callable[[Stream], None] | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
@@ -144,6 +164,143 @@ class Stream:
             with contextlib.suppress(TimeoutError):
                 await wait_for(self._changed.wait(), remaining)
 
+    def _transport(self) -> asyncio.Transport:
+        # A stream's transport reads and writes (asyncio's and uvloop's); the writer's
+        # attribute is only typed as the writing half.
+        return cast(asyncio.Transport, self.writer.transport)
+
+    def stop_reading(self) -> str:
+        """Read nothing more: the kernel keeps what arrives in the socket's receive queue."""
+        if self.closed or self.writer.is_closing():
+            return "EPIPE"
+        self._transport().pause_reading()
+        self.reading = False
+        return "ok"
+
+    async def read_all(self, timeout: float) -> tuple[str, int]:
+        """Read again, everything, until EOF or an error. Returns (outcome, bytes read)."""
+        start = self.consumed
+        if not self.reading and not self.writer.transport.is_closing():
+            self._transport().resume_reading()
+        self.reading = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.error is None and not self.eof:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await wait_for(self._changed.wait(), remaining)
+        read = len(self.received) - start
+        # Counted, not kept for a later recv: megabytes are no text to show.
+        self.consumed = len(self.received)
+        if self.error is not None:
+            return self.error, read
+        if self.eof:
+            self.eof_reported = True
+            return "EOF", read
+        return "ETIMEDOUT", read
+
+    def _fd(self) -> int | None:
+        sock = self.sock
+        if sock is None or self.closed:
+            return None
+        fd = sock.fileno()
+        return fd if fd >= 0 else None
+
+    def fill(self) -> tuple[str, dict[str, int]]:
+        """Write to the kernel until it would block. Facts: bytes ``sent``, ``send_q`` after."""
+        fd = self._fd()
+        if fd is None or self.writer.is_closing():
+            return "EPIPE", {}
+        chunk = b"x" * FILL_CHUNK
+        sent = 0
+        try:
+            while sent < FILL_LIMIT:
+                sent += os.write(fd, chunk)
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            return errno_name(exc), {"sent": sent}
+        try:
+            return "ok", {"sent": sent, "send_q": _ioctl_int(fd, SIOCOUTQ)}
+        except OSError as exc:
+            return errno_name(exc), {"sent": sent}
+
+    def set_linger(self, seconds: int) -> str:
+        """SO_LINGER {on, seconds}: a later close() waits up to ``seconds`` for unsent data
+        (0: the close is an abort, RST)."""
+        sock = self.sock
+        if sock is None or self.closed:
+            return "EPIPE"
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, seconds))
+        except ValueError:  # uvloop: the transport is closed already (fd -1)
+            return "EPIPE"
+        except OSError as exc:
+            return errno_name(exc)
+        self.linger = seconds
+        return "ok"
+
+    def set_keepalive(self, idle: int, interval: int, count: int) -> str:
+        """SO_KEEPALIVE on: after ``idle`` s of silence a probe, then one every ``interval`` s;
+        ``count`` unanswered probes and the kernel ends the connection (ETIMEDOUT)."""
+        return self._setsockopts(
+            (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval),
+            (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count),
+        )
+
+    def set_user_timeout(self, ms: int) -> str:
+        """TCP_USER_TIMEOUT: sent data unacknowledged for ``ms`` ends the connection."""
+        return self._setsockopts((socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, ms))
+
+    def _setsockopts(self, *options: tuple[int, int, int]) -> str:
+        sock = self.sock
+        if sock is None or self.closed:
+            return "EPIPE"
+        try:
+            for level, name, value in options:
+                sock.setsockopt(level, name, value)
+        except ValueError:  # uvloop: the transport is closed already (fd -1)
+            return "EPIPE"
+        except OSError as exc:
+            return errno_name(exc)
+        return "ok"
+
+    def queues(self) -> tuple[str, dict[str, int]]:
+        """The socket's queues as ``ss`` calls them: ``recv_q`` unread, ``send_q`` unacked."""
+        fd = self._fd()
+        if fd is None:
+            return "EPIPE", {}
+        try:
+            return "ok", {"recv_q": _ioctl_int(fd, SIOCINQ), "send_q": _ioctl_int(fd, SIOCOUTQ)}
+        except OSError as exc:
+            return errno_name(exc), {}
+
+    async def close_lingering(self) -> tuple[str, dict[str, int]]:
+        """close() with SO_LINGER {on, N > 0}: returns when the kernel's close returned, with
+        fact ``close_ms``, how long it blocked (up to N s while unsent data is queued)."""
+        fd = self._fd()
+        if fd is None:
+            return await self.close(), {}
+        # Our own reference: the transport's close below is then not the last one, so it
+        # cannot block the loop; the kernel's lingering close happens when the thread closes
+        # this one.
+        own = os.dup(fd)
+        self.closed = True
+        self.writer.close()
+        await self.settle_close()
+        await self._stop_reader()
+        started = time.monotonic()
+        try:
+            await asyncio.to_thread(os.close, own)
+        except OSError as exc:
+            return errno_name(exc), {"close_ms": round((time.monotonic() - started) * 1000)}
+        return "ok", {"close_ms": round((time.monotonic() - started) * 1000)}
+
     def begin_close(self) -> None:
         """Start closing now (the transport closes the socket on the loop's next turn), so
         that two ends begun one after the other are closed in the same turn."""
@@ -165,7 +322,9 @@ class Stream:
         self.closed = True
         sock = self.sock
         if sock is not None:
-            with contextlib.suppress(OSError):
+            # ValueError: uvloop's socket of a transport the peer's RST already closed has
+            # fd -1 (seen after a read that ended in ECONNRESET); nothing is left to reset.
+            with contextlib.suppress(OSError, ValueError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.writer.transport.abort()
         await self.settle_close()
@@ -187,6 +346,12 @@ class Stream:
     async def _stop_reader(self) -> None:
         if self._task is not None and not self._task.done():
             await cancel_and_wait(self._task)
+
+
+def _ioctl_int(fd: int, request: int) -> int:
+    buf = array.array("i", [0])
+    fcntl.ioctl(fd, request, buf)
+    return int(buf[0])
 
 
 @dataclass

@@ -35,6 +35,8 @@ from handshake_lab.topo.pair import read_tcp_counters, set_sysctl
 Scope = Callable[[], AbstractContextManager[None]]
 Snapshot = dict[str, list[SocketRecord]]
 NON_ERROR = frozenset({"ok", "pending", "data", "EOF"})
+StreamResult = tuple[str, str | None, dict[str, int]]
+"""(outcome, received text, facts) of a stream action."""
 RETRY_INTERVAL = 0.05
 
 
@@ -52,8 +54,13 @@ class ServerSide(Protocol):
     async def unlisten(self, slot: str) -> str: ...
 
     async def stream_action(
-        self, peer: Address, action: str, data: str | None, timeout: float
-    ) -> tuple[str, str | None]: ...
+        self,
+        peer: Address,
+        action: str,
+        data: str | None,
+        timeout: float,
+        args: Mapping[str, object] | None = None,
+    ) -> StreamResult: ...
 
     async def snapshot(self, ports: Collection[int], *, fast: bool = False) -> Snapshot: ...
 
@@ -76,8 +83,13 @@ class ClientSide(Protocol):
     def tuple_of(self, name: str) -> tuple[Address, Address] | None: ...
 
     async def stream_action(
-        self, name: str, action: str, data: str | None, timeout: float
-    ) -> tuple[str, str | None]: ...
+        self,
+        name: str,
+        action: str,
+        data: str | None,
+        timeout: float,
+        args: Mapping[str, object] | None = None,
+    ) -> StreamResult: ...
 
     async def snapshot(self, ports: Collection[int], *, fast: bool = False) -> Snapshot: ...
 
@@ -137,20 +149,51 @@ async def read_observers(observers: Sequence[Observer], ports: Collection[int]) 
 
 
 async def stream_action(
-    stream: Stream, action: str, data: str | None, timeout: float
-) -> tuple[str, str | None]:
+    stream: Stream,
+    action: str,
+    data: str | None,
+    timeout: float,
+    args: Mapping[str, object] | None = None,
+) -> StreamResult:
     """Perform one of ``STREAM_ACTIONS`` on an established stream."""
+    args = args or {}
     if action == "send":
-        return await stream.send((data or "").encode()), None
+        return await stream.send((data or "").encode()), None, {}
     if action == "recv":
         outcome, raw = await stream.wait_input(timeout)
-        return outcome, raw.decode("utf-8", errors="replace") if outcome == "data" else None
+        return outcome, raw.decode("utf-8", errors="replace") if outcome == "data" else None, {}
     if action == "send_eof":
-        return stream.send_eof(), None
+        return stream.send_eof(), None, {}
     if action == "close":
-        return await stream.close(timeout), None
+        if stream.linger:
+            outcome, facts = await stream.close_lingering()
+            return outcome, None, facts
+        return await stream.close(timeout), None, {}
     if action == "abort":
-        return await stream.abort(), None
+        return await stream.abort(), None, {}
+    if action == "stop_reading":
+        return stream.stop_reading(), None, {}
+    if action == "read_all":
+        outcome, read = await stream.read_all(timeout)
+        return outcome, None, {"bytes": read}
+    if action == "fill":
+        outcome, facts = stream.fill()
+        return outcome, None, facts
+    if action == "linger":
+        return stream.set_linger(int(str(args["seconds"]))), None, {}
+    if action == "keepalive":
+        return (
+            stream.set_keepalive(
+                int(str(args["idle"])), int(str(args["interval"])), int(str(args["count"]))
+            ),
+            None,
+            {},
+        )
+    if action == "user_timeout":
+        return stream.set_user_timeout(int(str(args["ms"]))), None, {}
+    if action == "queues":
+        outcome, facts = stream.queues()
+        return outcome, None, facts
     raise ValueError(f"not a stream action: {action}")
 
 
@@ -314,12 +357,17 @@ class LocalServer(_LocalEnd):
         return await self.server.unlisten(slot)
 
     async def stream_action(
-        self, peer: Address, action: str, data: str | None, timeout: float
-    ) -> tuple[str, str | None]:
+        self,
+        peer: Address,
+        action: str,
+        data: str | None,
+        timeout: float,
+        args: Mapping[str, object] | None = None,
+    ) -> StreamResult:
         stream = await self.server.connection(peer, timeout)
         if stream is None:
-            return "ENOTCONN", None
-        return await stream_action(stream, action, data, timeout)
+            return "ENOTCONN", None, {}
+        return await stream_action(stream, action, data, timeout, args)
 
     async def close_all(self) -> None:
         await self.server.close_all()
@@ -372,17 +420,22 @@ class LocalClients(_LocalEnd):
         return client.local, client.remote
 
     async def stream_action(
-        self, name: str, action: str, data: str | None, timeout: float
-    ) -> tuple[str, str | None]:
+        self,
+        name: str,
+        action: str,
+        data: str | None,
+        timeout: float,
+        args: Mapping[str, object] | None = None,
+    ) -> StreamResult:
         client = self.clients[name]
         if action == "close" and client.stream is None and client.sock is not None:
             # Closing a socket whose connect is still pending (SYN_SENT).
             await client.close_all()
-            return "ok", None
+            return "ok", None, {}
         outcome = await client.wait_connected(timeout)
         if client.stream is None:
-            return (outcome if outcome not in NON_ERROR else "ENOTCONN"), None
-        return await stream_action(client.stream, action, data, timeout)
+            return (outcome if outcome not in NON_ERROR else "ENOTCONN"), None, {}
+        return await stream_action(client.stream, action, data, timeout, args)
 
     async def close_all(self) -> None:
         for client in self.clients.values():

@@ -29,8 +29,27 @@ ABSENT = "ABSENT"
 DEFAULT_TIMEOUT = 2.0
 MAX_TIMEOUT = 300.0
 MAIN_PORT = "main"
-STREAM_ACTIONS: tuple[str, ...] = ("send", "recv", "send_eof", "close", "abort")
+STREAM_ACTIONS: tuple[str, ...] = (
+    "send",
+    "recv",
+    "send_eof",
+    "close",
+    "abort",
+    "stop_reading",
+    "read_all",
+    "fill",
+    "linger",
+    "queues",
+    "keepalive",
+    "user_timeout",
+)
 """The actions on one connection, done by whichever end a step names (runner and agent)."""
+MAX_LINGER = 60
+"""The longest SO_LINGER time a lab may set: a lingering close() blocks that long."""
+MAX_KEEPALIVE = 3600
+"""The longest keepalive idle time or interval a lab may set (seconds)."""
+MAX_USER_TIMEOUT = 600_000
+"""The longest TCP_USER_TIMEOUT a lab may set (milliseconds)."""
 
 
 SYSCTL_PLACEHOLDER = re.compile(r"\{sysctl:(net(?:\.[a-z0-9_]+){2,})\}")
@@ -44,6 +63,10 @@ KERNEL_FIGURES: tuple[str, ...] = (
     "net.ipv4.tcp_tw_reuse",
     "net.ipv4.tcp_tw_reuse_delay",
     "net.ipv4.tcp_rto_min_us",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_retries2",
 )
 """The timer sysctls every run records (``LabStarted.kernel``), whether or not its texts cite
 them: a grader can see what the student's kernel used."""
@@ -184,6 +207,88 @@ ACTIONS: Mapping[str, ActionSpec] = {
         {"conn": _CONN},
         "abortive close: SO_LINGER {on, 0}, the kernel sends RST",
     ),
+    "stop_reading": ActionSpec(
+        frozenset({"server", "client"}),
+        {"conn": _CONN},
+        "stop reading: what arrives from now on stays unread in the kernel's receive queue",
+    ),
+    "read_all": ActionSpec(
+        frozenset({"server", "client"}),
+        {"conn": _CONN},
+        "read again, everything, until EOF or an error (or timeout); fact bytes: how many",
+    ),
+    "fill": ActionSpec(
+        frozenset({"server", "client"}),
+        {"conn": _CONN},
+        "write until the kernel would block (peer's window and own send buffer full); "
+        "facts sent, send_q",
+    ),
+    "linger": ActionSpec(
+        frozenset({"server", "client"}),
+        {
+            "seconds": ArgSpec(
+                (int,),
+                None,
+                minimum=0,
+                maximum=MAX_LINGER,
+                required=True,
+                help="SO_LINGER {on, seconds}; 0 makes close() an abort (RST)",
+            ),
+            "conn": _CONN,
+        },
+        "set SO_LINGER {on, seconds}: a later close() waits up to that long for unsent data",
+    ),
+    "queues": ActionSpec(
+        frozenset({"server", "client"}),
+        {"conn": _CONN},
+        "read the socket's queues into facts: recv_q (unread bytes), send_q (unacknowledged)",
+    ),
+    "keepalive": ActionSpec(
+        frozenset({"server", "client"}),
+        {
+            "idle": ArgSpec(
+                (int,),
+                None,
+                minimum=1,
+                maximum=MAX_KEEPALIVE,
+                required=True,
+                help="TCP_KEEPIDLE: seconds of silence before the first probe",
+            ),
+            "interval": ArgSpec(
+                (int,),
+                None,
+                minimum=1,
+                maximum=MAX_KEEPALIVE,
+                required=True,
+                help="TCP_KEEPINTVL: seconds between unanswered probes",
+            ),
+            "count": ArgSpec(
+                (int,),
+                None,
+                minimum=1,
+                maximum=127,
+                required=True,
+                help="TCP_KEEPCNT: unanswered probes before the kernel gives up",
+            ),
+            "conn": _CONN,
+        },
+        "SO_KEEPALIVE on, with TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT",
+    ),
+    "user_timeout": ActionSpec(
+        frozenset({"server", "client"}),
+        {
+            "ms": ArgSpec(
+                (int,),
+                None,
+                minimum=0,
+                maximum=MAX_USER_TIMEOUT,
+                required=True,
+                help="TCP_USER_TIMEOUT in milliseconds (0: the kernel's default)",
+            ),
+            "conn": _CONN,
+        },
+        "TCP_USER_TIMEOUT: how long sent data may stay unacknowledged before the kernel gives up",
+    ),
     "observe": ActionSpec(
         frozenset({"lab"}), {}, "do nothing; wait (up to timeout) for the expected states"
     ),
@@ -241,6 +346,7 @@ HOLD_KINDS: tuple[str, ...] = (
     "drop_ack_of_fin",
     "hold_fin",
     "drop_rst",
+    "drop_all",
 )
 TOPOLOGIES: tuple[str, ...] = ("loopback", "netns")
 NETNS_ONLY_ACTIONS = frozenset({"sysctl", "stale_syn"})

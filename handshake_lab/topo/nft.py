@@ -32,6 +32,9 @@ available for recipes that drop at the sender.
 - ``drop_fin``: ``tcp flags & fin == fin`` (any FIN, with or without data or ACK).
 - ``drop_rst``: ``tcp flags & rst == rst`` (the stale-SYN lab holds the RST that would end the
   server's half-open request, so its SYN_RECV can be seen).
+- ``drop_all``: every TCP segment on the port (no flag test): the end behind it has vanished
+  as far as the other end can tell (a peer whose machine died, a cable pulled); its own kernel
+  still keeps its sockets.
 - ``hold_fin``: the ``drop_fin`` match, meant to last until ``release`` (``count`` must be
   None): the sender's FIN retransmission (~200 ms, doubling) delivers it after release.
 
@@ -86,6 +89,7 @@ class HoldKind(StrEnum):
     DROP_ACK_OF_FIN = "drop_ack_of_fin"
     HOLD_FIN = "hold_fin"
     DROP_RST = "drop_rst"
+    DROP_ALL = "drop_all"
 
 
 _FLAG_MATCH: dict[HoldKind, str] = {
@@ -96,6 +100,7 @@ _FLAG_MATCH: dict[HoldKind, str] = {
     HoldKind.DROP_FIN: "tcp flags & fin == fin",
     HoldKind.HOLD_FIN: "tcp flags & fin == fin",
     HoldKind.DROP_RST: "tcp flags & rst == rst",
+    HoldKind.DROP_ALL: "",
 }
 
 _NEEDS_EMPTY_PAYLOAD = frozenset({HoldKind.DROP_PURE_ACK, HoldKind.DROP_ACK_OF_FIN})
@@ -116,6 +121,7 @@ _MATCH_MASK: dict[HoldKind, tuple[frozenset[str], frozenset[str]]] = {
     HoldKind.DROP_FIN: (frozenset({"FIN"}), frozenset({"FIN"})),
     HoldKind.HOLD_FIN: (frozenset({"FIN"}), frozenset({"FIN"})),
     HoldKind.DROP_RST: (frozenset({"RST"}), frozenset({"RST"})),
+    HoldKind.DROP_ALL: (frozenset(), frozenset()),
 }
 
 
@@ -211,7 +217,12 @@ def hold_script(
     ]
     lines += _chain_rules(table, chain, kind, count, None)
     lines += [
-        f"add rule inet {table} {hook} tcp {which} {port} {_FLAG_MATCH[kind]} jump {chain}"
+        " ".join(
+            part
+            for part in (f"add rule inet {table} {hook} tcp {which} {port}", _FLAG_MATCH[kind])
+            if part
+        )
+        + f" jump {chain}"
         for which in ports
     ]
     return "\n".join(lines) + "\n"

@@ -224,7 +224,7 @@ def test_client_vanishing_mid_lab_makes_the_agent_release_its_sockets(loop_name:
             assert outcome == "ok"
             reader, writer = await asyncio.open_connection(HOST, port)
             local = Address(HOST, writer.get_extra_info("sockname")[1])
-            assert await server.stream_action(local, "send", "hi", 2.0) == ("ok", None)
+            assert await server.stream_action(local, "send", "hi", 2.0) == ("ok", None, {})
             assert await reader.readexactly(2) == b"hi"
             # The runner's process dies: its control connection is reset, nothing is sent.
             assert server._writer is not None

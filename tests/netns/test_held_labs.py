@@ -9,6 +9,9 @@ answered, so these tests check the segments on the wire, the nft counters and th
 from __future__ import annotations
 
 import asyncio
+import itertools
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +23,9 @@ from handshake_lab.net.loops import loop_factory
 from handshake_lab.observe.defaults import default_observers
 from handshake_lab.placement import Topology
 from handshake_lab.placement.place import place
+from handshake_lab.render.kernel_text import kernel_text
 from handshake_lab.spec.loader import builtin_dir, load_lab
-from handshake_lab.spec.model import ABSENT, Lab
+from handshake_lab.spec.model import ABSENT, Lab, cited_sysctls
 from tests import needs
 from tests.integration.labrun import Recorded
 
@@ -253,3 +257,226 @@ def test_simultaneous_open_in_a_namespace(loop_name: str) -> None:
     states = [(t["old"], t["new"]) for t in run.transitions()]
     assert ("SYN_SENT", "SYN_RECV") in states, states
     assert ("FIN_WAIT1", "CLOSING") in states, states
+
+
+# --- the production corner cases: every number their texts name is checked on the run -------
+
+NUMBER = re.compile(r"(?<![\w.+=-])\d+(?:\.\d+)?(?![\w.-])")
+Check = Callable[["HeldRun"], bool]
+
+
+def numbers_named(run: HeldRun) -> set[str]:
+    """The numbers in the lab's intro and in the texts of the steps that ran, in both
+    languages. A ``{sysctl:...}`` placeholder is filled from the record's kernel figures, so
+    it holds by construction once the figure is there: that is checked, and its number is
+    not counted as named."""
+    lab = run.lab
+    texts = [lab.intro.en, lab.intro.zh] if lab.intro else []
+    texts += [t for s in lab.steps_for("netns") for t in (s.explain.en, s.explain.zh)]
+    kernel = run.recorded.header.kernel
+    for key in cited_sysctls(texts):
+        assert kernel.get(key) is not None, key
+    blank = dict.fromkeys(kernel, "")
+    return {n for t in texts for n in NUMBER.findall(kernel_text(t, blank, "en"))}
+
+
+def assert_numbers_hold(run: HeldRun, checks: Mapping[str, Check], cited: set[str]) -> None:
+    """Each number a text names is either a citation (an RFC section) or is checked against
+    the record; a new number in a text without a check here fails."""
+    named = numbers_named(run)
+    assert named - cited <= set(checks), sorted(named - cited - set(checks))
+    for number in sorted(named - cited):
+        assert checks[number](run), number
+
+
+def side(run: HeldRun, step_id: str, name: str) -> Any:
+    return run.recorded.steps[step_id].observed[name]
+
+
+def test_unread_close_sends_rst_and_counts_it(loop_name: str) -> None:
+    run = run_held("unread-close", loop_name)
+    request = "request body"
+    sent = [s for s in run.segments("request") if s["from"] == "client" and s["len"]]
+    assert [s["len"] for s in sent] == [len(request)]
+    assert run.fact("unread", "recv_q") == len(request)
+    # The close with unread data: RST,ACK from the server, no FIN on that connection, and the
+    # RST's sequence number is the one the client expects next (its last ACK's).
+    close = run.segments("close-unread")
+    rsts = [s for s in close if s["from"] == "server" and "RST" in s["flags"].split(",")]
+    assert len(rsts) == 1, close
+    fin_from_server = [
+        s
+        for s in run.segments()
+        if (s["from"], s["to"]) == ("server", "client") and "FIN" in s["flags"].split(",")
+    ]
+    assert not fin_from_server, fin_from_server
+    acks = [s for s in run.segments("request") if s["from"] == "server" and s["ack"]]
+    assert rsts[0]["seq"] == acks[-1]["seq"]
+    assert run.recorded.steps["client-reads"].outcome == "ECONNRESET"
+    assert run.fact("abort-counted", "TcpExt.TCPAbortOnClose") == 1
+    # The contrast: the same close after a read sends FIN, and the counter stays.
+    fins = [s for s in run.segments("close-read") if (s["from"], s["to"]) == ("server", "polite")]
+    assert any("FIN" in s["flags"].split(",") for s in fins), fins
+    assert run.state("polite-close", "server.polite") == "TIME_WAIT"
+    # Data after the program closed: the closed end's kernel answers RST, both ends go.
+    late = run.segments("late-data")
+    data = [s for s in late if (s["from"], s["to"]) == ("late", "server") and s["len"]]
+    assert [s["len"] for s in data] == [len("too late")]
+    resets = [s for s in late if s["from"] == "server" and "RST" in s["flags"].split(",")]
+    assert len(resets) == 1, late
+    assert resets[0]["seq"] == data[0]["ack"]
+    assert run.state("late-data", "server.late") == ABSENT
+    assert run.state("late-data", "late") == ABSENT
+    assert run.fact("fin-not-counted", "TcpExt.TCPAbortOnClose") == 1
+    seen = {o.state for r in run.recorded.steps.values() for o in r.observed.values()}
+    assert "TIME_WAIT" not in {
+        o.state
+        for sid in ("close-unread", "client-reads")
+        for o in run.recorded.steps[sid].observed.values()
+    }
+    assert "TIME_WAIT" in seen
+    checks: dict[str, Check] = {
+        "12": lambda r: r.fact("unread", "recv_q") == 12,
+        "1": lambda r: (
+            r.fact("abort-counted", "TcpExt.TCPAbortOnClose") == 1
+            and r.fact("fin-not-counted", "TcpExt.TCPAbortOnClose") == 1
+        ),
+    }
+    assert_numbers_hold(run, checks, cited={"2525", "2.17"})
+
+
+def test_orphaned_fin_wait2_expires_at_tcp_fin_timeout_and_close_wait_stays(
+    loop_name: str,
+) -> None:
+    run = run_held("orphaned-fin-wait2", loop_name)
+    steps = run.recorded.steps
+    assert run.recorded.header.kernel["net.ipv4.tcp_fin_timeout"] == "3"
+    # The orphan: FIN-WAIT-2 for ss with a timewait timer of at most tcp_fin_timeout, no owner.
+    orphan = side(run, "client-close", "client")
+    assert orphan.sources == {"ss": "FIN-WAIT-2", "psutil": "FIN_WAIT2"}
+    assert orphan.timer is not None
+    assert orphan.timer["name"] == "timewait"
+    assert 0 < orphan.timer["remaining"] <= 3.0
+    assert orphan.pid is None
+    # Gone after about tcp_fin_timeout, with nothing on the wire; CLOSE_WAIT stayed.
+    expires = steps["orphan-expires"]
+    assert expires.settle_ms >= 2000  # the 2 s it watched CLOSE_WAIT stay
+    assert expires.observed_ms is not None
+    assert steps["client-close"].observed_ms is not None
+    gone_after = expires.observed_ms - 2000 - steps["client-close"].observed_ms
+    assert 2500 <= gone_after <= 5000, gone_after
+    assert not run.segments("orphan-expires")
+    assert run.state("orphan-expires", "server") == "CLOSE_WAIT"
+    # The late FIN meets RST.
+    late = run.segments("late-fin")
+    assert flagged(late, "FIN,ACK", sender="server"), late
+    assert [s for s in late if s["from"] == "client" and "RST" in s["flags"].split(",")], late
+    # TIME_WAIT is not shortened by tcp_fin_timeout.
+    tw = side(run, "time-wait-unchanged", "second")
+    assert tw.state == "TIME_WAIT"
+    assert steps["time-wait-unchanged"].settle_ms >= 4000
+    assert tw.timer is not None
+    assert 50 < tw.timer["remaining"] <= 60
+    checks: dict[str, Check] = {
+        "3": lambda r: r.recorded.header.kernel["net.ipv4.tcp_fin_timeout"] == "3",
+        "2": lambda r: r.recorded.steps["orphan-expires"].settle_ms >= 2000,
+        "60": lambda r: 50 < side(r, "time-wait-unchanged", "second").timer["remaining"] <= 60,
+    }
+    assert_numbers_hold(run, checks, cited=set())
+
+
+def test_linger_zero_aborts_and_linger_n_blocks_then_delivers(loop_name: str) -> None:
+    run = run_held("linger", loop_name)
+    steps = run.recorded.steps
+    # {on, 0}: RST with the sequence number the server expects; what it had queued is still
+    # read, then ECONNRESET; the client's unsent rest is lost.
+    queued = run.fact("server-queue", "recv_q")
+    assert queued > 0
+    assert run.fact("fill", "sent") > queued
+    rsts = [s for s in run.segments("abort") if s["from"] == "client" and "RST" in s["flags"]]
+    assert len(rsts) == 1
+    assert rsts[0]["rel_seq"] == 1 + queued
+    assert not [s for s in run.segments("abort") if "FIN" in s["flags"].split(",")]
+    assert steps["server-reads-after-rst"].outcome == "ECONNRESET"
+    assert run.fact("server-reads-after-rst", "bytes") == queued
+    assert run.fact("abort-counted", "TcpExt.TCPAbortOnData") == 1
+    assert run.fact("abort-counted", "TcpExt.TCPAbortOnClose") == 0
+    # {on, 2}: close() blocked about 2 s, returned 0, left an orphan in FIN_WAIT1 probing
+    # the zero window; every byte arrived afterwards, then FIN.
+    assert steps["linger-two"].args == {"seconds": 2}
+    assert steps["linger-close"].outcome == "ok"
+    assert 1900 <= run.fact("linger-close", "close_ms") <= 2600
+    held = side(run, "linger-close", "lingerer")
+    assert held.state == "FIN_WAIT1"
+    assert held.timer is not None
+    assert held.timer["name"] == "persist"
+    assert steps["server-drains"].outcome == "EOF"
+    assert run.fact("server-drains", "bytes") == run.fact("lingerer-fill", "sent")
+    assert run.state("server-closes", "lingerer") == "TIME_WAIT"
+    checks: dict[str, Check] = {
+        "0": lambda r: (
+            r.recorded.steps["linger-zero"].args == {"seconds": 0}
+            and r.fact("abort-counted", "TcpExt.TCPAbortOnClose") == 0
+        ),
+        "1": lambda r: r.fact("abort-counted", "TcpExt.TCPAbortOnData") == 1,
+        "2": lambda r: 1900 <= r.fact("linger-close", "close_ms") <= 2600,
+    }
+    assert_numbers_hold(run, checks, cited=set())
+
+
+def test_keepalive_probes_then_etimedout_and_user_timeout(loop_name: str) -> None:
+    run = run_held("keepalive", loop_name)
+    steps = run.recorded.steps
+    assert steps["keepalive-on"].args == {"idle": 1, "interval": 1, "count": 3}
+    # Answered probes: an ACK with no data one below the next byte (relative seq 0), each
+    # answered by the server's ACK.
+    alive = run.segments("probes-answered")
+    probes = [s for s in alive if s["from"] == "client" and s["flags"] == "ACK" and not s["len"]]
+    assert len(probes) >= 2, alive
+    assert {s["rel_seq"] for s in probes} == {0}
+    answers = [s for s in alive if s["from"] == "server" and s["flags"] == "ACK"]
+    assert len(answers) >= len(probes)
+    # The peer vanished: 3 unanswered probes 1 s apart, then RST, all dropped at the server.
+    dead = run.segments("peer-vanishes")
+    lost = [s for s in dead if s["from"] == "client" and s["flags"] == "ACK" and not s["len"]]
+    assert len(lost) == 3, dead
+    gaps = [b["t_ms"] - a["t_ms"] for a, b in itertools.pairwise(lost)]
+    assert all(900 <= g <= 1300 for g in gaps), gaps
+    rsts = [s for s in dead if s["from"] == "client" and "RST" in s["flags"].split(",")]
+    assert len(rsts) == 1
+    assert all(s["dropped"] for s in [*lost, *rsts])
+    assert run.fact("peer-vanishes", "dropped.vanish") == 4
+    assert run.state("peer-vanishes", "server") == "ESTABLISHED"
+    assert steps["client-reads"].outcome == "ETIMEDOUT"
+    assert run.fact("keepalive-counted", "TcpExt.TCPKeepAlive") >= len(probes) + 3
+    assert run.fact("keepalive-counted", "TcpExt.TCPAbortOnTimeout") == 1
+    # TCP_USER_TIMEOUT: the data resent with a doubling gap, no RST, dead after about 2 s.
+    assert steps["user-timeout"].args == {"ms": 2000}
+    sent = [s for s in run.segments("send-into-void", "user-timeout-fires") if s["len"]]
+    assert {(s["from"], s["len"]) for s in sent} == {("impatient", 14)}
+    assert len({s["seq"] for s in sent}) == 1
+    assert len(sent) >= 3
+    assert all(s["dropped"] for s in sent)
+    fired = run.segments("user-timeout-fires")
+    assert not [s for s in fired if "RST" in s["flags"].split(",")], fired
+    observed = steps["user-timeout-fires"].observed_ms
+    assert observed is not None
+    assert 1800 <= observed - sent[0]["t_ms"] <= 3500, observed - sent[0]["t_ms"]
+    assert run.state("user-timeout-fires", "server.impatient") == "ESTABLISHED"
+    assert steps["impatient-reads"].outcome == "ETIMEDOUT"
+    assert run.fact("timeouts-counted", "TcpExt.TCPAbortOnTimeout") == 2
+    checks: dict[str, Check] = {
+        "1": lambda r: (
+            r.recorded.steps["keepalive-on"].args["idle"] == 1
+            and r.recorded.steps["keepalive-on"].args["interval"] == 1
+            and r.fact("keepalive-counted", "TcpExt.TCPAbortOnTimeout") == 1
+        ),
+        "3": lambda r: r.recorded.steps["keepalive-on"].args["count"] == 3 and len(lost) == 3,
+        "2000": lambda r: r.recorded.steps["user-timeout"].args["ms"] == 2000,
+        "2": lambda r: (
+            r.fact("timeouts-counted", "TcpExt.TCPAbortOnTimeout") == 2
+            and 1800 <= observed - sent[0]["t_ms"] <= 3500
+        ),
+        "14": lambda r: len("are you there?") == 14 == sent[0]["len"],
+    }
+    assert_numbers_hold(run, checks, cited=set())

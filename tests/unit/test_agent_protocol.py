@@ -162,7 +162,7 @@ def test_arguments_are_checked_as_strictly_as_lab_files() -> None:
         ("stream_action", {"peer": {"host": "h"}, "action": "send", "timeout": 1}),
         ("stream_action", {"peer": {"host": "h", "port": 1}, "action": "send", "timeout": 1e9}),
         ("stream_action", {"peer": {"host": "h", "port": 1}, "action": "send", "timeout": "1"}),
-        ("ns_op", {"op": "add_hold", "args": {"id": "a", "kind": "drop_all", "port": 80}}),
+        ("ns_op", {"op": "add_hold", "args": {"id": "a", "kind": "drop_most", "port": 80}}),
         ("ns_op", {"op": "sysctl", "args": {"key": "net.a.b", "value": True}}),
         ("ns_op", {"op": "rm", "args": {}}),
         ("ns_op", {"op": "counters", "args": []}),

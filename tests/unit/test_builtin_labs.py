@@ -33,9 +33,20 @@ EXPECTED_LABS = {
     "stale-syn",
     "port-exhaustion",
     "syn-backlog",
+    "unread-close",
+    "orphaned-fin-wait2",
+    "linger",
+    "keepalive",
 }
 # Labs whose lesson needs nftables holds, raw SYNs or namespace sysctls (root).
-NETNS_ONLY_LABS = {"lost-last-ack", "simultaneous-close", "stale-syn", "port-exhaustion"}
+NETNS_ONLY_LABS = {
+    "lost-last-ack",
+    "simultaneous-close",
+    "stale-syn",
+    "port-exhaustion",
+    "orphaned-fin-wait2",
+    "keepalive",
+}
 CJK = re.compile(r"[\u4e00-\u9fff]")
 # States that last microseconds on loopback: a poll cannot be expected to catch them.
 UNCATCHABLE = {TcpState.SYN_RECV, TcpState.NEW_SYN_RECV, TcpState.LAST_ACK, TcpState.CLOSING}

@@ -15,6 +15,7 @@ from handshake_lab.lab.play import (
     PlayError,
     PlayModel,
     completions,
+    hold_kinds_listing,
     parse_command,
     toml_value,
 )
@@ -324,7 +325,7 @@ def test_predict_is_pure() -> None:
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_help_fits_80_columns_and_says_there_is_no_undo(lang: str) -> None:
-    text = play_text("help", lang, kinds=" ".join(HOLD_KINDS))
+    text = play_text("help", lang, kinds=hold_kinds_listing())
     for line in text.splitlines():
         width = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
         assert width < 80, line

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from handshake_lab.errors import MissingDependencyError
-from handshake_lab.topo.nft import HoldHandle, HoldKind, add_hold, hold_script, release_script
+from handshake_lab.topo.nft import (
+    HoldHandle,
+    HoldKind,
+    add_hold,
+    hold_matches,
+    hold_script,
+    release_script,
+)
 
 T, C = "hslab_1_abcd_srv", "h_abc123"
 
@@ -32,6 +39,16 @@ def test_each_kind_jumps_on_its_flags_for_both_port_directions(kind: HoldKind, m
         f"add rule inet {T} input tcp sport 5000 {match} jump {C}",
         f"add rule inet {T} input tcp dport 5000 {match} jump {C}",
     ]
+
+
+def test_drop_all_jumps_on_every_segment_of_the_port_and_matches_any_flags() -> None:
+    assert _jumps(hold_script(T, C, HoldKind.DROP_ALL, 5000)) == [
+        f"add rule inet {T} input tcp sport 5000 jump {C}",
+        f"add rule inet {T} input tcp dport 5000 jump {C}",
+    ]
+    for flags, length in (("ACK", 0), ("PSH,ACK", 12), ("RST,ACK", 0), ("SYN", 0), ("FIN", 0)):
+        assert hold_matches(HoldKind.DROP_ALL, flags, length)
+    assert not hold_matches(HoldKind.DROP_RST, "ACK", 0)
 
 
 def test_the_drop_rule_counts_into_the_named_counter() -> None:
