@@ -399,6 +399,14 @@ def play(
         int | None,
         typer.Option("--port", "-p", min=1, max=65535, help="Server port [default: a free port]."),
     ] = None,
+    browser: Annotated[
+        bool,
+        typer.Option(
+            "--browser",
+            help="Also drive the session from a live page on 127.0.0.1 (URL on stderr): "
+            "buttons per end; commands typed here still work.",
+        ),
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Drive one real connection by hand: connect, send, shutdown, close... on either end.
@@ -424,6 +432,7 @@ def play(
             idle=idle,
             port=port,
             argv=command_line,
+            browser=browser,
         ),
     )
     raise typer.Exit(int(status))

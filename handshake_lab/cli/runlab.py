@@ -230,11 +230,11 @@ VIEWER_WAIT_S = 60.0
 """Without --step, how long ``--browser`` waits for the page to connect before step 1."""
 
 
-def start_live_view(lang: str, step: bool) -> LiveView:
+def start_live_view(lang: str, step: bool, *, play: bool = False) -> LiveView:
     """Serve the live page on 127.0.0.1, say where on stderr, open a browser if there is a
     display to show one on; without ``--step``, wait (bounded) for the page to connect, so a
-    lab of a second is not over before it is seen."""
-    live = LiveView(lang, step_mode=step)
+    lab of a second is not over before it is seen. ``play``: the page has the command panel."""
+    live = LiveView(lang, step_mode=step, play=play)
     sys.stderr.write(f"handshake-lab: live view at {live.url}\n")
     sys.stderr.flush()
     if any(os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER")):
