@@ -22,7 +22,7 @@ from handshake_lab import tools
 from handshake_lab.cli.runlab import isolate_without_root, start_live_view
 from handshake_lab.errors import ExitStatus, Interrupted, UsageError
 from handshake_lab.i18n.play import play_text
-from handshake_lab.lab.play import PlayRequest, PlaySession, completions, controls, play
+from handshake_lab.lab.play import PlayRequest, PlaySession, completions, play
 from handshake_lab.lab.predict import ENDS
 from handshake_lab.observe.defaults import default_observers
 from handshake_lab.outputs import check_output
@@ -148,7 +148,7 @@ def browser_ready(live: LiveView) -> Callable[[PlaySession], None]:
 
     def ready(session: PlaySession) -> None:
         live.lab_file = session.lab_file
-        live.set_controls(controls(session), panel_states(session))
+        live.set_controls(session.controls(), panel_states(session))
 
     return ready
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -446,6 +446,20 @@ class PlaySession:
 
     # -- save -------------------------------------------------------------------------------
 
+    def controls(self) -> list[Control]:
+        """The browser's panel for now (``controls``)."""
+        return controls(
+            self.model.states,
+            [p.command for p in self.played],
+            topology=self.topology,
+            lang=self.lang,
+            holds=list(self.model.holds),
+            server_seen=any(
+                (seen := p.report.observed.get("server")) is not None and seen.state != ABSENT
+                for p in self.played
+            ),
+        )
+
     def lab_file(self) -> str | None:
         """The session so far as the text ``save`` writes (the browser's download); None
         before any step. Safe from another thread: it reads a copy of the steps played."""
@@ -540,24 +554,35 @@ class Control:
 def _sends_fin(state: TcpState) -> bool:
     """Whether the application can still make this end send its FIN (the RFC table)."""
     return any(
-        Flags.FIN in t.sends
+        flags & Flags.FIN
         for event in (MachineEvent.CLOSE, MachineEvent.SEND_EOF)
         if (t := TRANSITIONS.get((state, event))) is not None
+        for flags in t.sends
     )
 
 
-def controls(session: PlaySession) -> list[Control]:
-    """The panel for the session as it stands: every command of every end, enabled where it
-    makes sense in that end's state (the states the kernel last showed, as the model learnt
-    them, and the RFC table of ``tcp.machine``); the reason on the others."""
-    lang = session.lang
-    states = session.model.states
-    verbs = [(p.command.verb, p.command.actor) for p in session.played]
+def controls(
+    states: Mapping[str, TcpState],
+    commands: Sequence[Command],
+    *,
+    topology: Topology,
+    lang: str,
+    holds: Sequence[str] = (),
+    server_seen: bool = False,
+) -> list[Control]:
+    """The panel for a session as it stands: every command of every end, enabled where it
+    makes sense in that end's state (``states``: the kernel's last states as the model learnt
+    them; the RFC table of ``tcp.machine``), the reason on the others. ``commands``: the ones
+    that ran as steps; ``holds``: the ids of the holds in place; ``server_seen``: the kernel
+    has shown the server's end of the connection (the listener accepted it)."""
+    verbs = [(c.verb, c.actor) for c in commands]
     connected = ("connect", "client") in verbs
     closed = {actor for verb, actor in verbs if verb in {"close", "abort"}}
-    listens = [p.command for p in session.played if p.command.action == "listen"]
+    listens = [c for c in commands if c.action == "listen"]
     accepting = bool(listens) and bool(listens[-1].args.get("accept"))
-    netns = session.topology is Topology.NETNS
+    netns = topology is Topology.NETNS
+    # A SYN or SYN-ACK is still to come (again) while the handshake has not finished.
+    handshaking = states["client"] is TcpState.SYN_SENT or states["server"] is TcpState.SYN_RECV
 
     def why(key: str, **values: object) -> str:
         return play_text(f"no_{key}", lang, **values)
@@ -572,11 +597,7 @@ def controls(session: PlaySession) -> list[Control]:
             return why("unconnected", end=end)
         if end in closed:
             return why("closed", end=end)
-        if (
-            end == "server"
-            and states["server"] is TcpState.CLOSE
-            and not any("server" in p.report.observed for p in session.played)
-        ):
+        if end == "server" and states["server"] is TcpState.CLOSE and not server_seen:
             return why("unaccepted")
         return ""
 
@@ -607,10 +628,10 @@ def controls(session: PlaySession) -> list[Control]:
                 continue
             if not netns:
                 reason = why("netns")
-            elif what in {"syn", "synack"} and connected:
-                reason = why("handshake_done", segment=what.upper())
+            elif what in {"syn", "synack"} and connected and not handshaking:
+                reason = why("handshake_done", segment="SYN" if what == "syn" else "SYN-ACK")
             elif what == "fin" and (end in closed or (connected and not _sends_fin(states[end]))):
-                reason = why("no_fin", end=end, state=state_of(end))
+                reason = why("fin", end=end, state=state_of(end))
             else:
                 reason = ""
             out.append(Control(end, f"drop {what}", f"drop next {what} from {end}", reason))
@@ -629,7 +650,7 @@ def controls(session: PlaySession) -> list[Control]:
         Control("listener", "close", "close listener", listening),
     ]
     out.append(Control("session", "wait 1 s", "wait 1", ""))
-    for hold_id in session.model.holds:
+    for hold_id in holds:
         out.append(Control("session", f"release {hold_id}", f"release {hold_id}", ""))
     out.append(Control("session", "quit", "quit", ""))
     return out

@@ -9,6 +9,7 @@ compared with the session's ``--save`` record afterwards, state by state.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 from handshake_lab.errors import ExitStatus
 from handshake_lab.record.codec import read_run
 from handshake_lab.record.events import StepReport
+from handshake_lab.render.live import LiveView
 from tests.browser import chromium, console_errors
 from tests.integration.test_cli import CLI
 from tests.integration.test_live_view import URL_LINE, nothing_listens
@@ -224,3 +226,41 @@ def test_sigterm_ends_a_browser_session_and_closes_its_server() -> None:
         assert nothing_listens(live.port)
     finally:
         live.stop()
+
+
+def test_the_command_route_takes_one_line_with_the_token_and_only_for_play() -> None:
+    view = LiveView("en", step_mode=True, play=True)
+    plain = LiveView("en")
+    try:
+        base = view.url.rsplit("/", 2)[0]
+        assert post(f"{base}/command", "connect") == 404
+        assert post(f"{base}/x{view.token}/command", "connect") == 404
+        assert post(f"{view.url}command", "connect\nquit") == 400
+        assert post(f"{view.url}command", "send client " + "x" * 5000) == 400
+        assert post(f"{plain.url}command", "connect") == 404  # run --browser has no commands
+        assert post(f"{view.url}command", "send client héllo") == 202
+        assert post(f"{view.url}command", "quit") == 202
+
+        async def two() -> list[str]:
+            return [await view.commands.get(), await view.commands.get()]
+
+        assert asyncio.run(asyncio.wait_for(two(), 10)) == ["send client héllo", "quit"]
+
+        def fetch(url: str) -> tuple[int, str]:
+            try:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    return int(response.status), response.read().decode()
+            except urllib.error.HTTPError as refused:
+                refused.close()
+                return refused.code, ""
+
+        assert fetch(f"{view.url}lab.toml")[0] == 409  # nothing played yet
+        view.lab_file = lambda: "schema = 1\n"
+        assert fetch(f"{view.url}lab.toml") == (200, "schema = 1\n")
+        assert fetch(f"{base}/lab.toml")[0] == 404
+        assert fetch(f"{plain.url}lab.toml")[0] == 404
+    finally:
+        view.close()
+        plain.close()
+    assert nothing_listens(view.port)
+    assert not view.command("quit")  # after the end, refused
