@@ -413,7 +413,8 @@ def play(
 
     After each command: the kernel's states (ss and psutil), the segments, and what the RFC
     9293 model predicted ('kernel agrees/disagrees'). 'help' lists the commands; 'save
-    FILE.toml' writes the session as a lab. Ends on EOF, 'quit', Ctrl-C or --idle.
+    FILE.toml' writes the session as a lab. --browser adds a live page with buttons per end.
+    Ends on EOF, 'quit', Ctrl-C or --idle.
     Exit codes: 0 the session ended; 2 bad option; 6 missing dependency; 7 network error;
     9 --save cannot be written; 130 interrupted (every socket and namespace removed).
     """
