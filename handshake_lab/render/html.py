@@ -973,7 +973,8 @@ border-color:var(--client)}#play .end.side-server h3{border-color:var(--server)}
 #play .end.side-listener h3{border-color:var(--listener)}#play .end .kstate{font-weight:400;
 font-size:12px;color:var(--muted)}#play .end input{width:100%;margin:0 0 4px;font:inherit}
 #play button{margin:0 4px 4px 0;padding:2px 8px;cursor:pointer;font:inherit;font-size:13px}
-#play button:disabled{cursor:not-allowed;opacity:.45}#play #download{font-size:13px}
+#play button:disabled{cursor:not-allowed;opacity:.45}#play #download{font-size:13px;
+white-space:nowrap}
 #play-log{margin:4px 0 0;padding-left:20px;font-size:12.5px;max-height:7.5em;overflow:auto}
 #play-log li:first-child{font-weight:600}#play-log li.error{color:var(--bad)}
 @media (max-width:900px){#play-controls{grid-template-columns:1fr 1fr}}
