@@ -181,7 +181,13 @@ def play_command(
     netns = topology is Topology.NETNS
     for tool in tools.needed_for("netns" if netns else "loopback", holds=netns):
         tools.require(tool)
-    isolate_without_root(netns, [script, save], argv, browser=browser)
+    isolate_without_root(
+        netns,
+        [script, save],
+        argv,
+        browser=browser,
+        instead="play in the terminal instead, or on --topology loopback",
+    )
     default_observers()  # fail early if ss or psutil is unusable
     stream: TextIO = sys.stdin
     if script is not None:

@@ -80,6 +80,7 @@ def isolate_without_root(
     arguments: list[str] | None,
     *,
     browser: bool = False,
+    instead: str = "use --html FILE instead",
 ) -> None:
     """Namespaces without root: rerun this command in a private user namespace (see userns).
 
@@ -106,7 +107,7 @@ def isolate_without_root(
         # browser on this machine reaches, so the live page could never be opened.
         raise UsageError(
             "--browser needs root for a namespace lab (without root the run moves into a "
-            "private network namespace no browser can reach); use --html FILE instead"
+            f"private network namespace no browser can reach); {instead}"
         )
     sys.stderr.write(
         "handshake-lab: not root: running in a private user namespace (unshare -rn); "

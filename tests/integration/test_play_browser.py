@@ -25,8 +25,10 @@ from handshake_lab.errors import ExitStatus
 from handshake_lab.record.codec import read_run
 from handshake_lab.record.events import StepReport
 from handshake_lab.render.live import LiveView
+from handshake_lab.topo.caps import user_namespaces_work
+from tests import needs
 from tests.browser import chromium, console_errors
-from tests.integration.test_cli import CLI
+from tests.integration.test_cli import CLI, one_error_line
 from tests.integration.test_live_view import URL_LINE, nothing_listens
 
 WAIT_S = 30.0
@@ -264,3 +266,20 @@ def test_the_command_route_takes_one_line_with_the_token_and_only_for_play() -> 
         plain.close()
     assert nothing_listens(view.port)
     assert not view.command("quit")  # after the end, refused
+
+
+def test_browser_is_refused_where_the_session_would_move_to_a_private_network() -> None:
+    works, detail = user_namespaces_work()
+    needs.require(works, f"unprivileged user namespaces: {detail}")
+    env = dict(os.environ, HANDSHAKE_LAB_USERNS="1")  # as root: the path a normal user takes
+    proc = subprocess.run(
+        [*CLI, "play", "--browser", "--topology", "netns"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == ExitStatus.USAGE
+    assert "--topology loopback" in one_error_line(proc)
