@@ -93,6 +93,10 @@ class EitherReader:
     async def __call__(self) -> str | None:
         if self._typed is None:
             self._typed = asyncio.ensure_future(self.terminal())
+        elif self.terminal.interactive:
+            # input() still waits with its prompt scrolled away by the page's step: again.
+            sys.stdout.write(PROMPT)
+            sys.stdout.flush()
         clicked: asyncio.Future[str | None] = asyncio.ensure_future(self.live.commands.get())
         try:
             await asyncio.wait({self._typed, clicked}, return_when=asyncio.FIRST_COMPLETED)
@@ -101,7 +105,9 @@ class EitherReader:
                 clicked.cancel()  # the inbox keeps the line until a get returns it
         if clicked.done() and not clicked.cancelled():
             line = clicked.result()
-            self.echo(f"{PROMPT}{line}    (browser)")
+            # On a terminal, over the prompt input() shows (and the user may be typing at).
+            erase = "\r\x1b[K" if self.terminal.interactive else ""
+            self.echo(f"{erase}{PROMPT}{line}    (browser)")
             return line
         typed, self._typed = self._typed, None
         return typed.result()
