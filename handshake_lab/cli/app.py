@@ -399,13 +399,22 @@ def play(
         int | None,
         typer.Option("--port", "-p", min=1, max=65535, help="Server port [default: a free port]."),
     ] = None,
+    browser: Annotated[
+        bool,
+        typer.Option(
+            "--browser",
+            help="Also drive the session from a live page on 127.0.0.1 (URL on stderr): "
+            "buttons per end; commands typed here still work.",
+        ),
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Drive one real connection by hand: connect, send, shutdown, close... on either end.
 
     After each command: the kernel's states (ss and psutil), the segments, and what the RFC
     9293 model predicted ('kernel agrees/disagrees'). 'help' lists the commands; 'save
-    FILE.toml' writes the session as a lab. Ends on EOF, 'quit', Ctrl-C or --idle.
+    FILE.toml' writes the session as a lab. --browser adds a live page with buttons per end.
+    Ends on EOF, 'quit', Ctrl-C or --idle.
     Exit codes: 0 the session ended; 2 bad option; 6 missing dependency; 7 network error;
     9 --save cannot be written; 130 interrupted (every socket and namespace removed).
     """
@@ -424,6 +433,7 @@ def play(
             idle=idle,
             port=port,
             argv=command_line,
+            browser=browser,
         ),
     )
     raise typer.Exit(int(status))

@@ -13,20 +13,23 @@ import readline  # input() gets line editing, history and completion (this comma
 import sys
 import termios
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TextIO
 
 from handshake_lab import tools
-from handshake_lab.cli.runlab import isolate_without_root
+from handshake_lab.cli.runlab import isolate_without_root, start_live_view
 from handshake_lab.errors import ExitStatus, Interrupted, UsageError
-from handshake_lab.lab.play import PlayRequest, completions, play
+from handshake_lab.i18n.play import play_text
+from handshake_lab.lab.play import PlayRequest, PlaySession, completions, play
+from handshake_lab.lab.predict import ENDS
 from handshake_lab.observe.defaults import default_observers
 from handshake_lab.outputs import check_output
 from handshake_lab.placement import Topology
 from handshake_lab.record.events import Event
 from handshake_lab.render.jsonl import JsonLinesRenderer
+from handshake_lab.render.live import LiveView
 from handshake_lab.render.progress import StepProgress
 from handshake_lab.render.table import TableRenderer
 from handshake_lab.render.text import make_console
@@ -76,6 +79,48 @@ class LineReader:
         return line
 
 
+class EitherReader:
+    """``--browser``: the next command from the terminal or the page, whichever comes first.
+    The terminal's pending read is kept for the next call (one reader thread at a time); a
+    page's command is echoed on the terminal so its log reads as a session."""
+
+    def __init__(self, terminal: LineReader, live: LiveView, echo: Callable[[str], None]) -> None:
+        self.terminal = terminal
+        self.live = live
+        self.echo = echo
+        self._typed: asyncio.Future[str | None] | None = None
+
+    async def __call__(self) -> str | None:
+        if self._typed is None:
+            self._typed = asyncio.ensure_future(self.terminal())
+        elif self.terminal.interactive:
+            # input() still waits with its prompt scrolled away by the page's step: again.
+            sys.stdout.write(PROMPT)
+            sys.stdout.flush()
+        clicked: asyncio.Future[str | None] = asyncio.ensure_future(self.live.commands.get())
+        try:
+            await asyncio.wait({self._typed, clicked}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not clicked.done():
+                clicked.cancel()  # the inbox keeps the line until a get returns it
+        if clicked.done() and not clicked.cancelled():
+            line = clicked.result()
+            # On a terminal, over the prompt input() shows (and the user may be typing at).
+            erase = "\r\x1b[K" if self.terminal.interactive else ""
+            self.echo(f"{erase}{PROMPT}{line}    (browser)")
+            return line
+        typed, self._typed = self._typed, None
+        return typed.result()
+
+
+def panel_states(session: PlaySession) -> dict[str, str]:
+    """Each end's state as the kernel last showed it (ABSENT: no socket), for the panel."""
+    return {
+        end: "ABSENT" if (s := session.model.states[end]).name == "CLOSE" else s.name
+        for end in ENDS
+    }
+
+
 @contextlib.contextmanager
 def terminal(interactive: bool) -> Iterator[None]:
     """On a terminal: tab completion and history (readline), and the terminal's settings put
@@ -104,6 +149,24 @@ def terminal(interactive: bool) -> Iterator[None]:
                 termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
 
 
+def browser_ready(live: LiveView) -> Callable[[PlaySession], None]:
+    """Each time the session waits: the page's buttons for now, and its lab download."""
+
+    def ready(session: PlaySession) -> None:
+        live.lab_file = session.lab_file
+        live.set_controls(session.controls(), panel_states(session))
+
+    return ready
+
+
+def both(*outs: Callable[[str], None]) -> Callable[[str], None]:
+    def say(text: str) -> None:
+        for out in outs:
+            out(text)
+
+    return say
+
+
 def play_command(
     *,
     topology: Topology,
@@ -115,6 +178,7 @@ def play_command(
     idle: float,
     port: int | None,
     argv: list[str] | None,
+    browser: bool = False,
 ) -> ExitStatus:
     if topology not in (Topology.LOOPBACK, Topology.NETNS):
         raise UsageError("play runs with --topology loopback or netns")
@@ -123,7 +187,13 @@ def play_command(
     netns = topology is Topology.NETNS
     for tool in tools.needed_for("netns" if netns else "loopback", holds=netns):
         tools.require(tool)
-    isolate_without_root(netns, [script, save], argv)
+    isolate_without_root(
+        netns,
+        [script, save],
+        argv,
+        browser=browser,
+        instead="play in the terminal instead, or on --topology loopback",
+    )
     default_observers()  # fail early if ss or psutil is unusable
     stream: TextIO = sys.stdin
     if script is not None:
@@ -162,15 +232,27 @@ def play_command(
             "handshake-lab play: 'help' lists the commands; there is no undo (the kernel has none)"
         )
     request = PlayRequest(topology=topology, loop=loop, lang=lang, idle=idle, port=port)
+    live: LiveView | None = None
+    ready: Callable[[PlaySession], None] | None = None
     try:
         with terminal(interactive), progress if progress is not None else nullcontext():
-            reader = LineReader(stream, interactive, say)
-            record = play(request, emit, reader, say, started if progress else None)
+            reader: Callable[[], Awaitable[str | None]] = LineReader(stream, interactive, say)
+            tell: Callable[[str], None] = say
+            if browser:
+                live = start_live_view(lang, step=True, play=True)  # no wait for a viewer
+                sinks.append(live)
+                reader = EitherReader(LineReader(stream, interactive, say), live, say)
+                ready = browser_ready(live)
+                tell = both(say, live.say)
+                sys.stderr.write(play_text("browser_note", lang) + "\n")
+            record = play(request, emit, reader, tell, started if progress else None, ready)
     except (KeyboardInterrupt, Interrupted):
         if interactive:
             sys.stderr.write("\n")  # off the prompt's line
         raise
     finally:
+        if live is not None:
+            live.close()
         if saved is not None:
             saved.close()
         if stream is not sys.stdin:

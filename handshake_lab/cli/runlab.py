@@ -80,6 +80,7 @@ def isolate_without_root(
     arguments: list[str] | None,
     *,
     browser: bool = False,
+    instead: str = "use --html FILE instead",
 ) -> None:
     """Namespaces without root: rerun this command in a private user namespace (see userns).
 
@@ -106,7 +107,7 @@ def isolate_without_root(
         # browser on this machine reaches, so the live page could never be opened.
         raise UsageError(
             "--browser needs root for a namespace lab (without root the run moves into a "
-            "private network namespace no browser can reach); use --html FILE instead"
+            f"private network namespace no browser can reach); {instead}"
         )
     sys.stderr.write(
         "handshake-lab: not root: running in a private user namespace (unshare -rn); "
@@ -230,11 +231,11 @@ VIEWER_WAIT_S = 60.0
 """Without --step, how long ``--browser`` waits for the page to connect before step 1."""
 
 
-def start_live_view(lang: str, step: bool) -> LiveView:
+def start_live_view(lang: str, step: bool, *, play: bool = False) -> LiveView:
     """Serve the live page on 127.0.0.1, say where on stderr, open a browser if there is a
     display to show one on; without ``--step``, wait (bounded) for the page to connect, so a
-    lab of a second is not over before it is seen."""
-    live = LiveView(lang, step_mode=step)
+    lab of a second is not over before it is seen. ``play``: the page has the command panel."""
+    live = LiveView(lang, step_mode=step, play=play)
     sys.stderr.write(f"handshake-lab: live view at {live.url}\n")
     sys.stderr.flush()
     if any(os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER")):

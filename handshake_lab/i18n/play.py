@@ -92,6 +92,65 @@ The 'expected' column is the RFC 9293 model's prediction, not the kernel.""",
         "en": "TODO (teacher): one line for 'handshake-lab list'",
         "zh": "待补充（教师）：给 handshake-lab list 的一行说明",
     },
+    "no_unconnected": {
+        "en": "{end} has no socket yet: connect first",
+        "zh": "{end} 还没有套接字：请先 connect",
+    },
+    "no_closed": {
+        "en": "{end} is closed by the application: its socket is gone",
+        "zh": "{end} 已被应用程序关闭：套接字已不存在",
+    },
+    "no_unaccepted": {
+        "en": "the server has no connection: the listener has accepted none",
+        "zh": "服务器一侧没有连接：监听套接字还没有 accept 任何连接",
+    },
+    "no_transition": {
+        "en": "{end} is {state}: the RFC table has no transition for {event} there",
+        "zh": "{end} 处于 {state}：RFC 状态表中该状态没有 {event} 的转换",
+    },
+    "no_connected": {
+        "en": "the client has connected already: one connection a session",
+        "zh": "客户端已经连接过：每个会话只有一条连接",
+    },
+    "no_send": {
+        "en": "{end} is {state}: data goes out only in ESTABLISHED or CLOSE_WAIT",
+        "zh": "{end} 处于 {state}：只有 ESTABLISHED 或 CLOSE_WAIT 才能发送数据",
+    },
+    "no_netns": {
+        "en": "holds are nftables rules in namespaces: start play --topology netns",
+        "zh": "保持规则是命名空间里的 nftables 规则：请用 play --topology netns 启动",
+    },
+    "no_handshake_done": {
+        "en": "the handshake is over: no {segment} is coming",
+        "zh": "握手已经结束：不会再有 {segment}",
+    },
+    "no_fin": {
+        "en": "{end} is {state}: it sends no FIN from here",
+        "zh": "{end} 处于 {state}：从这里不会再发出 FIN",
+    },
+    "no_not_listening": {
+        "en": "the listener is not listening: listen first",
+        "zh": "监听套接字没有在监听：请先 listen",
+    },
+    "no_accepting": {
+        "en": "the listener accepts already",
+        "zh": "监听套接字已经在 accept",
+    },
+    "panel": {"en": "Play: your commands", "zh": "操作：你的命令"},
+    "panel_note": {
+        "en": "Each button runs one command on the real sockets, as typed at the play> prompt; "
+        "greyed buttons make no sense in that end's state (hover for why). No undo.",
+        "zh": "每个按钮在真实的套接字上执行一条命令，与在 play> 提示符下输入相同；"
+        "灰色按钮在该端当前状态下没有意义（悬停查看原因）。没有撤销。",
+    },
+    "text_field": {"en": "text to send", "zh": "要发送的文本"},
+    "session": {"en": "session", "zh": "会话"},
+    "download": {"en": "save as lab (.toml)", "zh": "保存为实验 (.toml)"},
+    "messages": {"en": "messages", "zh": "消息"},
+    "browser_note": {
+        "en": "play: the browser drives this session too; commands typed here still work",
+        "zh": "play：浏览器也在驱动这个会话；在这里输入的命令仍然有效",
+    },
     "play_title": {"en": "Play: drive a connection by hand", "zh": "手动驱动一条连接"},
     "play_summary": {
         "en": "your commands, the kernel's states, the RFC model's prediction",

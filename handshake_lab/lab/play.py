@@ -20,14 +20,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from handshake_lab.errors import OutputError
 from handshake_lab.i18n.play import play_text, play_texts
 from handshake_lab.i18n.states import state_text
-from handshake_lab.lab.predict import ENDS, ModelHold, Prediction, from_kernel, predict
+from handshake_lab.lab.predict import (
+    ENDS,
+    SENDS_DATA,
+    ModelHold,
+    Prediction,
+    from_kernel,
+    predict,
+)
 from handshake_lab.lab.runner import UNEXPECTED_ERROR, Emit, LabRun, StepStarted
 from handshake_lab.lab.session import RunRequest, drive
 from handshake_lab.net.waits import wait_for
@@ -44,6 +51,9 @@ from handshake_lab.spec.model import (
     Step,
     Text,
 )
+from handshake_lab.tcp.machine import TRANSITIONS
+from handshake_lab.tcp.machine import Event as MachineEvent
+from handshake_lab.tcp.segments import Flags
 from handshake_lab.tcp.states import TcpState
 
 STEP_TIMEOUT = 1.0
@@ -447,6 +457,26 @@ class PlaySession:
 
     # -- save -------------------------------------------------------------------------------
 
+    def controls(self) -> list[Control]:
+        """The browser's panel for now (``controls``)."""
+        return controls(
+            self.model.states,
+            [p.command for p in self.played],
+            topology=self.topology,
+            lang=self.lang,
+            holds=list(self.model.holds),
+            server_seen=any(
+                (seen := p.report.observed.get("server")) is not None and seen.state != ABSENT
+                for p in self.played
+            ),
+        )
+
+    def lab_file(self) -> str | None:
+        """The session so far as the text ``save`` writes (the browser's download); None
+        before any step. Safe from another thread: it reads a copy of the steps played."""
+        played = list(self.played)
+        return lab_toml(played, self.topology, "played") if played else None
+
     def save(self, path: Path) -> bool:
         """Write the session so far as a lab file; say why not in one line."""
         if not self.played:
@@ -509,6 +539,132 @@ def _state_body(state: str, lang: str) -> str:
         return state_text(state, lang).body
     except KeyError:
         return ""
+
+
+# -- the browser's panel --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """One button of ``play --browser``'s panel: the command line it sends (a ``text`` button
+    appends the text the user typed) and, when the command makes no sense now, why not."""
+
+    end: str
+    """``client``, ``server``, ``listener``, or ``session`` (wait, releases, quit)."""
+    label: str
+    command: str
+    reason: str = ""
+    """Empty: enabled. Else the reason, in the session's language (the button's ``title``)."""
+    text: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return not self.reason
+
+
+def _sends_fin(state: TcpState) -> bool:
+    """Whether the application can still make this end send its FIN (the RFC table)."""
+    return any(
+        flags & Flags.FIN
+        for event in (MachineEvent.CLOSE, MachineEvent.SEND_EOF)
+        if (t := TRANSITIONS.get((state, event))) is not None
+        for flags in t.sends
+    )
+
+
+def controls(
+    states: Mapping[str, TcpState],
+    commands: Sequence[Command],
+    *,
+    topology: Topology,
+    lang: str,
+    holds: Sequence[str] = (),
+    server_seen: bool = False,
+) -> list[Control]:
+    """The panel for a session as it stands: every command of every end, enabled where it
+    makes sense in that end's state (``states``: the kernel's last states as the model learnt
+    them; the RFC table of ``tcp.machine``), the reason on the others. ``commands``: the ones
+    that ran as steps; ``holds``: the ids of the holds in place; ``server_seen``: the kernel
+    has shown the server's end of the connection (the listener accepted it)."""
+    verbs = [(c.verb, c.actor) for c in commands]
+    connected = ("connect", "client") in verbs
+    closed = {actor for verb, actor in verbs if verb in {"close", "abort"}}
+    listens = [c for c in commands if c.action == "listen"]
+    accepting = bool(listens) and bool(listens[-1].args.get("accept"))
+    netns = topology is Topology.NETNS
+    # A SYN or SYN-ACK is still to come (again) while the handshake has not finished.
+    handshaking = states["client"] is TcpState.SYN_SENT or states["server"] is TcpState.SYN_RECV
+
+    def why(key: str, **values: object) -> str:
+        return play_text(f"no_{key}", lang, **values)
+
+    def state_of(end: str) -> str:
+        state = states[end]
+        return "ABSENT" if state is TcpState.CLOSE else state.name
+
+    def open_socket(end: str) -> str:
+        """Empty if ``end`` has an application socket; else why not."""
+        if not connected:
+            return why("unconnected", end=end)
+        if end in closed:
+            return why("closed", end=end)
+        if end == "server" and states["server"] is TcpState.CLOSE and not server_seen:
+            return why("unaccepted")
+        return ""
+
+    def table(end: str, event: MachineEvent) -> str:
+        if (states[end], event) in TRANSITIONS:
+            return ""
+        return why("transition", end=end, state=state_of(end), event=event.name)
+
+    out: list[Control] = []
+    connect = why("connected") if connected else table("client", MachineEvent.ACTIVE_OPEN)
+    for end in CONN_ENDS:
+        if end == "client":
+            out.append(Control(end, "connect", "connect", connect))
+        sock = open_socket(end)
+        data = sock or (
+            "" if states[end] in SENDS_DATA else why("send", end=end, state=state_of(end))
+        )
+        out += [
+            Control(end, "send", f"send {end}", data, text=True),
+            Control(end, "recv", f"recv {end}", sock),
+            Control(end, "shutdown", f"shutdown {end}", sock or table(end, MachineEvent.SEND_EOF)),
+            Control(end, "close", f"close {end}", sock),
+            Control(end, "abort", f"abort {end}", sock),
+        ]
+        for what in DROP_KINDS:
+            kind_sender = DROP_KINDS[what][1]
+            if kind_sender not in ("any", end):
+                continue
+            if not netns:
+                reason = why("netns")
+            elif what in {"syn", "synack"} and connected and not handshaking:
+                reason = why("handshake_done", segment="SYN" if what == "syn" else "SYN-ACK")
+            elif what == "fin" and (end in closed or (connected and not _sends_fin(states[end]))):
+                reason = why("fin", end=end, state=state_of(end))
+            else:
+                reason = ""
+            out.append(Control(end, f"drop {what}", f"drop next {what} from {end}", reason))
+    listening = "" if states["listener"] is TcpState.LISTEN else why("not_listening")
+    out += [
+        Control("listener", "listen", "listen", table("listener", MachineEvent.PASSIVE_OPEN)),
+        Control(
+            "listener",
+            "listen noaccept",
+            "listen noaccept",
+            table("listener", MachineEvent.PASSIVE_OPEN),
+        ),
+        Control(
+            "listener", "accept", "accept", listening or (why("accepting") if accepting else "")
+        ),
+        Control("listener", "close", "close listener", listening),
+    ]
+    out.append(Control("session", "wait 1 s", "wait 1", ""))
+    for hold_id in holds:
+        out.append(Control("session", f"release {hold_id}", f"release {hold_id}", ""))
+    out.append(Control("session", "quit", "quit", ""))
+    return out
 
 
 # -- the saved lab --------------------------------------------------------------------------
@@ -649,10 +805,12 @@ def play(
     read_line: ReadLine,
     say: Say,
     started: StepStarted | None = None,
+    ready: Callable[[PlaySession], None] | None = None,
 ) -> RunRecord:
     """Place the ends, open the listener, then one step per command until EOF, ``quit`` or
     ``idle`` seconds without a command; everything is removed on the way out (also on Ctrl-C,
-    SIGTERM, SIGHUP: ``drive`` turns them into ``Interrupted``)."""
+    SIGTERM, SIGHUP: ``drive`` turns them into ``Interrupted``). ``ready`` is called each time
+    the session waits for its next command (the browser's panel shows what makes sense now)."""
     run_request = RunRequest(
         lab=play_lab(request.topology),
         topology=request.topology,
@@ -666,6 +824,8 @@ def play(
             await runner.start()
             await session.act(Command("listen", "listen", "server", "listen", {"accept": True}))
             while True:
+                if ready is not None:
+                    ready(session)
                 try:
                     # net.waits: 3.11's asyncio.wait_for can lose a Ctrl-C (gh-86296).
                     line = await wait_for(read_line(), request.idle)
@@ -685,10 +845,12 @@ def play(
 __all__ = [
     "COMMANDS",
     "Command",
+    "Control",
     "PlayError",
     "PlayRequest",
     "PlaySession",
     "completions",
+    "controls",
     "lab_toml",
     "parse_command",
     "play",

@@ -35,13 +35,14 @@ viewBox lets the browser scale each drawing to the column it gets.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handshake_lab.i18n.lang import in_lang, pick
 from handshake_lab.i18n.machine import event_label
+from handshake_lab.i18n.play import play_text
 from handshake_lab.i18n.report import edge_word, report_label
 from handshake_lab.i18n.states import unwrap
 from handshake_lab.record.events import LabResult, LabStarted, SideObservation, StepReport
@@ -50,7 +51,10 @@ from handshake_lab.render.kernel_text import filler
 from handshake_lab.tcp.machine import TRANSITIONS, Event
 from handshake_lab.tcp.states import TcpState
 
-__all__ = ["render_body", "render_html"]
+if TYPE_CHECKING:
+    from handshake_lab.lab.play import Control
+
+__all__ = ["render_body", "render_html", "render_panel"]
 
 HTML_LANG = {"en": "en", "zh": "zh-Hans"}
 LIVE_ATTR = ' data-live="1"'
@@ -732,8 +736,11 @@ def _arg(value: object) -> str:
     return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} chars)"
 
 
-def _step_article(step: StepReport, observers: list[str], w: _Words) -> str:
+def _step_article(
+    step: StepReport, observers: list[str], w: _Words, *, counted: bool = True
+) -> str:
     args = " ".join(f"{k}={_arg(v)}" for k, v in step.args.items())
+    of_total = f"/{step.total_steps or '?'}" if counted else ""
     verdict = w("agrees") if step.agrees else w("disagrees")
     cls = "agree" if step.agrees else "disagree"
     names: list[str] = list(observers)
@@ -810,7 +817,7 @@ def _step_article(step: StepReport, observers: list[str], w: _Words) -> str:
     why = "".join(f"<p>{_e(p)}</p>" for p in _paragraphs(w.text(step.explanation)))
     return (
         f'<article class="step {cls}" id="step-{step.index}" data-step="{step.index}">'
-        f'<h3><span class="num">{_e(w("step"))} {step.index}/{step.total_steps or "?"}</span> '
+        f'<h3><span class="num">{_e(w("step"))} {step.index}{of_total}</span> '
         f'<span class="action">{_e(step.actor)}: {_e(step.action)}</span> '
         f'<span class="args">{_e(args)}</span>'
         f' <span class="badge {cls}">{_e(verdict)}</span></h3>'
@@ -831,7 +838,11 @@ def render_body(record: RunRecord | None, lang: str, *, live: bool = False) -> s
         w = _Words(lang, {})
         return f'<p class="waiting">{_e(w("waiting"))}</p>'
     w = _Words(lang, record.started.kernel)
-    steps = "".join(_step_article(s, record.started.observers, w) for s in record.steps)
+    # A lab has a fixed number of steps ("Step 2/5"); a play session has none ("Step 2").
+    counted = record.started.steps > 0
+    steps = "".join(
+        _step_article(s, record.started.observers, w, counted=counted) for s in record.steps
+    )
     return (
         _header(record.started, record.result, w, live)
         + '<div class="cols"><div class="figures">'
@@ -845,8 +856,63 @@ def render_body(record: RunRecord | None, lang: str, *, live: bool = False) -> s
     )
 
 
-def render_html(record: RunRecord | None, lang: str, *, live: bool = False) -> str:
-    """The whole page: one file, no external resource (inline CSS, SVG and script)."""
+PANEL_ENDS = ("client", "server", "listener", "session")
+SEND_DEFAULT = "hello"
+
+
+def render_panel(controls: Sequence[Control], states: Mapping[str, str], lang: str) -> str:
+    """``play --browser``'s buttons, one group per end (its state as the kernel last showed
+    it), each ``button[data-cmd]`` the command line it sends; a disabled one says why in its
+    ``title``. The page replaces this part after every command (``#play-controls``)."""
+    groups: list[str] = []
+    for end in PANEL_ENDS:
+        mine = [c for c in controls if c.end == end]
+        name = play_text("session", lang) if end == "session" else end
+        state = states.get(end)
+        head = f"<h3>{_e(name)}" + (
+            f' <span class="kstate" id="state-{end}">{_e(state)}</span>' if state else ""
+        )
+        parts = [head + "</h3>"]
+        if any(c.text for c in mine):
+            parts.append(
+                f'<input type="text" id="text-{end}" maxlength="200" value="{SEND_DEFAULT}" '
+                f'aria-label="{_e(play_text("text_field", lang))}" '
+                f'placeholder="{_e(play_text("text_field", lang))}">'
+            )
+        for c in mine:
+            ident = "cmd-" + "-".join(f"{end} {c.label}".split())
+            attrs = f' id="{ident}" data-cmd="{_e(c.command)}" data-end="{end}"'
+            if c.text:
+                attrs += " data-text"
+            if c.reason:
+                attrs += f' disabled title="{_e(c.reason)}"'
+            else:
+                attrs += f' title="{_e(c.command)}"'
+            parts.append(f'<button type="button"{attrs}>{_e(c.label)}</button>')
+        if end == "session":
+            parts.append(
+                f'<a id="download" href="lab.toml" download="played.toml">'
+                f"{_e(play_text('download', lang))}</a>"
+            )
+        groups.append(f'<div class="end side-{end}">{"".join(parts)}</div>')
+    return "".join(groups)
+
+
+def _panel_section(panel: str, lang: str) -> str:
+    return (
+        f'<section id="play" aria-label="{_e(play_text("panel", lang))}">'
+        f"<h2>{_e(play_text('panel', lang))}</h2>"
+        f'<p class="note">{_e(play_text("panel_note", lang))}</p>'
+        f'<div id="play-controls">{panel}</div>'
+        f'<ol id="play-log" aria-label="{_e(play_text("messages", lang))}"></ol></section>'
+    )
+
+
+def render_html(
+    record: RunRecord | None, lang: str, *, live: bool = False, panel: str | None = None
+) -> str:
+    """The whole page: one file, no external resource (inline CSS, SVG and script).
+    ``panel``: ``play --browser``'s buttons (``render_panel``), above the report."""
     w = _Words(lang, record.started.kernel if record else {})
     name = record.started.name if record else ""
     buttons = "".join(
@@ -875,7 +941,8 @@ def render_html(record: RunRecord | None, lang: str, *, live: bool = False) -> s
         f'<nav id="stepper" aria-label="{_e(w("steps"))}">{buttons}'
         f'<span id="cursor-label" data-word="{_e(w("step"))}"></span>'
         f'<span class="keys">{_e(w("keys"))}</span>{live_controls}</nav>'
-        f'<main id="report">{render_body(record, lang, live=live)}</main>'
+        + (_panel_section(panel, lang) if panel is not None else "")
+        + f'<main id="report">{render_body(record, lang, live=live)}</main>'
         f"<script>{JS}</script></body></html>\n"
     )
 
@@ -898,6 +965,19 @@ padding:6px 12px;background:#f3f5f8;border-bottom:1px solid var(--line)}
 #run-next{margin-left:auto;font-size:14px!important;background:#1f6fd1;color:#fff;border:0;
 border-radius:4px;padding:4px 12px}#live-status{color:var(--muted);font-size:12px}
 main{padding:8px 14px}
+#play{margin:6px 14px;padding:4px 10px 6px;border:1px solid var(--line);border-radius:4px;
+background:#fafbfc}#play h2{margin:2px 0}#play .note{margin:0 0 4px}
+#play-controls{display:grid;grid-template-columns:repeat(4,minmax(0,1fr));gap:6px 14px}
+#play .end h3{margin:4px 0;border-bottom:3px solid var(--line)}#play .end.side-client h3{
+border-color:var(--client)}#play .end.side-server h3{border-color:var(--server)}
+#play .end.side-listener h3{border-color:var(--listener)}#play .end .kstate{font-weight:400;
+font-size:12px;color:var(--muted)}#play .end input{width:100%;margin:0 0 4px;font:inherit}
+#play button{margin:0 4px 4px 0;padding:2px 8px;cursor:pointer;font:inherit;font-size:13px}
+#play button:disabled{cursor:not-allowed;opacity:.45}#play #download{font-size:13px;
+white-space:nowrap}
+#play-log{margin:4px 0 0;padding-left:20px;font-size:12.5px;max-height:7.5em;overflow:auto}
+#play-log li:first-child{font-weight:600}#play-log li.error{color:var(--bad)}
+@media (max-width:900px){#play-controls{grid-template-columns:1fr 1fr}}
 header .facts{display:flex;flex-wrap:wrap;gap:6px 28px;align-items:flex-start}
 header dl{display:grid;grid-template-columns:auto auto;gap:0 10px;margin:4px 0}
 header dt{color:var(--muted)}header dd{margin:0}
@@ -982,7 +1062,8 @@ var all=d.querySelectorAll('#report [data-step]');
 for(var i=0;i<all.length;i++){var s=+all[i].getAttribute('data-step');
 all[i].classList.toggle('future',s>cur);all[i].classList.toggle('current',s===cur);}
 var t=d.getElementById('steps');
-lab.textContent=lab.getAttribute('data-word')+' '+cur+'/'+((t&&t.dataset.total)||n);
+var of=t&&t.dataset.total==='0'?'':'/'+((t&&t.dataset.total)||n);
+lab.textContent=lab.getAttribute('data-word')+' '+cur+of;
 if(scroll){var a=d.getElementById('step-'+cur);if(a&&a.scrollIntoView){
 a.scrollIntoView({block:'nearest'});}}}
 function go(what){var n=count();follow=false;
@@ -1007,6 +1088,30 @@ btn.querySelector('span').textContent=ev.data;});
 es.addEventListener('end',function(){es.close();btn.hidden=true;
 st.textContent=st.getAttribute('data-ended');d.body.dataset.ended='1';});
 btn.addEventListener('click',function(){btn.disabled=true;
-fetch('next',{method:'POST'}).catch(function(){btn.disabled=false;});});}
+fetch('next',{method:'POST'}).catch(function(){btn.disabled=false;});});
+var pp=d.getElementById('play'),pc=d.getElementById('play-controls'),
+pl=d.getElementById('play-log');
+if(pp){
+var say=function(text,bad){var li=d.createElement('li');li.textContent=text;
+if(bad)li.className='error';pl.insertBefore(li,pl.firstChild);
+while(pl.children.length>30)pl.removeChild(pl.lastChild);};
+var all=function(){return pc.querySelectorAll('button[data-cmd]');};
+pc.addEventListener('click',function(ev){var b=ev.target.closest('button[data-cmd]');
+if(!b||b.disabled)return;var line=b.getAttribute('data-cmd');
+if(b.hasAttribute('data-text')){var f=d.getElementById('text-'+b.getAttribute('data-end'));
+line+=' '+(f?f.value:'');}
+var bs=all();for(var i=0;i<bs.length;i++)bs[i].disabled=true;d.body.dataset.busy='1';
+fetch('command',{method:'POST',headers:{'Content-Type':'text/plain;charset=utf-8'},
+body:line}).then(function(r){if(!r.ok)r.text().then(function(t){say(t.trim(),true);});})
+.catch(function(e){say(String(e),true);});});
+es.addEventListener('panel',function(ev){var keep={},ins=pc.querySelectorAll('input');
+for(var i=0;i<ins.length;i++)keep[ins[i].id]=ins[i].value;pc.innerHTML=ev.data;
+ins=pc.querySelectorAll('input');for(i=0;i<ins.length;i++){
+if(ins[i].id in keep)ins[i].value=keep[ins[i].id];}delete d.body.dataset.busy;
+pp.dataset.version=ev.lastEventId||'';});
+es.addEventListener('say',function(ev){say(ev.data,false);});
+es.addEventListener('end',function(){var bs=pp.querySelectorAll('button,input');
+for(var i=0;i<bs.length;i++)bs[i].disabled=true;var a=d.getElementById('download');
+if(a)a.hidden=true;});}}
 })();
 """

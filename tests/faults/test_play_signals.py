@@ -1,5 +1,6 @@
 """Ending a ``play`` session at any point leaves nothing: Ctrl-C (SIGINT), SIGTERM and SIGHUP
-at the prompt and in the middle of an action, an idle timeout, and EOF. Only this session's
+at the prompt and in the middle of an action, an idle timeout, and EOF; with ``--browser`` also
+the page's ``quit``, and the page's server is closed after each. Only this session's
 objects are looked for (``support.leftovers``: names carry its pid)."""
 
 from __future__ import annotations
@@ -8,10 +9,13 @@ import contextlib
 import json
 import os
 import queue
+import re
 import signal
+import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,4 +183,73 @@ def test_eof_ends_the_session_cleanly() -> None:
         session.kill_now()
     assert status == ExitStatus.OK, session.err_lines
     assert [e["event"] for e in session.events] == ["lab", "step", "step", "result"]
+    assert wait_clean(session.proc.pid, session.ports) == {}
+
+
+# -- play --browser: the same ends, and the page's server closes with the session -------------
+
+URL = re.compile(r"live view at (http://127\.0\.0\.1:(\d+)/[\w-]+/)")
+
+
+def _browser_session(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[Session, str, int]:
+    """``play --json --browser`` (no browser opened: no display), its URL and port; a command
+    POSTed as the page does (``connect``) has run."""
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER"):
+        monkeypatch.delenv(name, raising=False)
+    session = Session.start("--browser", *args)
+    session.wait_stderr("live view at")
+    found = next(m for line in session.err_lines if (m := URL.search(line)))
+    url, port = found.group(1), int(found.group(2))
+    session.wait_events(2)  # the header, play's own listen
+    assert _post(f"{url}command", "connect") == 202
+    session.wait_events(3)
+    return session, url, port
+
+
+def _post(url: str, body: str) -> int:
+    request = urllib.request.Request(url, data=body.encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(response.status)
+
+
+def _refused(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.parametrize("how", ["quit", "eof", "idle", "SIGINT", "SIGTERM"])
+def test_a_browser_session_ends_every_way_closing_its_server(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session, url, port = _browser_session(monkeypatch, *(["--idle", "2"] if how == "idle" else []))
+    try:
+        assert session.proc.stdin is not None
+        if how == "quit":
+            assert _post(f"{url}command", "quit") == 202
+        elif how == "eof":
+            session.proc.stdin.close()
+        if how.startswith("SIG"):
+            _end_with(session, signal.Signals[how])
+        else:
+            status = session.finish(timeout=30)  # idle: stdin stays open, only the timer ends it
+            assert status == ExitStatus.OK, session.err_lines
+            assert session.events[-1]["event"] == "result"
+    finally:
+        session.kill_now()
+    assert _refused(port)  # the page's server is closed
+    assert wait_clean(session.proc.pid, session.ports) == {}
+
+
+@pytest.mark.root
+def test_sigterm_ends_a_browser_netns_session_with_a_hold_leaving_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    session, url, port = _browser_session(monkeypatch, "--topology", "netns")
+    try:
+        assert _post(f"{url}command", "drop next fin from client") == 202
+        session.wait_events(4)
+        _end_with(session, signal.SIGTERM)
+    finally:
+        session.kill_now()
+    assert _refused(port)
     assert wait_clean(session.proc.pid, session.ports) == {}

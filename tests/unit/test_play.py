@@ -12,14 +12,17 @@ from handshake_lab.i18n.play import play_text
 from handshake_lab.lab.play import (
     COMMANDS,
     Command,
+    Control,
     PlayError,
     PlayModel,
     completions,
+    controls,
     hold_kinds_listing,
     parse_command,
     toml_value,
 )
 from handshake_lab.lab.predict import Prediction, from_kernel, predict
+from handshake_lab.placement import Topology
 from handshake_lab.spec.model import HOLD_KINDS
 from handshake_lab.tcp.machine import paths
 from handshake_lab.tcp.states import TcpState
@@ -350,3 +353,125 @@ def test_help_fits_80_columns_and_says_there_is_no_undo(lang: str) -> None:
 )
 def test_saved_values_are_toml_that_reads_back_the_same(value: object) -> None:
     assert tomllib.loads(f"x = {toml_value(value)}")["x"] == value
+
+
+# -- the browser's panel ----------------------------------------------------------------------
+
+
+def _panel(
+    lines: list[str],
+    topology: Topology = Topology.LOOPBACK,
+    lang: str = "en",
+    holds: tuple[str, ...] = (),
+    **states: TcpState,
+) -> dict[str, Control]:
+    """The panel after ``lines`` ran (play's opening listen first), with the kernel's states."""
+    commands = [parse_command(line) for line in ["listen", *lines]]
+    now = dict.fromkeys(("listener", "client", "server"), S.CLOSE) | {"listener": S.LISTEN}
+    now |= states
+    got = controls(
+        now,
+        [c for c in commands if c is not None],
+        topology=topology,
+        lang=lang,
+        holds=holds,
+        server_seen=now["server"] is not S.CLOSE or "connect" in lines,
+    )
+    return {c.command: c for c in got}
+
+
+def test_before_connect_only_what_can_start_a_connection_is_offered() -> None:
+    panel = _panel([])
+    assert panel["connect"].enabled
+    assert panel["close listener"].enabled
+    for command in ("send client", "recv server", "shutdown client", "close server"):
+        assert not panel[command].enabled
+        assert "connect first" in panel[command].reason
+    assert panel["listen"].reason == (
+        "listener is LISTEN: the RFC table has no transition for PASSIVE_OPEN there"
+    )
+    assert "--topology netns" in panel["drop next fin from client"].reason
+    assert panel["accept"].reason == "the listener accepts already"
+    assert panel["quit"].enabled
+    assert panel["wait 1"].enabled
+
+
+def test_established_ends_offer_data_and_closes_and_one_connection_a_session() -> None:
+    panel = _panel(["connect"], client=S.ESTABLISHED, server=S.ESTABLISHED)
+    for end in ("client", "server"):
+        for verb in ("send", "recv", "shutdown", "close", "abort"):
+            assert panel[f"{verb} {end}"].enabled, verb
+    assert panel["send client"].text
+    assert "one connection a session" in panel["connect"].reason
+
+
+def test_half_close_disables_what_the_rfc_table_forbids() -> None:
+    panel = _panel(["connect", "shutdown client"], client=S.FIN_WAIT2, server=S.CLOSE_WAIT)
+    assert panel["send client"].reason == (
+        "client is FIN_WAIT2: data goes out only in ESTABLISHED or CLOSE_WAIT"
+    )
+    assert panel["shutdown client"].reason == (
+        "client is FIN_WAIT2: the RFC table has no transition for SEND_EOF there"
+    )
+    assert panel["recv client"].enabled
+    assert panel["close client"].enabled
+    assert panel["send server"].enabled
+    assert panel["shutdown server"].enabled
+    # After the application closed an end, nothing is left to do with it, TIME_WAIT or not.
+    closed = _panel(
+        ["connect", "shutdown client", "close server", "close client"], client=S.TIME_WAIT
+    )
+    for verb in ("send", "recv", "close", "abort"):
+        assert "closed by the application" in closed[f"{verb} client"].reason
+        assert "closed by the application" in closed[f"{verb} server"].reason
+
+
+def test_listener_buttons_follow_listen_noaccept_and_unlisten() -> None:
+    gone = _panel(["unlisten"], listener=S.CLOSE)
+    assert gone["listen"].enabled
+    assert gone["listen noaccept"].enabled
+    assert gone["accept"].reason == "the listener is not listening: listen first"
+    assert not gone["close listener"].enabled
+    waiting = _panel(["unlisten", "listen noaccept"])
+    assert waiting["accept"].enabled
+
+
+def test_holds_in_netns_offer_only_segments_still_to_come() -> None:
+    before = _panel([], Topology.NETNS)
+    for line in ("drop next syn from client", "drop next synack from server"):
+        assert before[line].enabled
+    assert before["drop next fin from server"].enabled
+    after = _panel(
+        ["connect", "shutdown client"],
+        Topology.NETNS,
+        holds=("h1",),
+        client=S.FIN_WAIT2,
+        server=S.CLOSE_WAIT,
+    )
+    assert after["drop next syn from client"].reason == "the handshake is over: no SYN is coming"
+    assert after["drop next fin from client"].reason == (
+        "client is FIN_WAIT2: it sends no FIN from here"
+    )
+    assert after["drop next fin from server"].enabled  # CLOSE_WAIT still sends its FIN
+    assert after["release h1"].enabled
+    held = _panel(["drop next synack from server", "connect"], Topology.NETNS, client=S.SYN_SENT)
+    assert held["drop next syn from client"].enabled  # retransmitted until the handshake ends
+    assert held["drop next synack from server"].enabled
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_every_disabled_button_gives_its_reason_in_the_language(lang: str) -> None:
+    reasons = [
+        c.reason
+        for panel in (
+            _panel([], lang=lang),
+            _panel(["connect", "shutdown client"], Topology.NETNS, lang, client=S.FIN_WAIT2),
+            _panel(["unlisten"], lang=lang, listener=S.CLOSE),
+        )
+        for c in panel.values()
+        if not c.enabled
+    ]
+    assert len(reasons) > 10
+    for reason in reasons:
+        has_cjk = any("\u4e00" <= ch <= "\u9fff" for ch in reason)
+        assert has_cjk == (lang == "zh"), reason
