@@ -14,11 +14,11 @@ import sys
 import termios
 import threading
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TextIO
 
 from handshake_lab import tools
+from handshake_lab.cli.events_out import EventOutput
 from handshake_lab.cli.runlab import isolate_without_root, start_live_view
 from handshake_lab.errors import ExitStatus, Interrupted, UsageError
 from handshake_lab.i18n.play import play_text
@@ -27,13 +27,7 @@ from handshake_lab.lab.predict import ENDS
 from handshake_lab.observe.defaults import default_observers
 from handshake_lab.outputs import check_output
 from handshake_lab.placement import Topology
-from handshake_lab.record.events import Event
-from handshake_lab.render.jsonl import JsonLinesRenderer
 from handshake_lab.render.live import LiveView
-from handshake_lab.render.progress import StepProgress
-from handshake_lab.render.table import TableRenderer
-from handshake_lab.render.text import make_console
-from handshake_lab.spec.model import Step
 
 PROMPT = "play> "
 
@@ -208,25 +202,6 @@ def play_command(
         out.write(text + "\n")
         out.flush()
 
-    renderer = None if json_out else TableRenderer(make_console(), lang)
-    sinks: list[Callable[[Event], None]] = [renderer or JsonLinesRenderer(lang)]
-    saved: TextIO | None = save.open("w", encoding="utf-8") if save is not None else None
-    if saved is not None:
-        sinks.append(JsonLinesRenderer(lang, saved))
-
-    # A progress line while a step waits (``wait 20``): only on a terminal, never in --json.
-    progress = StepProgress(sys.stderr, lang) if renderer and sys.stderr.isatty() else None
-
-    def emit(event: Event) -> None:
-        if progress is not None:
-            progress.clear()
-        for sink in sinks:
-            sink(event)
-
-    def started(step: Step, position: int, total: int) -> None:
-        if progress is not None:
-            progress.started(position, total, step.actor, step.action, step.timeout, step.stay)
-
     if interactive:
         say(
             "handshake-lab play: 'help' lists the commands; there is no undo (the kernel has none)"
@@ -235,17 +210,17 @@ def play_command(
     live: LiveView | None = None
     ready: Callable[[PlaySession], None] | None = None
     try:
-        with terminal(interactive), progress if progress is not None else nullcontext():
+        with terminal(interactive), EventOutput(lang, json_out, save) as events:
             reader: Callable[[], Awaitable[str | None]] = LineReader(stream, interactive, say)
             tell: Callable[[str], None] = say
             if browser:
                 live = start_live_view(lang, step=True, play=True)  # no wait for a viewer
-                sinks.append(live)
+                events.add(live)
                 reader = EitherReader(LineReader(stream, interactive, say), live, say)
                 ready = browser_ready(live)
                 tell = both(say, live.say)
                 sys.stderr.write(play_text("browser_note", lang) + "\n")
-            record = play(request, emit, reader, tell, started if progress else None, ready)
+            record = play(request, events.emit, reader, tell, events.started, ready)
     except (KeyboardInterrupt, Interrupted):
         if interactive:
             sys.stderr.write("\n")  # off the prompt's line
@@ -253,10 +228,7 @@ def play_command(
     finally:
         if live is not None:
             live.close()
-        if saved is not None:
-            saved.close()
         if stream is not sys.stdin:
             stream.close()
-    if renderer is not None:
-        renderer.ladders(record)
+    events.ladders(record)
     return ExitStatus.OK

@@ -12,12 +12,10 @@ import contextlib
 import os
 import sys
 import webbrowser
-from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
-from typing import TextIO
 
 from handshake_lab import tools
+from handshake_lab.cli.events_out import EventOutput
 from handshake_lab.errors import ExitStatus, MissingDependencyError, UsageError
 from handshake_lab.i18n.labels import label
 from handshake_lab.lab.quiz import Question, Quiz, normalise_state_answer
@@ -28,12 +26,9 @@ from handshake_lab.outputs import check_output, write_output
 from handshake_lab.placement import Topology
 from handshake_lab.placement.place import step_set
 from handshake_lab.record.codec import read_run
-from handshake_lab.record.events import Event
 from handshake_lab.record.run import RunRecord
 from handshake_lab.render.html import render_html
-from handshake_lab.render.jsonl import JsonLinesRenderer
 from handshake_lab.render.live import LiveView
-from handshake_lab.render.progress import StepProgress
 from handshake_lab.render.table import TableRenderer
 from handshake_lab.render.text import make_console
 from handshake_lab.signals import sigterm_as_interrupt
@@ -180,48 +175,25 @@ def run_lab_command(
         pcap=pcap,
         quiz=the_quiz,
     )
-    renderer = None if json_out else TableRenderer(make_console(), lang)
-    sinks: list[Callable[[Event], None]] = [renderer or JsonLinesRenderer(lang)]
-    saved: TextIO | None = save.open("w", encoding="utf-8") if save is not None else None
-    if saved is not None:
-        sinks.append(JsonLinesRenderer(lang, saved))
-    # A progress line while a step waits: only for a person at a terminal, never in --json.
-    progress = StepProgress(sys.stderr, lang) if renderer and sys.stderr.isatty() else None
-
-    def emit(event: Event) -> None:
-        if progress is not None:
-            progress.clear()
-        for sink in sinks:
-            sink(event)
-
-    def started(lab_step: Step, position: int, total: int) -> None:
-        if progress is not None:
-            progress.started(
-                position, total, lab_step.actor, lab_step.action, lab_step.timeout, lab_step.stay
-            )
-
     pause = make_pause(lang) if step and sys.stdin.isatty() else None
     live: LiveView | None = None
     try:
-        with sigterm_as_interrupt(), progress if progress is not None else nullcontext():
+        with sigterm_as_interrupt(), EventOutput(lang, json_out, save) as out:
             if browser:
                 live = start_live_view(lang, step)
-                sinks.append(live)
+                out.add(live)
                 pause = page_pause(live) if step else None
             record = execute(
                 request,
-                emit,
+                out.emit,
                 pause=pause,
                 ask=make_ask(lang) if the_quiz is not None and answers is None else None,
-                started=started if progress is not None else None,
+                started=out.started,
             )
     finally:
-        if saved is not None:
-            saved.close()
         if live is not None:
             live.close()
-    if renderer is not None:
-        renderer.ladders(record)
+    out.ladders(record)
     if html is not None:
         write_html(html, record, lang)
     return record.exit_status()
