@@ -236,7 +236,7 @@ class LabRun:
             # Before the counters: every drop the capture saw is then counted already.
             segments, transitions = await self._evidence(every_side, observed_at)
         holds = await self._hold_counts(step, facts)
-        self._mark_drops(segments)
+        self._mark_drops(segments, step.release)
         mismatches = self._mismatches(step, observed, outcome, data, facts)
         if self.quiz is not None and questions:
             states = {
@@ -436,20 +436,24 @@ class LabRun:
         )
         return segments, transitions
 
-    def _mark_drops(self, segments: Sequence[dict[str, object]]) -> None:
+    def _mark_drops(
+        self, segments: Sequence[dict[str, object]], released_now: Sequence[str] = ()
+    ) -> None:
         """Mark the captured segments each hold dropped, as many as its nft counter says.
 
         A capture sees a segment before the receiving end's input hook drops it, so a dropped
         segment is in the capture: the first segments matching a hold (its kind's flags, its
         port, towards the side it sits at) while it is active, up to the counter's count, are
         the ones it dropped (``nft`` drops the first COUNT matches). Holds on the output hook
-        drop before the capture and mark nothing.
+        drop before the capture and mark nothing. A hold released by this step (``released_now``)
+        still marks what it dropped after the previous step's count and before its release: the
+        counter stops at the release, and those segments came before any that passed.
         """
         for seg in segments:
             seg["dropped"] = False
             seg["hold"] = None
         for hold_id, hold in self.holds.items():
-            if hold.hook != "input" or hold_id in self.released:
+            if hold.hook != "input" or (hold_id in self.released and hold_id not in released_now):
                 continue
             host = self.server.host if hold.at == SERVER else self._client_host()
             port = self.ports[hold.port]
