@@ -445,6 +445,11 @@ def test_simultaneous_close_lets_the_held_fins_go_one_at_a_time() -> None:
     assert set(released.release) == {"ack-to-server", "ack-to-client"}
     assert released.expect == {"client": TcpState.TIME_WAIT, "server": TcpState.TIME_WAIT}
     assert "CLOSING" in en("simultaneous-close", "server-closing")
+    # Each release waits for a FIN resent after a timer that doubled while it was held: on a
+    # slow machine (two TCG VMs) the held steps take seconds, and the wait grows with them.
+    assert closing.timeout >= 20
+    assert step("simultaneous-close", "client-time-wait").timeout >= 20
+    assert released.timeout >= 30
 
 
 def test_simultaneous_open_needs_no_listener_and_runs_on_loopback() -> None:
