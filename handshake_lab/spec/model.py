@@ -43,6 +43,8 @@ KERNEL_FIGURES: tuple[str, ...] = (
     "net.ipv4.tcp_fin_timeout",
     "net.ipv4.tcp_tw_reuse",
     "net.ipv4.tcp_tw_reuse_delay",
+    "net.ipv4.tcp_rto_min_us",
+    "net.ipv4.tcp_orphan_retries",
 )
 """The timer sysctls every run records (``LabStarted.kernel``), whether or not its texts cite
 them: a grader can see what the student's kernel used."""

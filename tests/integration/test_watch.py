@@ -175,7 +175,7 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
             stdin=subprocess.DEVNULL,
             text=True,
             cwd=ROOT,
-            env=child_env(),
+            env=kwargs.pop("env", None) or child_env(),
             **kwargs,
         )
         children.append(child)
@@ -398,6 +398,9 @@ def test_live_view_on_a_terminal_redraws_and_ctrl_c_restores_it(
             [sys.executable, "-c", RUNNER, watch_args(port, json_out=False)],
             stdout=secondary,
             stderr=secondary,
+            # The pty is a terminal of the type we say: the caller's TERM may be "dumb" (an
+            # editor's shell, a bare machine's console), which rich never redraws.
+            env=child_env() | {"TERM": "xterm-256color"},
         )
         os.close(secondary)
         screen = ""
