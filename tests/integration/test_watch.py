@@ -163,6 +163,13 @@ class Events:
         ]
 
 
+def _default_sigint() -> None:
+    # A shell's "cmd &" (a backgrounded `make test`) starts children with SIGINT ignored, and
+    # Python then keeps it ignored (as it should). These tests press Ctrl-C: give the watch what
+    # a user at a terminal has, the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
     children: list[subprocess.Popen[str]] = []
@@ -176,6 +183,7 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
             text=True,
             cwd=ROOT,
             env=kwargs.pop("env", None) or child_env(),
+            preexec_fn=_default_sigint,  # noqa: PLW1509 - no threads in the child before exec
             **kwargs,
         )
         children.append(child)
