@@ -78,7 +78,7 @@ if [[ $PROVIDER == libvirt ]]; then
     p=$(dirname "$p")
   done
 fi
-rm -f "$OUT"/*.jsonl "$OUT"/*.err "$OUT"/runs.tsv "$OUT"/ss.*.log "$OUT/timings.txt"
+rm -f "$OUT"/*.jsonl "$OUT"/*.err "$OUT"/runs.tsv "$OUT"/ss.*.log "$OUT/timings.txt" "$LOGS/vm-state.log"
 VENV=(env VAGRANT_HOME="$W/vagrant.d" VAGRANT_CHECKPOINT_DISABLE=1 HSLAB_PROVIDER="$PROVIDER"
       HSLAB_LIBVIRT_DRIVER="$DRIVER" HSLAB_WHEEL_DIR=/vagrant/wheelhouse)
 if [[ $PROVIDER == libvirt || -n ${VMR_BOX:-} ]]; then VENV+=(HSLAB_BOX="$BOX"); fi

@@ -67,6 +67,7 @@ KERNEL_FIGURES: tuple[str, ...] = (
     "net.ipv4.tcp_keepalive_intvl",
     "net.ipv4.tcp_keepalive_probes",
     "net.ipv4.tcp_retries2",
+    "net.ipv4.tcp_orphan_retries",
 )
 """The timer sysctls every run records (``LabStarted.kernel``), whether or not its texts cite
 them: a grader can see what the student's kernel used."""

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import psutil
 
+from handshake_lab import tools
 from handshake_lab.topo.registry import TRACE_INSTANCE_DIRS, registry_dir
 from tests.schema_check import assert_valid_event
 
@@ -67,8 +68,11 @@ def netns_names() -> list[str]:
 def host_nft_tables(pid: int) -> list[str]:
     """Host nft tables of run ``pid`` (``hslab_<pid>_...``): there must never be any (a run's
     tables live inside its namespaces). Other runs' tables are theirs to answer for."""
+    nft = tools.find("nft")  # /usr/sbin too: a normal user's PATH may lack it
+    if nft is None:
+        return []  # no nft on this machine (a bare one): no run can have made a table
     tag = f"hslab_{pid}_"
-    return [line for line in _run(["nft", "list", "tables"]).splitlines() if tag in line]
+    return [line for line in _run([nft, "list", "tables"]).splitlines() if tag in line]
 
 
 def agent_token_dirs(pid: int) -> list[str]:

@@ -111,11 +111,12 @@ def test_lost_last_ack_shows_its_lesson_in_a_user_namespace(loop_name: str) -> N
     steps = {e["id"]: e for e in events(proc.stdout) if e["event"] == "step"}
     assert steps["fin-wait1-held"]["observed"]["client"]["state"] == "FIN_WAIT1"
     assert steps["last-ack-held"]["observed"]["server"]["state"] == "LAST_ACK"
-    assert steps["fin-again"]["facts"]["dropped.lastack"] == 1
+    dropped = steps["fin-again"]["facts"]["dropped.lastack"]
+    assert dropped >= 2
     tail = steps["last-ack-held"]["segments"] + steps["fin-again"]["segments"]
     fins = [s for s in tail if s["from"] == "server" and "FIN" in s["flags"]]
-    assert len(fins) == 2, tail
-    assert fins[0]["seq"] == fins[1]["seq"], tail  # the same FIN, resent
+    assert len(fins) == dropped + 1, tail  # resent until an answer got through
+    assert len({s["seq"] for s in fins}) == 1, tail  # the same FIN, resent
     assert steps["fin-again"]["observed"]["client"]["state"] == "TIME_WAIT"
 
 

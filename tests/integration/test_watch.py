@@ -168,6 +168,13 @@ class Events:
         ]
 
 
+def _default_sigint() -> None:
+    # A shell's "cmd &" (a backgrounded `make test`) starts children with SIGINT ignored, and
+    # Python then keeps it ignored (as it should). These tests press Ctrl-C: give the watch what
+    # a user at a terminal has, the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
     children: list[subprocess.Popen[str]] = []
@@ -180,7 +187,8 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
             stdin=subprocess.DEVNULL,
             text=True,
             cwd=ROOT,
-            env=child_env(),
+            env=kwargs.pop("env", None) or child_env(),
+            preexec_fn=_default_sigint,  # noqa: PLW1509 - no threads in the child before exec
             **kwargs,
         )
         children.append(child)
@@ -403,6 +411,9 @@ def test_live_view_on_a_terminal_redraws_and_ctrl_c_restores_it(
             [sys.executable, "-c", RUNNER, watch_args(port, json_out=False)],
             stdout=secondary,
             stderr=secondary,
+            # The pty is a terminal of the type we say: the caller's TERM may be "dumb" (an
+            # editor's shell, a bare machine's console), which rich never redraws.
+            env=child_env() | {"TERM": "xterm-256color"},
         )
         os.close(secondary)
         screen = ""

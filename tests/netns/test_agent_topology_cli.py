@@ -26,7 +26,7 @@ def test_netns_agent_topology_runs_a_held_lab_and_leaves_nothing() -> None:
     assert events[0]["topology"] == "netns-agent"
     steps = {e["id"]: e for e in events if e["event"] == "step"}
     assert steps["last-ack-held"]["observed"]["server"]["state"] == "LAST_ACK"
-    assert steps["last-ack-held"]["holds"]["lastack"]["dropped"] == 1
+    assert steps["last-ack-held"]["holds"]["lastack"]["dropped"] >= 2
     # Only this run's objects (named after its pid): concurrent runs may have their own.
     mine = f"hslab-{proc.pid}-"
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)

@@ -162,6 +162,12 @@ asyncio.run(main())
 """
 
 
+def _default_sigint() -> None:
+    # A backgrounded `make test` ("cmd &") starts children with SIGINT ignored, and Python then
+    # keeps it ignored: the test wants what a user at a terminal has, the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_to_a_running_lab_tears_the_pair_down(signum: int, tmp_path: Path) -> None:
     """SIGINT: asyncio.run cancels the main task. SIGTERM: the child installs the handler the
@@ -179,6 +185,7 @@ def test_a_signal_to_a_running_lab_tears_the_pair_down(signum: int, tmp_path: Pa
         stderr=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parents[2],
+        preexec_fn=_default_sigint,  # noqa: PLW1509 - no threads in the child before exec
     ) as child:
         try:
             assert child.stdout is not None
