@@ -694,10 +694,17 @@ def _wire_bookkeeping(record: RunRecord) -> list[str]:
 
 
 def _checks(record: RunRecord) -> list[str]:
-    """The wire checks' numbers are numbers the capture holds."""
+    """The wire checks' numbers are numbers the capture holds: a segment's seq or ack, or the
+    sequence number of a FIN that rides on data (seq + len: the FIN follows the data)."""
     result = record.result
     assert result is not None
-    numbers = {str(seg[k]) for seg in record.segments() for k in ("seq", "ack")}
+    segments = record.segments()
+    numbers = {str(seg[k]) for seg in segments for k in ("seq", "ack", "rel_seq", "rel_ack")}
+    for seg in segments:
+        if "FIN" in str(seg["flags"]).split(","):
+            length = int(str(seg["len"]))
+            numbers.add(str((int(str(seg["seq"])) + length) % 2**32))
+            numbers.add(str(int(str(seg["rel_seq"])) + length))
     out = []
     for check in result.checks:
         missing = [n for n in BIG_NUMBER.findall(str(check["detail"])) if n not in numbers]
