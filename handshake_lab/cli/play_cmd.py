@@ -28,6 +28,7 @@ from handshake_lab.observe.defaults import default_observers
 from handshake_lab.outputs import check_output
 from handshake_lab.placement import Topology
 from handshake_lab.render.live import LiveView
+from handshake_lab.signals import sigterm_as_interrupt
 
 PROMPT = "play> "
 
@@ -210,7 +211,13 @@ def play_command(
     live: LiveView | None = None
     ready: Callable[[PlaySession], None] | None = None
     try:
-        with terminal(interactive), EventOutput(lang, json_out, save) as events:
+        # SIGTERM/SIGHUP/SIGQUIT from the start, as Ctrl-C: the live page's URL is printed (a
+        # reader may act on it) before the session's own handlers are in place.
+        with (
+            sigterm_as_interrupt(),
+            terminal(interactive),
+            EventOutput(lang, json_out, save) as events,
+        ):
             reader: Callable[[], Awaitable[str | None]] = LineReader(stream, interactive, say)
             tell: Callable[[str], None] = say
             if browser:
