@@ -19,6 +19,7 @@ IS_ROOT = os.geteuid() == 0
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _share_module_setup(items)
     if IS_ROOT:
         return
     skip = pytest.mark.skip(
@@ -27,6 +28,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "root" in item.keywords:
             item.add_marker(skip)
+
+
+def _share_module_setup(items: list[pytest.Item]) -> None:
+    """``make test`` runs the suite on several pytest-xdist workers (``--dist loadgroup``):
+    the tests of a module that shares an expensive module-scoped fixture (a debootstrap, a lab
+    run per language, a browser) go to one worker, so the set-up is made once, not once per
+    worker. Every other test is spread over the workers as they come free."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        if any(d[-1].scope == "module" for d in defs if d):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
