@@ -133,6 +133,7 @@ def run_lab_command(
     html: Path | None = None,
     browser: bool = False,
     argv: list[str] | None = None,
+    ip: int = 4,
 ) -> ExitStatus:
     lab = find_lab(name)
     for output in (pcap, save, html):
@@ -162,7 +163,9 @@ def run_lab_command(
         argv,
         browser=browser,
     )
-    default_observers()  # fail early, before building anything, if ss or psutil is unusable
+    if ip == 6 and chosen not in (Topology.LOOPBACK, Topology.NETNS):
+        raise UsageError(f"{chosen.option} runs on IPv4 only; --ip 6 needs loopback or netns")
+    default_observers(ip)  # fail early, before building anything, if ss or psutil is unusable
     request = RunRequest(
         lab=lab,
         topology=chosen,
@@ -174,6 +177,7 @@ def run_lab_command(
         trace=trace,
         pcap=pcap,
         quiz=the_quiz,
+        ip=ip,
     )
     pause = make_pause(lang) if step and sys.stdin.isatty() else None
     live: LiveView | None = None
