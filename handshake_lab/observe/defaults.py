@@ -3,7 +3,7 @@
 A lab step is confirmed by ``ss`` and psutil side by side (what the tables show); polling uses
 the netlink observer where it works (a fraction of a millisecond per read). Every lab socket
 is of one IP version per run (``--ip 4``: 127.0.0.1, 198.18.0.0/15; ``--ip 6``: ::1,
-fd00:198:18::/64), so the defaults read that version only, half the cost.
+2001:db8:198:18::/64), so the defaults read that version only, half the cost.
 """
 
 from __future__ import annotations
