@@ -433,6 +433,8 @@ def play(
             "buttons per end; commands typed here still work.",
         ),
     ] = False,
+    ip: IpOpt = None,
+    six: Ip6Opt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Drive one real connection by hand: connect, send, shutdown, close... on either end.
@@ -460,6 +462,7 @@ def play(
             port=port,
             argv=command_line,
             browser=browser,
+            ip=ip_version(ip, six),
         ),
     )
     raise typer.Exit(int(status))

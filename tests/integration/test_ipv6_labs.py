@@ -11,9 +11,12 @@ the schema (``Recorded`` checks it).
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +128,41 @@ def test_ipv6_netns_lab_runs_in_a_user_namespace_too() -> None:
     assert "private user namespace" in done.stderr
     assert assert_valid_lines(done.stdout) > 2
     assert '"[2001:db8:198:18::2]:' in done.stdout
+
+
+def test_play_dash_6_drives_a_half_close_on_ipv6(tmp_path: Path) -> None:
+    script = tmp_path / "half-close.txt"
+    script.write_text("connect\nshutdown client\nclose server\nclose client\n", encoding="utf-8")
+    done = _cli("play", "-6", "--script", str(script), "--json")
+    assert done.returncode == 0, done.stderr
+    assert_valid_lines(done.stdout)
+    steps = [json.loads(line) for line in done.stdout.splitlines() if '"event": "step"' in line]
+    assert [s["action"] for s in steps] == ["listen", "connect", "send_eof", "close", "close"]
+    assert all(s["agrees"] for s in steps)
+    assert steps[2]["observed"]["client"]["state"] == "FIN_WAIT2"
+    assert steps[2]["observed"]["client"]["local"].startswith("[::1]:")
+    assert steps[-1]["observed"]["client"]["state"] == "TIME_WAIT"
+
+
+def test_watch_shows_ipv6_sockets_as_ss_prints_them() -> None:
+    with socket.socket(socket.AF_INET6) as listener:
+        listener.bind(("::1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("::1", port), timeout=5) as client:
+            accepted, _ = listener.accept()
+            with accepted:
+                done = _cli("watch", "--port", str(port), "--once", "--json")
+                local = f"[::1]:{client.getsockname()[1]}"
+    assert done.returncode == 0, done.stderr
+    sockets = {
+        (doc["local"], doc["remote"], doc["state"])
+        for doc in map(json.loads, done.stdout.splitlines())
+        # Other programs' sockets may use the same port number (on 127.0.0.1, say): only ours.
+        if doc.get("event") == "socket" and doc["local"] in {f"[::1]:{port}", local}
+    }
+    assert sockets == {
+        (f"[::1]:{port}", None, "LISTEN"),
+        (local, f"[::1]:{port}", "ESTABLISHED"),
+        (f"[::1]:{port}", local, "ESTABLISHED"),
+    }, done.stdout
