@@ -638,7 +638,9 @@ def watch(
 def agent(
     bind: Annotated[
         str,
-        typer.Option("--bind", help="IPv4 address of the lab network to listen on (required)."),
+        typer.Option(
+            "--bind", help="IPv4 (or IPv6) address of the lab network to listen on (required)."
+        ),
     ],
     port: Annotated[
         int, typer.Option("--port", "-p", min=0, max=65535, help="Control port.")

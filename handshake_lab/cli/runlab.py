@@ -147,8 +147,8 @@ def run_lab_command(
             raise UsageError("--quiz needs a terminal to ask on, or --answers FILE")
         the_quiz = Quiz(Quiz.load_answers(answers, lab) if answers is not None else None)
     chosen = Topology.REMOTE if peer is not None else topology or Topology(lab.topologies[0])
-    if ip == 6 and chosen not in (Topology.LOOPBACK, Topology.NETNS):
-        raise UsageError(f"{chosen.option} runs on IPv4 only; --ip 6 needs loopback or netns")
+    if ip == 6 and chosen is Topology.REMOTE:
+        raise UsageError("--peer runs on IPv4 only; --ip 6 needs a --topology")
     steps_of = step_set(chosen)
     if STEP_SETS[steps_of] not in lab.topologies:
         raise UsageError(

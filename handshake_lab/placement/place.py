@@ -41,8 +41,8 @@ def place(
     was created on exit. IPv6 runs on loopback and in the tool's own namespaces only."""
     if ip not in (4, 6):
         raise ValueError(f"IP version must be 4 or 6, not {ip!r}")
-    if ip == 6 and topology not in (Topology.LOOPBACK, Topology.NETNS):
-        raise UsageError(f"{topology.option} runs on IPv4 only; --ip 6 needs loopback or netns")
+    if ip == 6 and topology is Topology.REMOTE:
+        raise UsageError("--peer runs on IPv4 only; --ip 6 needs a --topology")
     if topology is Topology.LOOPBACK:
         yield loopback(lab, make_observers, ip)
     elif topology is Topology.REMOTE:

@@ -113,11 +113,24 @@ def test_dash_6_and_ip_4_together_is_a_usage_error() -> None:
     ), done.stderr
 
 
-def test_ip_6_is_refused_before_step_1_with_the_agent() -> None:
-    done = _cli("run", "close", "--ip", "6", "--topology", "netns-agent")
+def test_ip_6_is_refused_before_step_1_with_a_peer() -> None:
+    done = _cli("run", "close", "--ip", "6", "--peer", "198.18.1.10")
     assert done.returncode == 2
-    assert "--ip 6 needs loopback or netns" in done.stderr
+    assert done.stderr.strip() == (
+        "handshake-lab: --peer runs on IPv4 only; --ip 6 needs a --topology"
+    ), done.stderr
     assert "Step 1" not in done.stdout
+
+
+@pytest.mark.root
+def test_the_namespace_agent_serves_an_ipv6_lab() -> None:
+    """The server end in an agent process bound to 2001:db8:198:18::1, its observers
+    reading IPv6, driven over the agent protocol across the veth on IPv6."""
+    done = _cli("run", "close", "-6", "--topology", "netns-agent", "--json")
+    assert done.returncode == 0, done.stderr
+    assert assert_valid_lines(done.stdout) > 2
+    assert '"host": "2001:db8:198:18::1"' in done.stdout
+    assert '"local": "[2001:db8:198:18::1]:' in done.stdout  # the agent's own sockets
 
 
 @pytest.mark.root

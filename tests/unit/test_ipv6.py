@@ -8,6 +8,7 @@ import struct
 
 import pytest
 
+from handshake_lab.agent.run import AgentUsageError, check_bind
 from handshake_lab.capture import decode_frame
 from handshake_lab.cli.app import IpVersion, ip_version
 from handshake_lab.errors import UsageError
@@ -80,6 +81,13 @@ def test_dash_6_is_short_for_ip_6_and_contradicting_it_is_a_usage_error() -> Non
     assert ip_version(IpVersion.v6, True) == 6
     with pytest.raises(UsageError, match="contradict"):
         ip_version(IpVersion.v4, True)
+
+
+def test_an_agent_binds_an_ipv6_address_but_never_a_wildcard() -> None:
+    assert check_bind("2001:db8:198:18::1") == "2001:db8:198:18::1"
+    for wildcard in ("::", "0.0.0.0"):
+        with pytest.raises(AgentUsageError, match="every interface"):
+            check_bind(wildcard)
 
 
 def _pseudo_sum_ok(src: str, dst: str, segment: bytes) -> bool:
