@@ -3,8 +3,10 @@ read once per poll."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
+from handshake_lab.errors import MissingDependencyError
 from handshake_lab.net.sides import LocalClients, LocalServer
 from handshake_lab.observe.base import Observer
 from handshake_lab.observe.defaults import fast_observers
@@ -14,9 +16,11 @@ from handshake_lab.spec.model import Lab
 
 
 def loopback(lab: Lab, make_observers: Callable[[], list[Observer]], ip: int = 4) -> Placed:
+    host = loopback_host(ip)
+    if ip == 6:
+        _require_ipv6_loopback(host)
     observers = make_observers()
     fast = fast_observers()
-    host = loopback_host(ip)
     if not fast:
         # No netlink: the runner builds both sides itself and reads one table per poll.
         return Placed(Topology.LOOPBACK, observers, host=host)
@@ -28,3 +32,15 @@ def loopback(lab: Lab, make_observers: Callable[[], list[Observer]], ip: int = 4
         host=host,
         shared_table=True,
     )
+
+
+def _require_ipv6_loopback(host: str) -> None:
+    """Refuse before step 1, in one line, where this machine has no ::1 (IPv6 disabled)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+    except OSError as exc:
+        raise MissingDependencyError(
+            f"--ip 6: this machine has no IPv6 loopback ({host}: {exc.strerror or exc}); "
+            "run with --ip 4"
+        ) from exc

@@ -25,6 +25,7 @@ from handshake_lab.placement import Topology
 from handshake_lab.spec.loader import builtin_dir, builtin_names, load_lab
 from handshake_lab.spec.model import ABSENT
 from handshake_lab.topo.pair import SERVER_ADDR6
+from tests import needs
 from tests.integration.labrun import Recorded
 from tests.schema_check import assert_valid_lines
 
@@ -179,3 +180,24 @@ def test_watch_shows_ipv6_sockets_as_ss_prints_them() -> None:
         (local, f"[::1]:{port}", "ESTABLISHED"),
         (f"[::1]:{port}", local, "ESTABLISHED"),
     }, done.stdout
+
+
+def test_without_ipv6_loopback_dash_6_is_refused_in_one_line() -> None:
+    """In a private namespace with IPv6 disabled (unshare -rn: no root needed), ``-6`` stops
+    before step 1 with exit 6 and says what to do."""
+    unshare = needs.tool("unshare")
+    script = (
+        "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && ip link set lo up && "
+        f"{sys.executable} -m handshake_lab run close -6; echo rc=$?"
+    )
+    done = subprocess.run(
+        [unshare, "-rn", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    needs.require("rc=" in done.stdout, f"unshare -rn is not allowed here: {done.stderr.strip()}")
+    assert done.stdout.strip().endswith("rc=6"), done.stdout
+    assert done.stderr.strip().startswith("handshake-lab: --ip 6: this machine has no IPv6")
+    assert "Step 1" not in done.stdout
