@@ -97,13 +97,22 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
-def test_run_dash_6_prints_brackets_and_its_json_follows_the_schema() -> None:
-    done = _cli("run", "close", "-6", "--topology", "loopback", "--json")
+def test_run_dash_6_prints_brackets_and_show_and_report_draw_it(tmp_path: Path) -> None:
+    saved, page = tmp_path / "close6.jsonl", tmp_path / "close6.html"
+    done = _cli("run", "close", "-6", "--topology", "loopback", "--save", str(saved))
     assert done.returncode == 0, done.stderr
-    assert assert_valid_lines(done.stdout) > 2
-    assert '"host": "::1"' in done.stdout
-    assert '"[::1]:' in done.stdout
+    assert assert_valid_lines(saved.read_text(encoding="utf-8")) > 2
+    assert "| topology loopback ::1 |" in done.stdout
+    ladder = [line for line in done.stdout.splitlines() if " <-> server " in line]
+    assert ladder, done.stdout
+    assert all(line.startswith("client [::1]:") for line in ladder), ladder
     assert "127.0.0.1" not in done.stdout
+    shown = _cli("show", str(saved))
+    assert (shown.returncode, shown.stdout) == (0, done.stdout)  # drawn again, the same text
+    assert _cli("report", str(saved), "--output", str(page)).returncode == 0
+    html = page.read_text(encoding="utf-8")
+    assert "[::1]:" in html
+    assert "127.0.0.1" not in html
 
 
 def test_dash_6_and_ip_4_together_is_a_usage_error() -> None:
