@@ -15,7 +15,7 @@ from handshake_lab.errors import HandshakeLabError
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m handshake_lab.agent")
-    parser.add_argument("--bind", required=True, help="IPv4 address of the lab network")
+    parser.add_argument("--bind", required=True, help="IPv4 (or IPv6) address of the lab network")
     parser.add_argument("--port", type=int, default=7878, help="control port (0: any)")
     parser.add_argument("--token-file", type=Path, default=None)
     parser.add_argument(

@@ -39,7 +39,7 @@ from handshake_lab.agent.protocol import (
 from handshake_lab.errors import MissingDependencyError, NetworkError
 from handshake_lab.net.sides import Scope, Snapshot
 from handshake_lab.net.waits import cancel_and_wait, wait_for
-from handshake_lab.observe.base import Address
+from handshake_lab.observe.base import Address, family_of
 
 DEFAULT_AGENT_PORT = 7878
 CONNECT_TIMEOUT = 5.0
@@ -67,9 +67,11 @@ def _reason(exc: OSError) -> str:
 
 
 async def _resolve(host: str, port: int) -> tuple[str, int]:
-    """The IPv4 address of ``host`` (a name is looked up; the lab is IPv4 only)."""
+    """The IPv4 address of ``host`` (a name is looked up: a peer is IPv4 only), or ``host``
+    itself if it is an IPv6 literal (the namespace agent of ``run --ip 6``)."""
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_STREAM)
+    family = family_of(host)
+    infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
     if not infos:
         raise OSError(errno.EHOSTUNREACH, f"no IPv4 address for {host}")
     addr = infos[0][4]
@@ -130,7 +132,7 @@ class RemoteServer:
             # The control socket is created in this side's namespace (``scope``): with the
             # netns topology the runner reaches the agent across the veth, like a real client.
             with self.scope():
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock = socket.socket(family_of(self.agent_host), socket.SOCK_STREAM)
             sock.setblocking(False)
             loop = asyncio.get_running_loop()
             address = await _resolve(self.agent_host, self.agent_port)

@@ -36,9 +36,10 @@ class AgentUsageError(HandshakeLabError):
 
 
 def check_bind(bind: str) -> str:
-    """The agent binds to one IPv4 address given on purpose: never a wildcard by default."""
+    """The agent binds to one address given on purpose, IPv4 (or IPv6, which the namespace
+    agent of ``run --ip 6`` uses): never a wildcard by default."""
     try:
-        address = ipaddress.IPv4Address(bind)
+        address = ipaddress.ip_address(bind)
     except ValueError as exc:
         raise AgentUsageError(
             f"--bind {bind!r}: give the IPv4 address of the lab network interface "
@@ -46,7 +47,7 @@ def check_bind(bind: str) -> str:
         ) from exc
     if address.is_unspecified:
         raise AgentUsageError(
-            "--bind 0.0.0.0 would expose the agent on every interface, and clients must "
+            f"--bind {bind} would expose the agent on every interface, and clients must "
             "connect to a real address: give the lab network's address"
         )
     return str(address)
@@ -125,7 +126,7 @@ def serve(
     if netns is not None:
         enter_netns_for_good(netns)
     token, origin = read_token_fd(token_fd) if token_fd is not None else agent_token(token_file)
-    observers = default_observers()
+    observers = default_observers(6 if ":" in host else 4)  # the lab's family: the bind's
     fast = fast_observers()  # netlink in the agent's namespace, for the runner's polling
     _configure_logging(debug)
     config = AgentConfig(

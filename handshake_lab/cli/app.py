@@ -16,7 +16,7 @@ from typing import Annotated, NoReturn, TypeVar
 
 import typer
 
-from handshake_lab.errors import ExitStatus, HandshakeLabError
+from handshake_lab.errors import ExitStatus, HandshakeLabError, UsageError
 from handshake_lab.i18n.lang import Lang, resolve
 from handshake_lab.placement.topology import CLI_TOPOLOGIES, Topology
 
@@ -75,6 +75,29 @@ LangOpt = Annotated[
     typer.Option("--lang", "-l", help="Language of the explanations [default: from the locale]."),
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
+
+
+class IpVersion(StrEnum):
+    v4 = "4"
+    v6 = "6"
+
+
+IpOpt = Annotated[
+    IpVersion | None,
+    typer.Option(
+        "--ip",
+        help="IP version of the lab's sockets: 4 (127.0.0.1; 198.18.0.0/24 in namespaces) or "
+        "6 (::1; 2001:db8:198:18::/64 in namespaces) [default: 4].",
+    ),
+]
+Ip6Opt = Annotated[bool, typer.Option("-6", help="Short for --ip 6.")]
+
+
+def ip_version(ip: IpVersion | None, six: bool) -> int:
+    """``--ip`` and its short form ``-6`` -> 4 or 6; both given and differing is a usage error."""
+    if six and ip is IpVersion.v4:
+        raise UsageError("-6 and --ip 4 contradict each other: give one")
+    return 6 if six or ip is IpVersion.v6 else 4
 
 
 @app.command("list")
@@ -317,6 +340,8 @@ def run(
             "with --step the page's button runs the next step.",
         ),
     ] = False,
+    ip: IpOpt = None,
+    six: Ip6Opt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Run a lab: each step's action, the kernel's states for both ends, and why.
@@ -350,6 +375,7 @@ def run(
             peer=peer,
             token_file=token_file,
             argv=command_line,
+            ip=ip_version(ip, six),
         ),
     )
     raise typer.Exit(int(status))
@@ -407,6 +433,8 @@ def play(
             "buttons per end; commands typed here still work.",
         ),
     ] = False,
+    ip: IpOpt = None,
+    six: Ip6Opt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Drive one real connection by hand: connect, send, shutdown, close... on either end.
@@ -434,6 +462,7 @@ def play(
             port=port,
             argv=command_line,
             browser=browser,
+            ip=ip_version(ip, six),
         ),
     )
     raise typer.Exit(int(status))
@@ -609,7 +638,9 @@ def watch(
 def agent(
     bind: Annotated[
         str,
-        typer.Option("--bind", help="IPv4 address of the lab network to listen on (required)."),
+        typer.Option(
+            "--bind", help="IPv4 (or IPv6) address of the lab network to listen on (required)."
+        ),
     ],
     port: Annotated[
         int, typer.Option("--port", "-p", min=0, max=65535, help="Control port.")

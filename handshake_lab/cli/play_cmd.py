@@ -174,6 +174,7 @@ def play_command(
     port: int | None,
     argv: list[str] | None,
     browser: bool = False,
+    ip: int = 4,
 ) -> ExitStatus:
     if topology not in (Topology.LOOPBACK, Topology.NETNS):
         raise UsageError("play runs with --topology loopback or netns")
@@ -189,7 +190,7 @@ def play_command(
         browser=browser,
         instead="play in the terminal instead, or on --topology loopback",
     )
-    default_observers()  # fail early if ss or psutil is unusable
+    default_observers(ip)  # fail early if ss or psutil is unusable
     stream: TextIO = sys.stdin
     if script is not None:
         try:
@@ -207,7 +208,7 @@ def play_command(
         say(
             "handshake-lab play: 'help' lists the commands; there is no undo (the kernel has none)"
         )
-    request = PlayRequest(topology=topology, loop=loop, lang=lang, idle=idle, port=port)
+    request = PlayRequest(topology=topology, loop=loop, lang=lang, idle=idle, port=port, ip=ip)
     live: LiveView | None = None
     ready: Callable[[PlaySession], None] | None = None
     try:

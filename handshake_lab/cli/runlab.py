@@ -133,6 +133,7 @@ def run_lab_command(
     html: Path | None = None,
     browser: bool = False,
     argv: list[str] | None = None,
+    ip: int = 4,
 ) -> ExitStatus:
     lab = find_lab(name)
     for output in (pcap, save, html):
@@ -146,6 +147,8 @@ def run_lab_command(
             raise UsageError("--quiz needs a terminal to ask on, or --answers FILE")
         the_quiz = Quiz(Quiz.load_answers(answers, lab) if answers is not None else None)
     chosen = Topology.REMOTE if peer is not None else topology or Topology(lab.topologies[0])
+    if ip == 6 and chosen is Topology.REMOTE:
+        raise UsageError("--peer runs on IPv4 only; --ip 6 needs a --topology")
     steps_of = step_set(chosen)
     if STEP_SETS[steps_of] not in lab.topologies:
         raise UsageError(
@@ -162,7 +165,7 @@ def run_lab_command(
         argv,
         browser=browser,
     )
-    default_observers()  # fail early, before building anything, if ss or psutil is unusable
+    default_observers(ip)  # fail early, before building anything, if ss or psutil is unusable
     request = RunRequest(
         lab=lab,
         topology=chosen,
@@ -174,6 +177,7 @@ def run_lab_command(
         trace=trace,
         pcap=pcap,
         quiz=the_quiz,
+        ip=ip,
     )
     pause = make_pause(lang) if step and sys.stdin.isatty() else None
     live: LiveView | None = None

@@ -797,6 +797,7 @@ class PlayRequest:
     lang: str = "en"
     idle: float = DEFAULT_IDLE
     port: int | None = None
+    ip: int = 4
 
 
 def play(
@@ -816,6 +817,7 @@ def play(
         topology=request.topology,
         loop=request.loop,
         port=request.port,
+        ip=request.ip,
     )
 
     async def body(runner: LabRun) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from handshake_lab.capture.pcap import write_pcap
@@ -43,6 +44,9 @@ class RunRequest:
     trace: bool | None = None
     pcap: Path | None = None
     quiz: Quiz | None = None
+    ip: int = 4
+    """The IP version of the lab's sockets: 4 (127.0.0.1, 198.18.0.0/24) or 6 (::1,
+    fd00:198:18::/64)."""
 
 
 def execute(
@@ -82,10 +86,11 @@ def drive(
         place(
             request.topology,
             request.lab,
-            default_observers,
+            partial(default_observers, request.ip),
             loop=request.loop,
             peer=request.peer,
             token_file=request.token_file,
+            ip=request.ip,
         ) as ends,
     ):
         evidence = evidence_for(

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from handshake_lab.net.waits import cancel_and_wait, wait_for
-from handshake_lab.observe.base import Address
+from handshake_lab.observe.base import Address, family_of
 
 READ_CHUNK = 65536
 FILL_CHUNK = 65536
@@ -411,7 +411,7 @@ class EchoServer:
             )
             self.listeners[slot] = listener
             return "ok", {"so_reuseaddr": listener.reuse_address}
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(family_of(self.host), socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(reuse_address))
             sock.bind((self.host, port))
@@ -504,7 +504,7 @@ class Client:
         if self.sock is not None:
             return "EISCONN"
         loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(family_of(self.host), socket.SOCK_STREAM)
         sock.setblocking(False)
         if bind is not None:
             try:

@@ -43,23 +43,30 @@ def tcp_segment(
     flags: Flags = Flags.SYN,
     window: int = 64240,
 ) -> bytes:
-    """A 20-byte TCP header (no options, no payload) with a correct IPv4 checksum."""
+    """A 20-byte TCP header (no options, no payload) with a correct checksum over the IPv4
+    or (addresses with a colon) IPv6 pseudo-header (RFC 8200 section 8.1)."""
     header = TCP_HEADER.pack(sport, dport, seq, ack, 5 << 4, int(flags), window, 0, 0)
-    pseudo = struct.pack(
-        "!4s4sBBH",
-        ipaddress.IPv4Address(src).packed,
-        ipaddress.IPv4Address(dst).packed,
-        0,
-        socket.IPPROTO_TCP,
-        len(header),
-    )
+    source, dest = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    if source.version != dest.version:
+        raise ValueError(f"{src} and {dst} are of different IP versions")
+    if source.version == 6:
+        pseudo = struct.pack(
+            "!16s16sI3xB", source.packed, dest.packed, len(header), socket.IPPROTO_TCP
+        )
+    else:
+        pseudo = struct.pack(
+            "!4s4sBBH", source.packed, dest.packed, 0, socket.IPPROTO_TCP, len(header)
+        )
     csum = checksum(pseudo + header)
     return header[:16] + struct.pack("!H", csum) + header[18:]
 
 
 def send_raw_syn(src: str, dst: str, sport: int, dport: int, seq: int) -> None:
-    """Send one SYN from ``src:sport`` to ``dst:dport`` through a raw socket (CAP_NET_RAW)."""
+    """Send one SYN from ``src:sport`` to ``dst:dport`` through a raw socket (CAP_NET_RAW).
+    The kernel writes the IP header (v4 or v6); the checksum is ours, for both: an IPv6 raw
+    socket computes none unless IPV6_CHECKSUM asks it to."""
     segment = tcp_segment(src, dst, sport, dport, seq=seq)
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP) as raw:
+    family = socket.AF_INET6 if ":" in src else socket.AF_INET
+    with socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_TCP) as raw:
         raw.bind((src, 0))
         raw.sendto(segment, (dst, 0))

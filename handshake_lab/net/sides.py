@@ -27,7 +27,7 @@ from handshake_lab.errors import MissingDependencyError, NetworkError
 from handshake_lab.net.endpoints import Client, EchoServer, Stream, errno_name
 from handshake_lab.net.raw import send_raw_syn
 from handshake_lab.net.waits import wait_for
-from handshake_lab.observe.base import Address, Observer, SocketRecord
+from handshake_lab.observe.base import Address, Observer, SocketRecord, family_of
 from handshake_lab.observe.scoped import needs_main_thread
 from handshake_lab.topo import nft
 from handshake_lab.topo.pair import read_tcp_counters, set_sysctl
@@ -108,7 +108,7 @@ class ClientSide(Protocol):
 
 def free_port(host: str) -> int:
     """A port nothing is bound to right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    with socket.socket(family_of(host), socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
@@ -116,7 +116,7 @@ def free_port(host: str) -> int:
 
 def check_port_free(host: str, port: int) -> None:
     """Fail early, with a clear line, if ``--port`` cannot be used."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    with socket.socket(family_of(host), socket.SOCK_STREAM) as probe:
         try:
             probe.bind((host, port))
         except PermissionError as exc:
@@ -449,7 +449,7 @@ class LocalClients(_LocalEnd):
         made = 0
         for _ in range(count):
             with self.scope():
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock = socket.socket(family_of(server.host), socket.SOCK_STREAM)
             sock.setblocking(False)
             try:
                 await wait_for(loop.sock_connect(sock, (server.host, server.port)), timeout)
@@ -474,7 +474,7 @@ class LocalClients(_LocalEnd):
         """A SYN from a port no socket here owns: the kernel will answer the SYN-ACK with RST."""
         client = self.clients[name]
         with self.scope():
-            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            probe = socket.socket(family_of(self.host), socket.SOCK_STREAM)
             probe.bind((self.host, 0))
             sport = probe.getsockname()[1]
             probe.close()

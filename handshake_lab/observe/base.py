@@ -8,6 +8,7 @@ in what they can see, but they all return ``SocketRecord`` objects in the one st
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -26,6 +27,11 @@ class Address:
         if ":" in self.host:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
+
+
+def family_of(host: str) -> socket.AddressFamily:
+    """The socket family for a literal address: AF_INET6 if it is an IPv6 one (``::1``)."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 @dataclass(frozen=True, slots=True)

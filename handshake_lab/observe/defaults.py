@@ -2,7 +2,8 @@
 
 A lab step is confirmed by ``ss`` and psutil side by side (what the tables show); polling uses
 the netlink observer where it works (a fraction of a millisecond per read). Every lab socket
-is IPv4 (127.0.0.1, 198.18.0.0/15), so the defaults read IPv4 only, half the cost.
+is of one IP version per run (``--ip 4``: 127.0.0.1, 198.18.0.0/15; ``--ip 6``: ::1,
+2001:db8:198:18::/64), so the defaults read that version only, half the cost.
 """
 
 from __future__ import annotations
@@ -14,9 +15,15 @@ from handshake_lab.observe.psutil_observer import PsutilObserver
 from handshake_lab.observe.ss import SsObserver
 
 
-def default_observers() -> list[Observer]:
-    """ss and psutil side by side, as the labs promise. Fails early if either is missing."""
-    observers: list[Observer] = [SsObserver(ipv4_only=True), PsutilObserver(kind="tcp4")]
+def default_observers(ip: int = 4) -> list[Observer]:
+    """ss and psutil side by side, as the labs promise, reading IP version ``ip`` (4 or 6).
+    Fails early if either is missing."""
+    if ip not in (4, 6):
+        raise ValueError(f"IP version must be 4 or 6, not {ip!r}")
+    observers: list[Observer] = [
+        SsObserver(ipv4_only=ip == 4, ipv6_only=ip == 6),
+        PsutilObserver(kind=f"tcp{ip}"),
+    ]
     for observer in observers:
         observer.snapshot([])  # raises ObserverError with an install hint if unusable
     return observers

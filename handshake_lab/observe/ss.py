@@ -188,9 +188,12 @@ def ss_command(
     binary: str = "ss",
     netns: str | None = None,
     ipv4_only: bool = False,
+    ipv6_only: bool = False,
 ) -> list[str]:
-    """The argv that lists TCP sockets on ``ports`` (all if None), optionally in a netns."""
-    argv = [tools.command(binary), *SS_ARGS, *(["-4"] if ipv4_only else [])]
+    """The argv that lists TCP sockets on ``ports`` (all if None), optionally in a netns;
+    ``ipv4_only``/``ipv6_only`` add ``-4``/``-6`` (half the table to read)."""
+    family = ["-4"] if ipv4_only else ["-6"] if ipv6_only else []
+    argv = [tools.command(binary), *SS_ARGS, *family]
     if ports is not None:
         argv.append(port_filter(ports))
     if netns is not None:
@@ -210,17 +213,25 @@ class SsObserver:
         netns: str | None = None,
         timeout: float = 5.0,
         ipv4_only: bool = False,
+        ipv6_only: bool = False,
     ) -> None:
         self.binary = binary
         self.netns = netns
         self.timeout = timeout
         self.ipv4_only = ipv4_only
+        self.ipv6_only = ipv6_only
 
     def snapshot(self, ports: Collection[int] | None = None) -> list[SocketRecord]:
         if ports is not None and not ports:
             return []
         text = self._run(
-            ss_command(ports, binary=self.binary, netns=self.netns, ipv4_only=self.ipv4_only)
+            ss_command(
+                ports,
+                binary=self.binary,
+                netns=self.netns,
+                ipv4_only=self.ipv4_only,
+                ipv6_only=self.ipv6_only,
+            )
         )
         # The kernel filter already applied; this keeps the Protocol's promise if it did not.
         return [record for record in parse_ss(text) if port_matches(record, ports)]

@@ -36,8 +36,10 @@ def namespaces(
     *,
     sysctls: Mapping[str, Mapping[str, str | int]] | None = None,
     loop: str = "asyncio",
+    ip: int = 4,
 ) -> Iterator[Placed]:
-    """The lab's two ends in a fresh namespace pair; everything removed on exit."""
+    """The lab's two ends in a fresh namespace pair (addresses of IP version ``ip``);
+    everything removed on exit."""
     if not topology.in_namespaces:
         raise ValueError(f"{topology} is not a namespace placement")
     ok, reason = netns_capability()
@@ -45,7 +47,9 @@ def namespaces(
         raise MissingDependencyError(f"--topology netns unavailable: {reason}")
     stale_cleanup()  # leftovers of runs that were SIGKILLed
     sysctls = sysctls if sysctls is not None else lab.sysctls
-    pair = NetnsPair(server_sysctls=sysctls.get("server"), client_sysctls=sysctls.get("client"))
+    pair = NetnsPair(
+        server_sysctls=sysctls.get("server"), client_sysctls=sysctls.get("client"), ip=ip
+    )
     with pair:
 
         def scope_of(ns: str) -> Callable[[], AbstractContextManager[None]]:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from handshake_lab.errors import UsageError
 from handshake_lab.observe.base import Observer
 from handshake_lab.placement.loopback import loopback
 from handshake_lab.placement.netns import namespaces
@@ -34,14 +35,20 @@ def place(
     peer: str | None = None,
     token_file: Path | None = None,
     sysctls: Mapping[str, Mapping[str, str | int]] | None = None,
+    ip: int = 4,
 ) -> Iterator[Placed]:
-    """Yield the lab's two ends for ``topology``; remove whatever was created on exit."""
+    """Yield the lab's two ends for ``topology`` on IP version ``ip`` (4 or 6); remove whatever
+    was created on exit. IPv6 runs on loopback and in the tool's own namespaces only."""
+    if ip not in (4, 6):
+        raise ValueError(f"IP version must be 4 or 6, not {ip!r}")
+    if ip == 6 and topology is Topology.REMOTE:
+        raise UsageError("--peer runs on IPv4 only; --ip 6 needs a --topology")
     if topology is Topology.LOOPBACK:
-        yield loopback(lab, make_observers)
+        yield loopback(lab, make_observers, ip)
     elif topology is Topology.REMOTE:
         if peer is None:
             raise ValueError("the remote placement needs a peer")
         yield remote(peer, token_file, lab)
     else:
-        with namespaces(topology, lab, make_observers, sysctls=sysctls, loop=loop) as ends:
+        with namespaces(topology, lab, make_observers, sysctls=sysctls, loop=loop, ip=ip) as ends:
             yield ends

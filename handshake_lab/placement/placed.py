@@ -9,6 +9,12 @@ from handshake_lab.observe.base import Observer
 from handshake_lab.placement.topology import Topology
 
 LOOPBACK_HOST = "127.0.0.1"
+LOOPBACK_HOST6 = "::1"
+
+
+def loopback_host(ip: int) -> str:
+    """The loopback address of IP version ``ip`` (4 or 6)."""
+    return LOOPBACK_HOST6 if ip == 6 else LOOPBACK_HOST
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """Where the two ends of a lab live: the one enum, parsed once at the CLI edge.
 
-- ``loopback``: both ends in this process on 127.0.0.1, one socket table.
-- ``netns``: a server and a client network namespace joined by a veth pair (198.18.0.0/24).
+- ``loopback``: both ends in this process on 127.0.0.1 (``--ip 6``: ::1), one socket table.
+- ``netns``: a server and a client network namespace joined by a veth pair (198.18.0.0/24;
+  ``--ip 6``: 2001:db8:198:18::/64).
 - ``netns-agent``: as netns, with the server side run by an agent process inside its
   namespace: the two-machine path, exercised on one machine.
 - ``remote``: the server side at an agent on another machine (``run --peer``).

@@ -12,6 +12,13 @@ Layout (addresses from the benchmarking range 198.18.0.0/15, never a real LAN)::
       lo up                               lo up
       hslab-<hex>-s 198.18.0.1/24 <-veth-> hslab-<hex>-c 198.18.0.2/24
 
+With ``ip=6`` the veth ends get 2001:db8:198:18::1/64 and ::2/64 instead: the documentation
+prefix (RFC 3849), which no network is ever assigned, so unlike a ULA (fd00::/8, which home
+routers hand out) it cannot coincide with a LAN this machine is on; and it never leaves our
+namespaces anyway. They are added ``nodad``: usable at once, no 1-2 s of duplicate address
+detection (the link-local addresses the kernel adds itself still run DAD; the lab never uses
+them).
+
 The veth ends are created directly inside the namespaces (``ip link add A netns S type veth
 peer name B netns C``), so no interface ever exists in the host namespace, not even briefly.
 Both namespaces are recorded in the run's registry before they are created. Concurrent runs use
@@ -55,6 +62,9 @@ from handshake_lab.topo.registry import (
 SERVER_ADDR = "198.18.0.1"
 CLIENT_ADDR = "198.18.0.2"
 PREFIX_LEN = 24
+SERVER_ADDR6 = "2001:db8:198:18::1"
+CLIENT_ADDR6 = "2001:db8:198:18::2"
+PREFIX_LEN6 = 64
 
 SysctlValue = str | int | tuple[int, int]
 
@@ -196,15 +206,19 @@ class NetnsPair(AbstractContextManager["NetnsPair"]):
         server_sysctls: Mapping[str, SysctlValue] | None = None,
         client_sysctls: Mapping[str, SysctlValue] | None = None,
         registry_dir: Path | None = None,
+        ip: int = 4,
     ) -> None:
+        if ip not in (4, 6):
+            raise ValueError(f"IP version must be 4 or 6, not {ip!r}")
+        self.ip = ip
         self.run_id = run_id or new_run_id()
         self.server_ns = object_name(self.run_id, "srv")
         self.client_ns = object_name(self.run_id, "cli")
         self.server_veth = veth_name(self.run_id, "s")
         self.client_veth = veth_name(self.run_id, "c")
-        self.server_addr = SERVER_ADDR
-        self.client_addr = CLIENT_ADDR
-        self.prefix_len = PREFIX_LEN
+        self.server_addr = SERVER_ADDR6 if ip == 6 else SERVER_ADDR
+        self.client_addr = CLIENT_ADDR6 if ip == 6 else CLIENT_ADDR
+        self.prefix_len = PREFIX_LEN6 if ip == 6 else PREFIX_LEN
         self._sysctls = {
             self.server_ns: {**(sysctls or {}), **(server_sysctls or {})},
             self.client_ns: {**(sysctls or {}), **(client_sysctls or {})},
@@ -238,6 +252,7 @@ class NetnsPair(AbstractContextManager["NetnsPair"]):
                 f"link add {self.server_veth} netns {self.server_ns} type veth "
                 f"peer name {self.client_veth} netns {self.client_ns}\n",
             )
+            nodad = " nodad" if self.ip == 6 else ""
             for ns, veth, addr in (
                 (self.server_ns, self.server_veth, self.server_addr),
                 (self.client_ns, self.client_veth, self.client_addr),
@@ -245,7 +260,7 @@ class NetnsPair(AbstractContextManager["NetnsPair"]):
                 _ip(
                     ["-n", ns],
                     "link set lo up\n"
-                    f"addr add {addr}/{self.prefix_len} dev {veth}\n"
+                    f"addr add {addr}/{self.prefix_len} dev {veth}{nodad}\n"
                     f"link set {veth} up\n",
                 )
             for ns, values in self._sysctls.items():
@@ -329,8 +344,10 @@ class NetnsPair(AbstractContextManager["NetnsPair"]):
 
 __all__ = [
     "CLIENT_ADDR",
+    "CLIENT_ADDR6",
     "PREFIX_LEN",
     "SERVER_ADDR",
+    "SERVER_ADDR6",
     "NetnsPair",
     "get_sysctl",
     "set_sysctl",
