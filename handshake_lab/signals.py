@@ -13,8 +13,20 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from handshake_lab.errors import Interrupted
+
 TERMINATING: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 """Signals that end a command like Ctrl-C does (SIGINT has Python's own handler)."""
+
+
+def raise_if_interrupted(returncode: int, what: str) -> None:
+    """A child (``ss``, ``nft``, ``ip``) shares the terminal's process group, so Ctrl-C, Ctrl-\\
+    or a closed terminal ends it too, and the command may learn of it from the child before
+    its own handler runs. A child killed by one of those signals is an interruption
+    (``Interrupted``, exit 130), not a failure of the tool it ran."""
+    if returncode < 0 and -returncode in (signal.SIGINT, *TERMINATING):
+        name = signal.Signals(-returncode).name
+        raise Interrupted(f"interrupted ({name} while {what} ran); every socket was closed")
 
 
 @contextmanager

@@ -35,6 +35,7 @@ from handshake_lab import tools
 from handshake_lab.errors import ObserverError
 from handshake_lab.observe.aliases import UnknownStateError, address, to_state
 from handshake_lab.observe.base import Address, SocketRecord, Timer, port_matches
+from handshake_lab.signals import raise_if_interrupted
 
 SOURCE = "ss"
 SS_ARGS: tuple[str, ...] = ("-tanoH",)
@@ -248,6 +249,7 @@ class SsObserver:
         except OSError as error:
             raise ObserverError(f"cannot run {argv[0]}: {error.strerror or error}") from error
         if done.returncode != 0:
+            raise_if_interrupted(done.returncode, "ss")
             lines = done.stderr.strip().splitlines()
             detail = lines[0] if lines else "no error message"
             raise ObserverError(f"ss failed (exit {done.returncode}): {detail}")

@@ -66,6 +66,7 @@ from typing import Literal
 
 from handshake_lab import tools
 from handshake_lab.errors import MissingDependencyError, NetworkError
+from handshake_lab.signals import raise_if_interrupted
 from handshake_lab.topo.netns import netns_exec_argv
 from handshake_lab.topo.registry import is_owned_name, nft_table_name
 
@@ -245,6 +246,7 @@ def _nft(netns: str, args: list[str], stdin: str | None = None) -> str:
     except subprocess.TimeoutExpired as error:
         raise NetworkError(f"nft in {netns} did not finish in {NFT_TIMEOUT:g} s") from error
     if done.returncode != 0:
+        raise_if_interrupted(done.returncode, "nft")
         detail = done.stderr.strip().splitlines()
         raise NetworkError(
             f"nft {' '.join(args)} in {netns} failed: {detail[0] if detail else done.returncode}"

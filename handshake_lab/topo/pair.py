@@ -47,6 +47,7 @@ from typing import Self
 
 from handshake_lab import tools
 from handshake_lab.errors import MissingDependencyError, NetworkError
+from handshake_lab.signals import raise_if_interrupted
 from handshake_lab.topo.netns import in_netns, netns_path
 from handshake_lab.topo.registry import (
     COMMAND_TIMEOUT,
@@ -185,6 +186,7 @@ def _ip(args: list[str], script: str) -> None:
     except subprocess.TimeoutExpired as error:
         raise NetworkError(f"ip did not finish in {COMMAND_TIMEOUT:g} s") from error
     if done.returncode != 0:
+        raise_if_interrupted(done.returncode, "ip")
         lines = done.stderr.strip().splitlines()
         raise NetworkError(f"ip {' '.join(args)} -batch failed: {' | '.join(lines[-2:])}")
 
