@@ -18,6 +18,7 @@ from tests import needs
 IS_ROOT = os.geteuid() == 0
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (loadgroup)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     _share_module_setup(items)
     if IS_ROOT:
