@@ -35,7 +35,7 @@ V6_PREFIX = {Topology.LOOPBACK: "[::1]:", Topology.NETNS: "[2001:db8:198:18::"}
 HOST = {Topology.LOOPBACK: "::1", Topology.NETNS: SERVER_ADDR6}
 
 
-def _cases(topology: Topology) -> list[pytest.ParameterSet]:
+def _cases(topology: Topology) -> list[object]:
     labs = [lab for lab in LABS if topology.step_set in lab.topologies]
     marks = [pytest.mark.root] if topology is Topology.NETNS else []
     return [
