@@ -38,14 +38,15 @@ def browser() -> Iterator[Any]:
 
 
 class Live:
-    """The command running with ``--browser``: its process, URL and port."""
+    """The command (``run``, or ``play`` with its stdin kept open: EOF would end the session)
+    running with ``--browser``: its process, URL and port."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, command: str = "run", keep_stdin: bool = False) -> None:
         env = {k: v for k, v in os.environ.items() if k not in {"DISPLAY", "WAYLAND_DISPLAY"}}
         env.pop("BROWSER", None)  # print the URL, open nothing
         self.proc = subprocess.Popen(
-            [*CLI, "run", *args, "--browser"],
-            stdin=subprocess.DEVNULL,
+            [*CLI, command, *args, "--browser"],
+            stdin=subprocess.PIPE if keep_stdin else subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

@@ -29,44 +29,16 @@ from handshake_lab.topo.caps import user_namespaces_work
 from tests import needs
 from tests.browser import chromium, console_errors
 from tests.integration.test_cli import CLI, one_error_line
-from tests.integration.test_live_view import URL_LINE, nothing_listens
+from tests.integration.test_live_view import Live, nothing_listens
 
 WAIT_S = 30.0
 
 
-class PlayLive:
+class PlayLive(Live):
     """``handshake-lab play --browser`` as a process: its URL, port and open stdin."""
 
     def __init__(self, *args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in {"DISPLAY", "WAYLAND_DISPLAY"}}
-        env.pop("BROWSER", None)  # print the URL, open nothing
-        self.proc = subprocess.Popen(
-            [*CLI, "play", "--browser", *args],
-            stdin=subprocess.PIPE,  # open: EOF would end the session
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.stderr = ""
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:  # bounded by the test's timeout; the URL comes first
-            self.stderr += line
-            found = URL_LINE.search(line)
-            if found:
-                self.url, self.port = found.group(1), int(found.group(2))
-                return
-        raise AssertionError(f"no URL on stderr: {self.stderr!r}")
-
-    def finish(self, timeout: float = 60) -> int:
-        _, err = self.proc.communicate(timeout=timeout)
-        self.stderr += err
-        return self.proc.returncode
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate(timeout=10)
+        super().__init__(*args, command="play", keep_stdin=True)
 
 
 @pytest.fixture
