@@ -138,8 +138,7 @@ class LabRun:
         self.evidence = evidence
         self.t0 = time.monotonic()
         self.holds: dict[str, Hold] = {}
-        self.released: set[str] = set()
-        self._released_at: dict[str, float] = {}  # hold -> when it stopped dropping (run ms)
+        self.released: dict[str, float] = {}  # hold -> when it stopped dropping (run ms)
         self.steps = lab.steps_for(options.step_set or options.topology.step_set)
         self.reports: list[StepReport] = []
         self._began = self.t0
@@ -413,12 +412,11 @@ class LabRun:
                 for hold_id in step.release
             )
         )
-        self.released.update(step.release)
         # From when on a released hold no longer dropped: the instant it was given, or the end
         # of the nft call that emptied it (what the capture's drop marks are cut at).
         until = time.monotonic() if at is None else at - time.time() + time.monotonic()
         for hold_id in step.release:
-            self._released_at[hold_id] = (until - self.t0) * 1000
+            self.released[hold_id] = (until - self.t0) * 1000
         if at is not None:
             await asyncio.sleep(max(0.0, at - time.time()))  # until that instant has passed
         for hold in step.holds:
@@ -514,7 +512,7 @@ class LabRun:
                 continue
             host = self.server.host if hold.at == SERVER else self._client_host()
             port = self.ports[hold.port]
-            until = self._released_at.get(hold_id)
+            until = self.released.get(hold_id)
             for seg in segments:
                 if self._marked.get(hold_id, 0) >= self._counts.get(hold_id, 0):
                     break
