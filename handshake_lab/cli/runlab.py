@@ -54,18 +54,18 @@ def make_ask(lang: str) -> Ask:
     """Ask each question on the terminal; unknown state spellings are asked again."""
 
     async def ask(step: Step, questions: list[Question]) -> None:
-        sys.stderr.write(f"\n-- predict step {step.index}: {step.actor}: {step.action}\n")
+        head = label("q_predict", lang).format(i=step.index, actor=step.actor, action=step.action)
+        sys.stderr.write(f"\n{head}\n")
         for q in questions:
             while True:
-                sys.stderr.write(f"   {q.text} ")
+                sys.stderr.write(f"   {q.shown(lang)} ")
                 sys.stderr.flush()
                 line = (await asyncio.to_thread(sys.stdin.readline)).strip()
                 if q.kind != "state" or normalise_state_answer(line) is not None:
                     q.answer = line
                     break
-                sys.stderr.write("   (a state name such as SYN_SENT, FIN-WAIT-2 or ABSENT)\n")
+                sys.stderr.write(f"   {label('q_state_hint', lang)}\n")
 
-    del lang
     return ask
 
 

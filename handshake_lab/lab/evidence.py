@@ -25,6 +25,7 @@ from handshake_lab.capture.conversation import (
 from handshake_lab.capture.decode import Packet
 from handshake_lab.capture.sniffer import Sniffer, default_socket_factory
 from handshake_lab.errors import HandshakeLabError
+from handshake_lab.i18n.labels import label
 from handshake_lab.observe.base import Address
 from handshake_lab.observe.trace import TraceEvent, TraceFollower, trace_capability
 from handshake_lab.placement.placed import Placed
@@ -35,11 +36,8 @@ from handshake_lab.topo.netns import in_netns
 from handshake_lab.topo.registry import KernelObject, RunRegistry, new_run_id
 
 SocketFactory = Callable[[], Any]
-TRACE_BLIND_SPOTS = (
-    "the transition stream never reports TIME_WAIT (the timewait mini-socket that takes over "
-    "is traced as -> CLOSE) nor request sockets (a server's SYN_RECV before the handshake "
-    "completes); the transitions shown are reconciled with ss and psutil, which see both"
-)
+TRACE_BLIND_SPOTS = label("note_trace_blind", "en")
+"""The record keeps notes in English; the table shows this one in the run's language."""
 
 
 class Evidence:
