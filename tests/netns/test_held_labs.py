@@ -558,6 +558,8 @@ def test_syn_flood_fills_the_syn_queue_then_cookies_let_clients_in(loop_name: st
     assert counted["TcpExt.SyncookiesSent"] == counted["TcpExt.TCPReqQFullDoCookies"] == 5
     assert counted["TcpExt.SyncookiesRecv"] == 1
     assert counted["TcpExt.SyncookiesFailed"] == counted["TcpExt.TCPReqQFullDrop"] == 0
+    # Every SYN of the client's but the last was dropped, and nothing since cookies went on.
+    assert counted["TcpExt.ListenDrops"] == 5 + len(client_syns) - 1, client_syns
     # tcp_syncookies = 2: an empty queue, and still no request socket, only cookies.
     empty = [s for s in run.segments("flood-empty") if s["flags"] == "SYN"]
     assert len(empty) == 4 == run.fact("flood-empty", "sent")
