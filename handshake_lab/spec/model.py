@@ -72,9 +72,12 @@ KERNEL_FIGURES: tuple[str, ...] = (
     "net.ipv4.tcp_keepalive_probes",
     "net.ipv4.tcp_retries2",
     "net.ipv4.tcp_orphan_retries",
+    "net.ipv4.tcp_timestamps",
 )
 """The timer sysctls every run records (``LabStarted.kernel``), whether or not its texts cite
-them: a grader can see what the student's kernel used."""
+them: a grader can see what the student's kernel used. Also tcp_timestamps, not a timer but
+what decides which options a connection keeps (a SYN cookie keeps window scaling and SACK
+only through timestamps: the syn-flood lab turns them off in its client's namespace)."""
 
 
 def cited_sysctls(texts: Iterable[str]) -> list[str]:
