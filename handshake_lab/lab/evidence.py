@@ -238,6 +238,7 @@ def segment_records(
                 "rel_ack": entry.rel_ack if entry else None,
                 "len": p.payload_len,
                 "win": p.window,
+                "options": p.options.describe(),
                 "label": entry.label if entry else p.segment.flags_text,
                 "conv": index,
                 "sender": entry.sender if entry else None,

@@ -74,6 +74,9 @@ RELEASE_LEAD = 0.6
 calls on a loaded machine (``_apply_holds``)."""
 POLL_INTERVAL = 0.005
 STAY_POLL_INTERVAL = 0.05
+SYN_FATES = ("TcpExt.ListenDrops", "TcpExt.SyncookiesSent")
+"""The counters of a listener's namespace that count a SYN it made no request socket for:
+dropped (a full queue, for any reason), or answered with a SYN cookie."""
 NON_ERROR_OUTCOMES = frozenset({"ok", "pending", "data", "EOF"})
 SERVER, CLIENT = "server", "client"
 UNEXPECTED_ERROR = "the lab did not expect an error"
@@ -639,6 +642,50 @@ class LabRun:
         outcome = await self.clients.stale_syn(step.actor, self._server_address(step), seq)
         return outcome, None, {"seq": seq}
 
+    async def _act_syn_flood(self, step: Step) -> ActResult:
+        """COUNT raw SYNs from ports no socket owns, then a bounded wait until the server's
+        kernel has dealt with every one: each SYN becomes a request socket (SYN_RECV), or is
+        dropped (ListenDrops), or answered with a cookie (SyncookiesSent), nothing else. Fact
+        ``syn_recv`` is the number of request sockets on the port as the table then shows."""
+        server = self._server_address(step)
+        count = int(step.args.get("count", 10))
+        requests_before = await self._syn_recv(server.port)
+        counters_before = await self._fate_counters()
+        seqs = [secrets.randbits(32) for _ in range(count)]
+        outcome, ports = await self.clients.syn_flood(step.actor, server, seqs)
+        if outcome != "ok":
+            return outcome, None, {"sent": 0}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + step.timeout
+        while True:
+            requests = await self._syn_recv(server.port)
+            counters = await self._fate_counters()
+            dealt = (requests if requests is not None else 0) - (requests_before or 0)
+            dealt += sum(counters[k] - counters_before[k] for k in SYN_FATES)
+            if (requests is not None and dealt >= count) or loop.time() >= deadline:
+                break
+            await asyncio.sleep(POLL_INTERVAL)
+        return "ok", None, {"sent": len(ports), "syn_recv": requests}
+
+    async def _syn_recv(self, port: int) -> int | None:
+        """Request sockets (SYN_RECV) on the server's ``port``, as ss counts them (else the
+        first source); None while the sources disagree."""
+        table = await self.server.snapshot([port])
+        counts = {
+            source: sum(
+                1 for r in records if r.state is TcpState.SYN_RECV and r.local.port == port
+            )
+            for source, records in table.items()
+        }
+        if len(set(counts.values())) > 1:
+            return None
+        return counts.get("ss", next(iter(counts.values()), 0))
+
+    async def _fate_counters(self) -> dict[str, int]:
+        counters = await self._side_for(SERVER).ns_op("counters", {})
+        assert isinstance(counters, dict)
+        return {key: int(counters.get(key, 0)) for key in SYN_FATES}
+
     # -- observation ------------------------------------------------------------------------
 
     def _tuples(self) -> dict[str, tuple[str, tuple[Address, Address | None] | None]]:
@@ -779,6 +826,7 @@ ACTIONS_TABLE: Mapping[str, ActHandler] = {
     "churn": LabRun._act_churn,
     "self_connect": LabRun._act_self_connect,
     "stale_syn": LabRun._act_stale_syn,
+    "syn_flood": LabRun._act_syn_flood,
     "close_both": LabRun._act_close_both,
 }
 """Every action a lab file may name (``spec.model.ACTIONS``, same keys: tested) -> the method

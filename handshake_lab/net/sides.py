@@ -25,7 +25,7 @@ from typing import Protocol
 
 from handshake_lab.errors import MissingDependencyError, NetworkError
 from handshake_lab.net.endpoints import Client, EchoServer, Stream, errno_name
-from handshake_lab.net.raw import send_raw_syn
+from handshake_lab.net.raw import send_raw_syns
 from handshake_lab.net.waits import wait_for
 from handshake_lab.observe.base import Address, Observer, SocketRecord, family_of
 from handshake_lab.observe.scoped import needs_main_thread
@@ -102,6 +102,10 @@ class ClientSide(Protocol):
     async def self_connect(self, name: str, port: int, timeout: float) -> str: ...
 
     async def stale_syn(self, name: str, server: Address, seq: int) -> str: ...
+
+    async def syn_flood(
+        self, name: str, server: Address, seqs: Sequence[int]
+    ) -> tuple[str, list[int]]: ...
 
     async def ns_op(self, op: str, args: Mapping[str, object]) -> object: ...
 
@@ -472,23 +476,41 @@ class LocalClients(_LocalEnd):
 
     async def stale_syn(self, name: str, server: Address, seq: int) -> str:
         """A SYN from a port no socket here owns: the kernel will answer the SYN-ACK with RST."""
+        outcome, _ports = await self.syn_flood(name, server, [seq])
+        return outcome
+
+    async def syn_flood(
+        self, name: str, server: Address, seqs: Sequence[int]
+    ) -> tuple[str, list[int]]:
+        """A SYN from each of ``len(seqs)`` ports that no socket here owns, with those
+        sequence numbers: a SYN flood (one SYN: an old duplicate). The ports are free ones the
+        kernel picks, all held at once while picking so that they differ, then let go. The
+        client ``name`` stands for the first of them. Returns (outcome, the ports used)."""
         client = self.clients[name]
         with self.scope():
-            probe = socket.socket(family_of(self.host), socket.SOCK_STREAM)
-            probe.bind((self.host, 0))
-            sport = probe.getsockname()[1]
-            probe.close()
+            probes: list[socket.socket] = []
             try:
-                send_raw_syn(self.host, server.host, sport, server.port, seq)
+                for _ in seqs:
+                    probe = socket.socket(family_of(self.host), socket.SOCK_STREAM)
+                    probes.append(probe)
+                    probe.bind((self.host, 0))
+                ports = [int(p.getsockname()[1]) for p in probes]
+            except OSError as exc:
+                return errno_name(exc), []
+            finally:
+                for probe in probes:
+                    probe.close()
+            try:
+                send_raw_syns(self.host, server.host, ports, server.port, seqs)
             except PermissionError as exc:
                 raise MissingDependencyError(
                     "a raw SYN needs CAP_NET_RAW: run as root with --topology netns"
                 ) from exc
             except OSError as exc:
-                return errno_name(exc)
-        client.local = Address(self.host, sport)
+                return errno_name(exc), []
+        client.local = Address(self.host, ports[0])
         client.remote = server
-        return "ok"
+        return "ok", ports
 
 
 async def _wait_eof(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:

@@ -159,6 +159,8 @@ class TableRenderer:
             self._say(line, "yellow")
         for seg in ev.segments:
             line = f"{seg['t_ms']:>9.3f} ms  {seg['from']} > {seg['to']}  {seg['label']}"
+            if "SYN" in str(seg["flags"]).split(",") and seg.get("options"):
+                line += f"  [{seg['options']}]"  # what the handshake negotiates
             if seg.get("dropped"):
                 line += f"  {self._l('dropped_by')} {seg.get('hold')}"
             self._say(line, "blue")

@@ -50,6 +50,10 @@ MAX_KEEPALIVE = 3600
 """The longest keepalive idle time or interval a lab may set (seconds)."""
 MAX_USER_TIMEOUT = 600_000
 """The longest TCP_USER_TIMEOUT a lab may set (milliseconds)."""
+MAX_SYN_FLOOD = 256
+"""The most raw SYNs one ``syn_flood`` step may send: enough to overflow any backlog a lab
+sets (the listen backlog is at most 4096, but a lab that wants a full queue listens small),
+few enough that the SYN-ACKs they draw stay readable in the capture."""
 
 
 SYSCTL_PLACEHOLDER = re.compile(r"\{sysctl:(net(?:\.[a-z0-9_]+){2,})\}")
@@ -68,9 +72,12 @@ KERNEL_FIGURES: tuple[str, ...] = (
     "net.ipv4.tcp_keepalive_probes",
     "net.ipv4.tcp_retries2",
     "net.ipv4.tcp_orphan_retries",
+    "net.ipv4.tcp_timestamps",
 )
 """The timer sysctls every run records (``LabStarted.kernel``), whether or not its texts cite
-them: a grader can see what the student's kernel used."""
+them: a grader can see what the student's kernel used. Also tcp_timestamps, not a timer but
+what decides which options a connection keeps (a SYN cookie keeps window scaling and SACK
+only through timestamps: the syn-flood lab turns them off in its client's namespace)."""
 
 
 def cited_sysctls(texts: Iterable[str]) -> list[str]:
@@ -337,6 +344,17 @@ ACTIONS: Mapping[str, ActionSpec] = {
         },
         "send a raw SYN no socket owns (an old duplicate); netns topology only",
     ),
+    "syn_flood": ActionSpec(
+        frozenset({"client"}),
+        {
+            "port": _PORT,
+            "count": ArgSpec(
+                (int,), 10, minimum=1, maximum=MAX_SYN_FLOOD, help="how many SYNs to send"
+            ),
+        },
+        "send COUNT raw SYNs, each from its own port that no socket owns (a SYN flood); "
+        "facts sent, syn_recv; netns topology only",
+    ),
 }
 
 HOLD_KINDS: tuple[str, ...] = (
@@ -350,7 +368,7 @@ HOLD_KINDS: tuple[str, ...] = (
     "drop_all",
 )
 TOPOLOGIES: tuple[str, ...] = ("loopback", "netns")
-NETNS_ONLY_ACTIONS = frozenset({"sysctl", "stale_syn"})
+NETNS_ONLY_ACTIONS = frozenset({"sysctl", "stale_syn", "syn_flood"})
 ONE_PROCESS_ACTIONS = frozenset({"close_both"})
 """Actions that touch both ends at one instant: only where both live in this process."""
 
