@@ -375,7 +375,7 @@ def run(
             peer=peer,
             token_file=token_file,
             argv=command_line,
-            ip=ip_version(ip, six),
+            ip=ip_version(ip, six) if ip is not None or six else None,
         ),
     )
     raise typer.Exit(int(status))
