@@ -128,6 +128,8 @@ class LabRun:
         started: StepStarted | None = None,
     ) -> None:
         """Without ``server``/``clients`` both live here on loopback and share ``observers``."""
+        if lab.dual and options.host6 is None:
+            raise ValueError(f"lab {lab.name} uses both families: RunOptions needs host6")
         self.lab = lab
         self.options = options
         self.emit = emit

@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 
 from handshake_lab.capture.pcap import write_pcap
-from handshake_lab.errors import Interrupted, UsageError
+from handshake_lab.errors import Interrupted
 from handshake_lab.lab.evidence import evidence_for
 from handshake_lab.lab.quiz import Quiz
 from handshake_lab.lab.runner import Ask, Emit, LabRun, Pause, RunOptions, StepStarted
@@ -24,10 +24,10 @@ from handshake_lab.net.loops import loop_factory
 from handshake_lab.observe.defaults import default_observers
 from handshake_lab.outputs import write_output
 from handshake_lab.placement import Topology
-from handshake_lab.placement.place import place, step_set
+from handshake_lab.placement.place import ip_for, place, step_set
 from handshake_lab.record.run import Recorder, RunRecord
 from handshake_lab.signals import TERMINATING, sigterm_as_interrupt
-from handshake_lab.spec.model import DUAL_STACK, Lab
+from handshake_lab.spec.model import Lab
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +79,7 @@ def drive(
     terminating signals cancelling it, remove everything, and return the record."""
     factory = loop_factory(request.loop)
     recorder = Recorder(emit)
-    ip = request.ip
-    if request.lab.dual:
-        # Its steps name each socket's family: the run reads both (the CLI refuses --ip).
-        if ip == 6:
-            raise UsageError(f"lab {request.lab.name} uses IPv4 and IPv6 together: not --ip 6")
-        ip = DUAL_STACK
+    ip = ip_for(request.lab, request.ip)  # both families for a dual lab
     # Outside the event loop (building and removing namespaces) SIGTERM, SIGHUP and SIGQUIT
     # raise KeyboardInterrupt, so the same cleanup runs as for Ctrl-C.
     with (

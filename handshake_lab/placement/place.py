@@ -25,6 +25,17 @@ def step_set(topology: Topology) -> str:
     return remote_step_set() if topology is Topology.REMOTE else topology.step_set
 
 
+def ip_for(lab: Lab, ip: int) -> int:
+    """The IP version a run of ``lab`` places and observes: ``ip``, or both families
+    (``DUAL_STACK``) for a lab that says ``ip = "dual"``, whose steps name each socket's
+    family (``--ip 6`` for it is refused: the CLI says so before, in its own words)."""
+    if not lab.dual:
+        return ip
+    if ip == 6:
+        raise UsageError(f"lab {lab.name} uses IPv4 and IPv6 together: not --ip 6")
+    return DUAL_STACK
+
+
 def dual_refusal(name: str, topology: Topology) -> str:
     """Why a lab of both families (``ip = "dual"``) does not run at an agent."""
     return (
@@ -45,8 +56,10 @@ def place(
     sysctls: Mapping[str, Mapping[str, str | int]] | None = None,
     ip: int = 4,
 ) -> Iterator[Placed]:
-    """Yield the lab's two ends for ``topology`` on IP version ``ip`` (4 or 6); remove whatever
-    was created on exit. IPv6 runs on loopback and in the tool's own namespaces only."""
+    """Yield the lab's two ends for ``topology`` on IP version ``ip`` (4 or 6; both for a
+    dual lab, ``ip_for``); remove whatever was created on exit. IPv6 runs on loopback and in
+    the tool's own namespaces only."""
+    ip = ip_for(lab, ip)
     if ip not in (4, 6, DUAL_STACK):
         raise ValueError(f"IP version must be 4, 6 or {DUAL_STACK} (both), not {ip!r}")
     if ip == 6 and topology is Topology.REMOTE:
