@@ -56,8 +56,10 @@ def test_builtin_lab_agrees_with_the_kernel_in_namespaces(name: str, loop_name: 
             assert observed.state == (expected.name if expected else ABSENT), (step.id, side)
             if expected is not None:
                 assert observed.local is not None
-                # Ours only: 198.18.0.0/24, and for a dual-stack lab 2001:db8:198:18::/64 too.
-                ours = ("198.18.0.", "[2001:db8:198:18::") if lab.dual else ("198.18.0.",)
+                # Ours only: 198.18.0.0/24; a dual-stack lab also 2001:db8:198:18::/64 and
+                # the wildcards it listens on (inside the server's namespace).
+                dual = ("[2001:db8:198:18::", "[::]:", "0.0.0.0:")
+                ours = ("198.18.0.", *dual) if lab.dual else ("198.18.0.",)
                 assert observed.local.startswith(ours), (step.id, side)
                 # psutil sees the namespace's sockets (it must be read on the main thread).
                 assert observed.sources["psutil"] == expected.name, (step.id, side)
