@@ -180,7 +180,7 @@ def check_run(recorded: Recorded, topology: Topology) -> None:
     checks = {
         "0": steps["listen-dual"].facts["v6only"] == 0,
         "1": steps["listen-v6only"].facts["v6only"] == 1
-        and v6["server.client6"].local.startswith(  # type: ignore[union-attr]
+        and str(v6["server.client6"].local).startswith(
             "[::1]:" if topology is Topology.LOOPBACK else f"[{SERVER_ADDR6}]:"
         ),
     }
