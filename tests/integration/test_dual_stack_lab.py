@@ -156,6 +156,12 @@ def check_run(recorded: Recorded, topology: Topology) -> None:
             (refused[0]["from"], "RST,ACK"),
         ]
         assert all(s["src"].startswith(s4) or s["src"].startswith(c4) for s in refused)
+        # The wire checks after the steps: four handshakes right, the fifth SYN refused.
+        checks = recorded.result.checks
+        assert all(c["ok"] for c in checks), [c for c in checks if not c["ok"]]
+        names = [c["name"] for c in checks]
+        assert names.count("handshake.ack_ack") == 4
+        assert names.count("handshake.refused") == 1
 
     # Every view prints the mapped end as ss does and matches it by its IPv4 tuple.
     record = recorded.record()
