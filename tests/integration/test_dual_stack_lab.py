@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -157,9 +158,9 @@ def check_run(recorded: Recorded, topology: Topology) -> None:
         ]
         assert all(s["src"].startswith(s4) or s["src"].startswith(c4) for s in refused)
         # The wire checks after the steps: four handshakes right, the fifth SYN refused.
-        checks = recorded.result.checks
-        assert all(c["ok"] for c in checks), [c for c in checks if not c["ok"]]
-        names = [c["name"] for c in checks]
+        wire_checks = recorded.result.checks
+        assert all(c["ok"] for c in wire_checks), [c for c in wire_checks if not c["ok"]]
+        names = [c["name"] for c in wire_checks]
         assert names.count("handshake.ack_ack") == 4
         assert names.count("handshake.refused") == 1
 
@@ -252,3 +253,31 @@ def test_the_pcap_carries_ipv4_for_the_mapped_connection(tmp_path: Path) -> None
     assert {r[1] for r in on_main if r[1]} == {"::1"}
     assert len(on_main) == 6  # two handshakes of three segments on that port
     assert "ffff" not in out
+
+
+def test_watch_prints_a_mapped_end_as_ss_does() -> None:
+    """Any program's dual-stack listener: ``watch`` shows its IPv4 client's connection as ss
+    prints it, the server's end [::ffff:127.0.0.1], the client's end plain."""
+    with socket.socket(socket.AF_INET6) as listener:
+        listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        listener.bind(("::", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            accepted, _ = listener.accept()
+            with accepted:
+                done = _cli("watch", "--port", str(port), "--once", "--json")
+                cport = client.getsockname()[1]
+                mine = f"127.0.0.1:{cport}"
+    assert done.returncode == 0, done.stderr
+    sockets = {
+        (doc["local"], doc["remote"], doc["state"])
+        for doc in map(json.loads, done.stdout.splitlines())
+        if doc.get("event") == "socket"
+        and (doc["local"].endswith(f":{port}") or doc["local"] == mine)
+    }
+    assert sockets == {
+        (f"[::]:{port}", None, "LISTEN"),
+        (mine, f"127.0.0.1:{port}", "ESTABLISHED"),
+        (f"[::ffff:127.0.0.1]:{port}", f"[::ffff:127.0.0.1]:{cport}", "ESTABLISHED"),
+    }, done.stdout
