@@ -17,7 +17,8 @@ prefix (RFC 3849), which no network is ever assigned, so unlike a ULA (fd00::/8,
 routers hand out) it cannot coincide with a LAN this machine is on; and it never leaves our
 namespaces anyway. They are added ``nodad``: usable at once, no 1-2 s of duplicate address
 detection (the link-local addresses the kernel adds itself still run DAD; the lab never uses
-them).
+them). With ``ip=DUAL_STACK`` (a lab of both families, ``ip = "dual"``) each veth end gets
+both: 198.18.0.x/24 and 2001:db8:198:18::x/64.
 
 The veth ends are created directly inside the namespaces (``ip link add A netns S type veth
 peer name B netns C``), so no interface ever exists in the host namespace, not even briefly.
