@@ -75,7 +75,8 @@ def test_with_ipv6_off_doctor_names_the_sysctl_and_run_minus_6_is_refused() -> N
     script = (
         "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && ip link set lo up && "
         f"{sys.executable} -m handshake_lab doctor --lang en; echo doctor=$?; "
-        f"{sys.executable} -m handshake_lab run close -6; echo run=$?"
+        f"{sys.executable} -m handshake_lab run close -6; echo run=$?; "
+        f"{sys.executable} -m handshake_lab run dual-stack; echo dual=$?"
     )
     done = subprocess.run(
         [unshare, "-rn", "sh", "-c", script],
@@ -100,3 +101,9 @@ def test_with_ipv6_off_doctor_names_the_sysctl_and_run_minus_6_is_refused() -> N
         assert lines["-6"].startswith("-- -6 labs and lab dual-stack cannot run here")
     assert "run=6" in done.stdout
     assert "no IPv6 loopback" in done.stderr
+    # The dual-stack lab needs ::1 as well, and has no --ip 4 to offer instead.
+    assert "dual=6" in done.stdout
+    assert (
+        "handshake-lab: lab dual-stack uses IPv6 too, and this machine has no IPv6 loopback "
+        "(::1: Cannot assign requested address)"
+    ) in done.stderr.splitlines()
