@@ -200,9 +200,11 @@ def name_endpoints(
         if tup is None:
             continue
         local, remote = tup
-        if remote is None:  # a listener: its address names the server end
+        if remote is None or side.startswith("server"):
+            # A listener's address names the server end; so does each server end's own (a
+            # listener on a wildcard, ::, accepts on the address the client connected to).
             names.setdefault((local.host, local.port), "server")
-        elif not side.startswith(("server", "listener")):
+        elif not side.startswith("listener"):
             names[(local.host, local.port)] = side
     return names
 

@@ -33,6 +33,7 @@ from handshake_lab.lab.timeline import Key
 from handshake_lab.lab.timeline import reconcile as reconcile_timeline
 from handshake_lab.net.loops import loop_version
 from handshake_lab.net.sides import (
+    WILDCARD6,
     ClientSide,
     LocalClients,
     LocalServer,
@@ -101,6 +102,9 @@ class RunOptions:
     port: int | None = None
     step_set: str | None = None
     """The lab's step set to run; None: the topology's own (``Topology.step_set``)."""
+    host6: str | None = None
+    """The server's IPv6 address in a run of both families (``ip = "dual"``); ``host`` is
+    then its IPv4 one. ``connect`` with ``family = 6`` goes here."""
 
     def __post_init__(self) -> None:
         # Accept the enum's value too ("netns"), as callers outside the CLI pass it.
@@ -127,12 +131,19 @@ class LabRun:
         started: StepStarted | None = None,
     ) -> None:
         """Without ``server``/``clients`` both live here on loopback and share ``observers``."""
+        if lab.dual and options.host6 is None:
+            raise ValueError(f"lab {lab.name} uses both families: RunOptions needs host6")
         self.lab = lab
         self.options = options
         self.emit = emit
         self.pause = pause
         self.ports: dict[str, int] = {}
-        self.server: ServerSide = server or LocalServer(options.host, observers, echo=lab.echo)
+        self.server: ServerSide = server or LocalServer(
+            options.host,
+            observers,
+            echo=lab.echo,
+            port_host=WILDCARD6 if options.host6 else None,  # both families: a port free in both
+        )
         self.clients: ClientSide = clients or LocalClients(options.host, lab.clients, observers)
         # On loopback both sides read the same table: read it once per poll.
         self.shared_table = (
@@ -155,16 +166,20 @@ class LabRun:
         self._known: dict[Key, str] = {}  # each socket's last state (lab.timeline)
         self._counts: dict[str, int] = {}  # each hold's nft counter, last read
         self._marked: dict[str, int] = {}  # how many captured segments each hold marked
+        self._bound: dict[str, str] = {}  # slot -> the wildcard its listener was bound to
 
     # -- ports ------------------------------------------------------------------------------
 
     async def _allocate_ports(self) -> None:
         if self.options.port is not None:
             self.ports[MAIN_PORT] = await self.server.reserve_port(self.options.port, ())
+        aliases = self.lab.port_aliases()  # a second listener on another slot's port
         for slot in self.lab.ports:
-            if slot not in self.ports:
+            if slot not in self.ports and slot not in aliases:
                 taken = tuple(self.ports.values())
                 self.ports[slot] = await self.server.reserve_port(None, taken)
+        for slot, same in aliases.items():
+            self.ports[slot] = self.ports[same]
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -202,7 +217,7 @@ class LabRun:
                 intro=lab.intro.as_dict() if lab.intro else None,
                 loop=self.options.loop,
                 topology=self.options.topology.value,
-                host=self.server.host,
+                host=" ".join(h for h in (self.server.host, self.options.host6) if h),
                 ports=dict(self.ports),
                 observers=self.server.observer_names(),
                 steps=len(self.steps),
@@ -560,12 +575,18 @@ class LabRun:
         args = step.args
         slot = str(args.get("port", MAIN_PORT))
         reuse = args.get("reuse_address", False)
+        bind = str(args.get("bind", "server"))
+        v6only = args.get("v6only", "default")
+        if bind != "server":
+            self._bound[slot] = bind  # the side's 4-tuple: the wildcard, also if bind fails
         outcome, facts = await self.server.listen(
             slot,
             self.ports[slot],
             backlog=int(args.get("backlog", 16)),
             reuse_address=None if reuse == "default" else bool(reuse),
             accept=bool(args.get("accept", True)),
+            bind=None if bind == "server" else bind,
+            v6only=None if v6only == "default" else bool(v6only),
         )
         return outcome, None, dict(facts)
 
@@ -603,7 +624,13 @@ class LabRun:
         return await close_together(server, clients, name, step.timeout), None, {}
 
     def _server_address(self, step: Step) -> Address:
-        return Address(self.server.host, self.ports[str(step.args.get("port", MAIN_PORT))])
+        """The server's address (of the step's ``family`` in a dual lab) on the step's slot."""
+        host = self.server.host
+        if step.args.get("family") == 6:
+            if self.options.host6 is None:
+                raise ValueError("family = 6 in a run without an IPv6 server address")
+            host = self.options.host6
+        return Address(host, self.ports[str(step.args.get("port", MAIN_PORT))])
 
     async def _act_connect(self, step: Step) -> ActResult:
         outcome = await self.clients.connect(
@@ -693,7 +720,8 @@ class LabRun:
         host = self.server.host
         tuples: dict[str, tuple[str, tuple[Address, Address | None] | None]] = {}
         for slot in self.lab.ports:
-            tuples[listener_side(slot)] = (SERVER, (Address(host, self.ports[slot]), None))
+            bound = self._bound.get(slot, host)
+            tuples[listener_side(slot)] = (SERVER, (Address(bound, self.ports[slot]), None))
         for name in self.lab.clients:
             tup = self.clients.tuple_of(name)
             if tup is None:
@@ -877,4 +905,5 @@ def _side_observation(side: str, r: Reconciled | None) -> SideObservation:
         timer=timer,
         pid=r.pid,
         note=r.note,
+        mapped=r.local.mapped,
     )

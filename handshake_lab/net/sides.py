@@ -46,7 +46,15 @@ class ServerSide(Protocol):
     async def reserve_port(self, port: int | None, taken: Collection[int]) -> int: ...
 
     async def listen(
-        self, slot: str, port: int, *, backlog: int, reuse_address: bool | None, accept: bool
+        self,
+        slot: str,
+        port: int,
+        *,
+        backlog: int,
+        reuse_address: bool | None,
+        accept: bool,
+        bind: str | None = None,
+        v6only: bool | None = None,
     ) -> tuple[str, dict[str, int]]: ...
 
     async def accept(self, slot: str) -> str: ...
@@ -110,9 +118,22 @@ class ClientSide(Protocol):
     async def ns_op(self, op: str, args: Mapping[str, object]) -> object: ...
 
 
+WILDCARD6 = "::"
+"""Where a lab of both families (``ip = "dual"``) looks for its ports: bound on ``::`` with
+IPV6_V6ONLY off, a port is free on every IPv4 and IPv6 address of the namespace at once."""
+
+
+def _probe(host: str) -> socket.socket:
+    probe = socket.socket(family_of(host), socket.SOCK_STREAM)
+    if host == WILDCARD6:
+        # Both families whatever net.ipv6.bindv6only says; the probe changes no setting.
+        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    return probe
+
+
 def free_port(host: str) -> int:
     """A port nothing is bound to right now (the kernel picks it)."""
-    with socket.socket(family_of(host), socket.SOCK_STREAM) as probe:
+    with _probe(host) as probe:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
@@ -120,7 +141,7 @@ def free_port(host: str) -> int:
 
 def check_port_free(host: str, port: int) -> None:
     """Fail early, with a clear line, if ``--port`` cannot be used."""
-    with socket.socket(family_of(host), socket.SOCK_STREAM) as probe:
+    with _probe(host) as probe:
         try:
             probe.bind((host, port))
         except PermissionError as exc:
@@ -328,29 +349,46 @@ class LocalServer(_LocalEnd):
         netns: str | None = None,
         fast_observers: Sequence[Observer] = (),
         vm_ops: VmOps | None = None,
+        port_host: str | None = None,
     ) -> None:
         super().__init__(host, observers, scope, netns, fast_observers, vm_ops)
         self.server = EchoServer(host, echo=echo)
+        # Where a port must be free: the server's address, or every address (WILDCARD6).
+        self.port_host = port_host or host
 
     async def reserve_port(self, port: int | None, taken: Collection[int]) -> int:
         """``port`` if it can be bound here (else ``NetworkError``), or a free one."""
         with self.scope():
             if port is not None:
-                check_port_free(self.host, port)
+                check_port_free(self.port_host, port)
                 return port
-            chosen = free_port(self.host)
+            chosen = free_port(self.port_host)
             while chosen in taken:
-                chosen = free_port(self.host)
+                chosen = free_port(self.port_host)
             return chosen
 
     async def listen(
-        self, slot: str, port: int, *, backlog: int, reuse_address: bool | None, accept: bool
+        self,
+        slot: str,
+        port: int,
+        *,
+        backlog: int,
+        reuse_address: bool | None,
+        accept: bool,
+        bind: str | None = None,
+        v6only: bool | None = None,
     ) -> tuple[str, dict[str, int]]:
         # The thread stays in the namespace across the awaits of start_server: the runner runs
         # one step at a time, so no other socket is created meanwhile on this thread.
         with self.scope():
             return await self.server.listen(
-                slot, port, backlog=backlog, reuse_address=reuse_address, accept=accept
+                slot,
+                port,
+                backlog=backlog,
+                reuse_address=reuse_address,
+                accept=accept,
+                host=bind,
+                v6only=v6only,
             )
 
     async def accept(self, slot: str) -> str:

@@ -712,8 +712,9 @@ def _observation_row(side: str, want: str | None, obs: SideObservation, w: _Word
         for name, value in obs.sources.items()
     )
     where: list[str] = []
-    if obs.local:
-        where.append(f"{obs.local} > {obs.remote}" if obs.remote else f"{obs.local} *")
+    arrow = obs.tuple_text()
+    if arrow:
+        where.append(arrow)
     elif not obs.sources:
         where.append(w("no_socket"))
     if obs.timer:
@@ -764,6 +765,7 @@ def _step_article(
             obs.timer,
             obs.pid,
             obs.note,
+            obs.mapped,
         )
         rows.append(_observation_row(side, step.expected.get(side), ordered, w))
     table = (

@@ -205,8 +205,8 @@ class TableRenderer:
         timer = format_timer(obs.timer)
         if timer:
             out.append(f"  {timer}", style="yellow")
-        if obs.local:
-            arrow = f"{obs.local} > {obs.remote}" if obs.remote else f"{obs.local} *"
+        arrow = obs.tuple_text()
+        if arrow:
             out.append("\n" + arrow, style="dim")
         if obs.state in ORPHAN_STATES and obs.pid is None and "psutil" in obs.sources:
             # Say it rather than leave a blank: no process owns it any more, the kernel does.

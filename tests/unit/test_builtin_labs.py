@@ -38,6 +38,7 @@ EXPECTED_LABS = {
     "linger",
     "keepalive",
     "syn-flood",
+    "dual-stack",
 }
 # Labs whose lesson needs nftables holds, raw SYNs or namespace sysctls (root).
 NETNS_ONLY_LABS = {
