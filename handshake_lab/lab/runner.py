@@ -182,6 +182,9 @@ class LabRun:
         """Reserve the ports, start the evidence and emit ``LabStarted``."""
         self._began = self.t0 = time.monotonic()
         await self._allocate_ports()
+        if any(s.action == "forge" for s in self.steps):
+            # Before the first connection: a forge needs the numbers of its handshake.
+            await self.clients.open_tap(sorted(set(self.ports.values())))
         if self.evidence is not None:
             await asyncio.to_thread(self.evidence.start, sorted(set(self.ports.values())))
         lab = self.lab
@@ -639,6 +642,16 @@ class LabRun:
         outcome = await self.clients.stale_syn(step.actor, self._server_address(step), seq)
         return outcome, None, {"seq": seq}
 
+    async def _act_forge(self, step: Step) -> ActResult:
+        outcome, facts = await self.clients.forge(
+            step.actor,
+            str(step.args.get("flags", "RST")),
+            int(step.args.get("offset", 0)),
+            int(step.args.get("count", 1)),
+            step.timeout,
+        )
+        return outcome, None, dict(facts)
+
     # -- observation ------------------------------------------------------------------------
 
     def _tuples(self) -> dict[str, tuple[str, tuple[Address, Address | None] | None]]:
@@ -779,6 +792,7 @@ ACTIONS_TABLE: Mapping[str, ActHandler] = {
     "churn": LabRun._act_churn,
     "self_connect": LabRun._act_self_connect,
     "stale_syn": LabRun._act_stale_syn,
+    "forge": LabRun._act_forge,
     "close_both": LabRun._act_close_both,
 }
 """Every action a lab file may name (``spec.model.ACTIONS``, same keys: tested) -> the method

@@ -68,9 +68,12 @@ KERNEL_FIGURES: tuple[str, ...] = (
     "net.ipv4.tcp_keepalive_probes",
     "net.ipv4.tcp_retries2",
     "net.ipv4.tcp_orphan_retries",
+    "net.ipv4.tcp_invalid_ratelimit",
+    "net.ipv4.tcp_challenge_ack_limit",
 )
-"""The timer sysctls every run records (``LabStarted.kernel``), whether or not its texts cite
-them: a grader can see what the student's kernel used."""
+"""The timer sysctls (and the challenge-ACK rate limits) every run records
+(``LabStarted.kernel``), whether or not its texts cite them: a grader can see what the
+student's kernel used."""
 
 
 def cited_sysctls(texts: Iterable[str]) -> list[str]:
@@ -337,6 +340,22 @@ ACTIONS: Mapping[str, ActionSpec] = {
         },
         "send a raw SYN no socket owns (an old duplicate); netns topology only",
     ),
+    "forge": ActionSpec(
+        frozenset({"client"}),
+        {
+            "flags": ArgSpec((str,), "RST", choices=("RST", "SYN"), help="the segment's flags"),
+            "offset": ArgSpec(
+                (int,),
+                0,
+                minimum=-(2**31),
+                maximum=2**31 - 1,
+                help="its sequence number minus the server's RCV.NXT (0: exactly RCV.NXT)",
+            ),
+            "count": ArgSpec((int,), 1, minimum=1, maximum=10, help="copies sent back to back"),
+        },
+        "send a raw segment with this client's 4-tuple, as if from it; its sequence number "
+        "is the server's RCV.NXT (read from the wire) plus offset; netns topology only",
+    ),
 }
 
 HOLD_KINDS: tuple[str, ...] = (
@@ -350,7 +369,7 @@ HOLD_KINDS: tuple[str, ...] = (
     "drop_all",
 )
 TOPOLOGIES: tuple[str, ...] = ("loopback", "netns")
-NETNS_ONLY_ACTIONS = frozenset({"sysctl", "stale_syn"})
+NETNS_ONLY_ACTIONS = frozenset({"sysctl", "stale_syn", "forge"})
 ONE_PROCESS_ACTIONS = frozenset({"close_both"})
 """Actions that touch both ends at one instant: only where both live in this process."""
 
