@@ -157,6 +157,8 @@ class TableRenderer:
             line = f"{seg['t_ms']:>9.3f} ms  {seg['from']} > {seg['to']}  {seg['label']}"
             if seg.get("dropped"):
                 line += f"  {self._l('dropped_by')} {seg.get('hold')}"
+            if seg.get("forged"):
+                line += f"  {self._l('forged')}"
             self._say(line, "blue")
         for tr in ev.transitions:
             why = str(tr.get("cause") or "")
