@@ -557,7 +557,10 @@ def test_rst_validation_drops_challenges_and_only_the_exact_rst_resets(
     data = [s for s in run.segments() if s["from"] == "server" and s["len"]]
     assert {(s["len"], s["seq"]) for s in data} == {(14, snd_nxt)}
     assert all(s["dropped"] and s["hold"] == "data" for s in data)
-    assert len(data) == run.fact("in-flight", "dropped.data") >= 2
+    assert run.fact("in-flight", "dropped.data") >= 2
+    last = run.recorded.steps["resets-counted"].holds["data"]
+    assert len(data) == last["dropped"]  # each copy, to the hold's last count
+    assert not last["active"]
     assert run.fact("in-flight", "recv_q") == 11
     assert run.fact("in-flight", "send_q") == 14
     # The exact RST: the server's socket is gone, nothing answered, no copy of the data after.
