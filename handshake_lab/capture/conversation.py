@@ -19,7 +19,8 @@ conversation uses the same bases.
 A 4-tuple can carry several connections in turn (a SYN that reuses a TIME_WAIT 4-tuple):
 :func:`conversations` starts a new conversation when an end sends a SYN whose sequence number
 differs from its earlier SYN (a SYN without ACK; a retransmitted SYN has the same number and
-does not split).
+does not split), unless the connection was still open (no FIN yet) and the other end answered
+that SYN with a challenge ACK (RFC 5961 section 4): then it stays in the same conversation.
 
 Checks (:func:`check_handshake`, :func:`check_fin_acks`) compute the seed's claims from the
 wire and return :class:`Check` records rather than raising, so a lab run can show each one.
@@ -154,16 +155,30 @@ def _is_syn(p: Packet) -> bool:
     return Flags.SYN in p.flags and Flags.ACK not in p.flags
 
 
+def _challenged(packets: Sequence[Packet], i: int, group: Sequence[Packet]) -> bool:
+    """Whether the SYN ``packets[i]`` met a connection still open (no FIN in ``group``) that
+    kept it: the other end's next segment is an ACK that does not acknowledge the SYN (RFC
+    5961 section 4, a challenge ACK), so no new connection began."""
+    if any(Flags.FIN in p.flags for p in group):
+        return False
+    syn = packets[i]
+    for p in packets[i + 1 :]:
+        if p.src_endpoint == syn.dst_endpoint and p.dst_endpoint == syn.src_endpoint:
+            plain_ack = Flags.ACK in p.flags and not p.flags & (Flags.SYN | Flags.RST)
+            return plain_ack and p.ack != seq_add(syn.seq, 1)
+    return False
+
+
 def _split(packets: Sequence[Packet]) -> list[list[Packet]]:
     """Group by connection, in order of each connection's first packet."""
     groups: list[list[Packet]] = []
     current: dict[frozenset[Endpoint], tuple[list[Packet], dict[Endpoint, int]]] = {}
-    for p in packets:
+    for i, p in enumerate(packets):
         key = _key(p)
         state = current.get(key)
         if state is not None and _is_syn(p):
             earlier = state[1].get(p.src_endpoint)
-            if earlier is not None and earlier != p.seq:
+            if earlier is not None and earlier != p.seq and not _challenged(packets, i, state[0]):
                 state = None  # the same end opens anew: a new connection on the same 4-tuple
         if state is None:
             state = ([], {})

@@ -167,6 +167,8 @@ class LabRun:
         self._counts: dict[str, int] = {}  # each hold's nft counter, last read
         self._marked: dict[str, int] = {}  # how many captured segments each hold marked
         self._bound: dict[str, str] = {}  # slot -> the wildcard its listener was bound to
+        # (source, flags, seq) of each segment a forge sent -> copies not yet found on the wire
+        self._forged: dict[tuple[str, str, int], int] = {}
 
     # -- ports ------------------------------------------------------------------------------
 
@@ -200,6 +202,9 @@ class LabRun:
         """Reserve the ports, start the evidence and emit ``LabStarted``."""
         self._began = self.t0 = time.monotonic()
         await self._allocate_ports()
+        if any(s.action == "forge" for s in self.steps):
+            # Before the first connection: a forge needs the numbers of its handshake.
+            await self.clients.open_tap(sorted(set(self.ports.values())))
         if self.evidence is not None:
             await asyncio.to_thread(self.evidence.start, sorted(set(self.ports.values())))
         lab = self.lab
@@ -292,6 +297,7 @@ class LabRun:
             segments, transitions = await self._evidence(every_side, observed_at)
         holds = await self._hold_counts(step, facts)
         self._mark_drops(segments)
+        self._mark_forged(segments)
         mismatches = self._mismatches(step, observed, outcome, data, facts)
         if self.quiz is not None and questions:
             states = {
@@ -536,7 +542,7 @@ class LabRun:
                     break
                 if until is not None and float(str(seg["t_ms"])) > until:
                     continue
-                if seg["dropped"] or not str(seg["dst"]).startswith(f"{host}:"):
+                if seg["dropped"] or _host_of(seg["dst"]) != host:
                     continue
                 if port not in (_port_of(seg["src"]), _port_of(seg["dst"])):
                     continue
@@ -544,6 +550,16 @@ class LabRun:
                     seg["dropped"] = True
                     seg["hold"] = hold_id
                     self._marked[hold_id] = self._marked.get(hold_id, 0) + 1
+
+    def _mark_forged(self, segments: Sequence[dict[str, object]]) -> None:
+        """Mark the captured segments a forge sent (``"forged": true``): they carry a client's
+        4-tuple but its kernel did not send them. Matched by source, flags and number, as many
+        as were sent, in whichever step's report they arrive."""
+        for seg in segments:
+            key = (str(seg["src"]), str(seg["flags"]), int(str(seg["seq"])))
+            if self._forged.get(key, 0) > 0 and not seg["len"]:
+                seg["forged"] = True
+                self._forged[key] -= 1
 
     def _client_host(self) -> str:
         for side, (end, tup) in self._tuples().items():
@@ -713,6 +729,21 @@ class LabRun:
         assert isinstance(counters, dict)
         return {key: int(counters.get(key, 0)) for key in SYN_FATES}
 
+    async def _act_forge(self, step: Step) -> ActResult:
+        flags = str(step.args.get("flags", "RST"))
+        outcome, facts = await self.clients.forge(
+            step.actor,
+            flags,
+            int(step.args.get("offset", 0)),
+            int(step.args.get("count", 1)),
+            step.timeout,
+        )
+        ends = self.clients.tuple_of(step.actor)
+        if outcome == "ok" and ends is not None:
+            key = (str(ends[0]), flags, facts["seq"])
+            self._forged[key] = self._forged.get(key, 0) + facts["sent"]
+        return outcome, None, dict(facts)
+
     # -- observation ------------------------------------------------------------------------
 
     def _tuples(self) -> dict[str, tuple[str, tuple[Address, Address | None] | None]]:
@@ -855,6 +886,7 @@ ACTIONS_TABLE: Mapping[str, ActHandler] = {
     "self_connect": LabRun._act_self_connect,
     "stale_syn": LabRun._act_stale_syn,
     "syn_flood": LabRun._act_syn_flood,
+    "forge": LabRun._act_forge,
     "close_both": LabRun._act_close_both,
 }
 """Every action a lab file may name (``spec.model.ACTIONS``, same keys: tested) -> the method
@@ -863,6 +895,11 @@ that performs it. The stream actions travel to the agent as its ``stream_action`
 
 def _port_of(endpoint: object) -> int:
     return int(str(endpoint).rsplit(":", 1)[1])
+
+
+def _host_of(endpoint: object) -> str:
+    """The address of ``host:port`` or ``[v6-host]:port`` (as ``Address`` prints them)."""
+    return str(endpoint).rsplit(":", 1)[0].removeprefix("[").removesuffix("]")
 
 
 def fact_matches(want: object, got: object) -> bool:

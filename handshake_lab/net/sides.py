@@ -25,10 +25,12 @@ from typing import Protocol
 
 from handshake_lab.errors import MissingDependencyError, NetworkError
 from handshake_lab.net.endpoints import Client, EchoServer, Stream, errno_name
+from handshake_lab.net.forge import Expected, WireTap, expected_by, send_segments
 from handshake_lab.net.raw import send_raw_syns
 from handshake_lab.net.waits import wait_for
 from handshake_lab.observe.base import Address, Observer, SocketRecord, family_of
 from handshake_lab.observe.scoped import needs_main_thread
+from handshake_lab.tcp.segments import Flags
 from handshake_lab.topo import nft
 from handshake_lab.topo.pair import read_tcp_counters, set_sysctl
 
@@ -38,6 +40,9 @@ NON_ERROR = frozenset({"ok", "pending", "data", "EOF"})
 StreamResult = tuple[str, str | None, dict[str, int]]
 """(outcome, received text, facts) of a stream action."""
 RETRY_INTERVAL = 0.05
+TAP_POLL = 0.01
+"""How often a forge looks at the wire again while the server's ACK is still on its way."""
+ForgeResult = tuple[str, dict[str, int]]
 
 
 class ServerSide(Protocol):
@@ -114,6 +119,12 @@ class ClientSide(Protocol):
     async def syn_flood(
         self, name: str, server: Address, seqs: Sequence[int]
     ) -> tuple[str, list[int]]: ...
+
+    async def open_tap(self, ports: Collection[int]) -> None: ...
+
+    async def forge(
+        self, name: str, flags: str, offset: int, count: int, timeout: float
+    ) -> ForgeResult: ...
 
     async def ns_op(self, op: str, args: Mapping[str, object]) -> object: ...
 
@@ -435,6 +446,7 @@ class LocalClients(_LocalEnd):
     ) -> None:
         super().__init__(host, observers, scope, netns, fast_observers, vm_ops)
         self.clients = {name: Client(name, host) for name in names}
+        self.tap: WireTap | None = None
 
     async def connect(
         self, name: str, server: Address, *, wait: bool, timeout: float, retry: bool = False
@@ -482,6 +494,8 @@ class LocalClients(_LocalEnd):
     async def close_all(self) -> None:
         for client in self.clients.values():
             await client.close_all()
+        if self.tap is not None:
+            self.tap.close()
         await self.ops.aclose()
 
     async def churn(self, server: Address, count: int, timeout: float) -> tuple[str, int]:
@@ -549,6 +563,52 @@ class LocalClients(_LocalEnd):
         client.local = Address(self.host, ports[0])
         client.remote = server
         return "ok", ports
+
+    async def open_tap(self, ports: Collection[int]) -> None:
+        """Watch the lab's ports on this side's link from now on (``net.forge.WireTap``): a
+        forge takes its sequence numbers from what the tap saw."""
+        if self.tap is not None:
+            return
+        tap = WireTap(ports)
+        with self.scope():
+            tap.open()
+        self.tap = tap
+
+    async def forge(
+        self, name: str, flags: str, offset: int, count: int, timeout: float
+    ) -> ForgeResult:
+        """Send ``count`` segments with client ``name``'s 4-tuple, as if from it, with
+        sequence number RCV.NXT + ``offset``, RCV.NXT being the ACK number of the server's
+        latest segment on the wire. Waits (up to ``timeout``) until that ACK covers all the
+        client sent, so a server's delayed ACK cannot leave the number behind."""
+        ends = self.tuple_of(name)
+        if self.tap is None or ends is None:
+            return "ENOTCONN", {}
+        local, remote = ends
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        expected: Expected | None = None
+        while True:
+            packets = self.tap.read()
+            expected = expected_by(packets, (local.host, local.port), (remote.host, remote.port))
+            if (expected is not None and expected.settled) or loop.time() >= deadline:
+                break
+            await asyncio.sleep(TAP_POLL)
+        if expected is None:
+            return "ENODATA", {}  # the server has sent nothing on this connection
+        seq = (expected.rcv_nxt + offset) % 2**32
+        with self.scope():
+            send_segments(
+                (local.host, local.port),
+                (remote.host, remote.port),
+                seq=seq,
+                flags=Flags[flags],
+                count=count,
+            )
+        facts = {"rcv_nxt": expected.rcv_nxt, "seq": seq, "sent": count}
+        if expected.window is not None:
+            facts["window"] = expected.window
+        return "ok", facts
 
 
 async def _wait_eof(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:

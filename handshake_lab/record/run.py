@@ -32,6 +32,8 @@ class LadderRow:
     label: str
     dropped: bool = False
     """A hold dropped it at the receiver (``"dropped": true`` in the record)."""
+    forged: bool = False
+    """The lab's raw socket sent it, not the sender's kernel (``"forged": true``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +148,11 @@ class RunRecord:
                     server=server,
                     rows=tuple(
                         LadderRow(
-                            float(s["t_ms"]), s["sender"], str(s["label"]), bool(s.get("dropped"))
+                            float(s["t_ms"]),
+                            s["sender"],
+                            str(s["label"]),
+                            bool(s.get("dropped")),
+                            bool(s.get("forged")),
                         )
                         for s in grouped[index]
                     ),

@@ -324,7 +324,12 @@ def _arrow(s: _Seg, y: float, w: _Words) -> str:
     x0, x1 = (X_CLIENT, X_SERVER) if to_server else (X_SERVER, X_CLIENT)
     dropped = bool(seg.get("dropped"))
     y1 = y + SLANT
-    classes = "seg" + (" dropped" if dropped else "") + (" retrans" if s.retrans else "")
+    classes = (
+        "seg"
+        + (" dropped" if dropped else "")
+        + (" retrans" if s.retrans else "")
+        + (" forged" if seg.get("forged") else "")
+    )
     if dropped:
         x_end = x0 + (x1 - x0) * 0.62
         y_end = y + SLANT * 0.62
@@ -337,6 +342,8 @@ def _arrow(s: _Seg, y: float, w: _Words) -> str:
     )
     if dropped:
         tip += f"  {w('dropped')}: {seg.get('hold')}"
+    if seg.get("forged"):
+        tip += f"  ({w('forged')})"
     if s.retrans:
         tip += f"  ({w('retransmission')})"
     mid = (x0 + x_end) / 2 if dropped else (X_CLIENT + X_SERVER) / 2
@@ -366,6 +373,8 @@ def _arrow(s: _Seg, y: float, w: _Words) -> str:
         )
     if s.retrans:
         label += f"  \u21bb {w('retransmission')}"
+    if seg.get("forged"):
+        label += f"  ({w('forged')})"
     out.append(
         f'<text class="seg-label" x="{mid}" y="{y - 3 + SLANT / 2:.1f}" '
         f'text-anchor="middle">{_e(label)}</text></g>'
@@ -1004,6 +1013,7 @@ svg{max-width:100%;height:auto;display:block}svg text{font-size:11px;fill:var(--
 .seg .shaft{stroke:#222;stroke-width:1.4}.seg .head{fill:#222}
 .seg.dropped .shaft{stroke:var(--bad)}.seg .x{stroke:var(--bad);stroke-width:2.5}
 .seg .drop-note{fill:var(--bad);font-size:10px}
+.seg.forged .shaft{stroke:var(--bad);stroke-dasharray:2 2}.seg.forged .head{fill:var(--bad)}
 .seg.retrans .shaft{stroke-dasharray:5 3}.seg-label{paint-order:stroke;stroke:#fff;
 stroke-width:3px}.state-label{font-size:10.5px;font-weight:600}
 .band{fill:#b9c3cf}.st-ESTABLISHED{fill:#3aa757}.st-SYN_SENT,.st-SYN_RECV,.st-NEW_SYN_RECV{

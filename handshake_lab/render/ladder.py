@@ -144,7 +144,7 @@ def ladder_lines(
             lines.append(f"{t} {left} |{blank_arrow}| {right}".rstrip())
             continue
         to_server = row.entry.sender == "client"
-        label = row.entry.label
+        label = ("forged " if row.entry.forged else "") + row.entry.label
         dropped = row.entry.dropped
         if len(label) <= inner - (3 if dropped else 0):
             arrow = _arrow(label, to_server, arrow_w, dropped)

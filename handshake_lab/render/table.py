@@ -163,6 +163,8 @@ class TableRenderer:
                 line += f"  [{seg['options']}]"  # what the handshake negotiates
             if seg.get("dropped"):
                 line += f"  {self._l('dropped_by')} {seg.get('hold')}"
+            if seg.get("forged"):
+                line += f"  {self._l('forged')}"
             self._say(line, "blue")
         for tr in ev.transitions:
             why = str(tr.get("cause") or "")

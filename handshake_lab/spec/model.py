@@ -74,13 +74,15 @@ KERNEL_FIGURES: tuple[str, ...] = (
     "net.ipv4.tcp_orphan_retries",
     "net.ipv4.tcp_timestamps",
     "net.ipv6.bindv6only",
+    "net.ipv4.tcp_invalid_ratelimit",
+    "net.ipv4.tcp_challenge_ack_limit",
 )
 """The timer sysctls every run records (``LabStarted.kernel``), whether or not its texts cite
 them: a grader can see what the student's kernel used. Also tcp_timestamps, not a timer but
 what decides which options a connection keeps (a SYN cookie keeps window scaling and SACK
 only through timestamps: the syn-flood lab turns them off in its client's namespace), and
 net.ipv6.bindv6only: whether an IPv6 listener on :: takes IPv4 clients by default (the
-dual-stack lab)."""
+dual-stack lab); and the challenge-ACK rate limits (the rst-validation lab)."""
 
 
 def cited_sysctls(texts: Iterable[str]) -> list[str]:
@@ -398,6 +400,22 @@ ACTIONS: Mapping[str, ActionSpec] = {
         "send COUNT raw SYNs, each from its own port that no socket owns (a SYN flood); "
         "facts sent, syn_recv; netns topology only",
     ),
+    "forge": ActionSpec(
+        frozenset({"client"}),
+        {
+            "flags": ArgSpec((str,), "RST", choices=("RST", "SYN"), help="the segment's flags"),
+            "offset": ArgSpec(
+                (int,),
+                0,
+                minimum=-(2**31),
+                maximum=2**31 - 1,
+                help="its sequence number minus the server's RCV.NXT (0: exactly RCV.NXT)",
+            ),
+            "count": ArgSpec((int,), 1, minimum=1, maximum=10, help="copies sent back to back"),
+        },
+        "send a raw segment with this client's 4-tuple, as if from it; its sequence number "
+        "is the server's RCV.NXT (read from the wire) plus offset; netns topology only",
+    ),
 }
 
 HOLD_KINDS: tuple[str, ...] = (
@@ -411,7 +429,7 @@ HOLD_KINDS: tuple[str, ...] = (
     "drop_all",
 )
 TOPOLOGIES: tuple[str, ...] = ("loopback", "netns")
-NETNS_ONLY_ACTIONS = frozenset({"sysctl", "stale_syn", "syn_flood"})
+NETNS_ONLY_ACTIONS = frozenset({"sysctl", "stale_syn", "syn_flood", "forge"})
 ONE_PROCESS_ACTIONS = frozenset({"close_both"})
 """Actions that touch both ends at one instant: only where both live in this process."""
 

@@ -13,6 +13,7 @@ import itertools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytest
@@ -61,12 +62,12 @@ class HeldRun:
         return out
 
 
-def run_held(name: str, loop_name: str) -> HeldRun:
+def run_held(name: str, loop_name: str, ip: int = 4) -> HeldRun:
     """Run built-in lab ``name`` in the netns topology with capture (required) and trace (if
     the machine has it); assert that every step agreed and that the namespaces are gone."""
     lab = load_lab(builtin_dir() / f"{name}.toml")
     recorded = Recorded()
-    with place(Topology.NETNS, lab, default_observers) as ends:
+    with place(Topology.NETNS, lab, partial(default_observers, ip), ip=ip) as ends:
         evidence = evidence_for(ends, capture=True, trace=None, pcap=False)
         assert evidence is not None
         runner = LabRun(
@@ -605,3 +606,128 @@ def test_syn_flood_fills_the_syn_queue_then_cookies_let_clients_in(loop_name: st
 def option_names(segment: Segment) -> set[str]:
     """``"mss=1460 ws=10 sack_perm"`` -> ``{"mss", "ws", "sack_perm"}``."""
     return {word.split("=", 1)[0] for word in str(segment.get("options", "")).split()}
+
+
+@pytest.mark.parametrize("ip", [4, 6])
+def test_rst_validation_drops_challenges_and_only_the_exact_rst_resets(
+    loop_name: str, ip: int
+) -> None:
+    run = run_held("rst-validation", loop_name, ip)
+    steps = run.recorded.steps
+    request = [s for s in run.segments("request") if s["from"] == "client" and s["len"]]
+    assert [s["len"] for s in request] == [len("GET /report")] == [11]
+    acks = [s for s in run.segments() if s["from"] == "server" and "ACK" in s["flags"]]
+    rcv_nxt = (request[0]["seq"] + 11) % 2**32
+    assert rcv_nxt in {s["ack"] for s in acks}
+    # Every forge measured from the same RCV.NXT, the ack of the server's latest segment.
+    forges = ("rst-out-of-window", "rst-in-window", "syn", "rst-exact")
+    offsets = {"rst-out-of-window": 1000000, "rst-in-window": 1000, "syn": 0, "rst-exact": 0}
+    for sid in forges:
+        assert run.fact(sid, "rcv_nxt") == rcv_nxt, sid
+        assert run.fact(sid, "seq") == (rcv_nxt + offsets[sid]) % 2**32, sid
+    window = run.fact("rst-out-of-window", "window")
+    assert 1000 < window < 1000000  # in the window at +1000, far out of it at +1000000
+    assert run.fact("rst-in-window", "sent") == 2
+
+    def forged(sid: str) -> list[Segment]:
+        return [s for s in run.segments(sid) if s["from"] == "client" and not s["len"]]
+
+    def answers(sid: str) -> list[Segment]:
+        return [s for s in run.segments(sid) if s["from"] == "server"]
+
+    # Out of the window: the RST crossed, nothing answered it, nothing else crossed.
+    assert [(s["flags"], s["seq"]) for s in forged("rst-out-of-window")] == [
+        ("RST", (rcv_nxt + 1000000) % 2**32)
+    ]
+    assert run.segments("rst-out-of-window") == forged("rst-out-of-window")
+    # Every forged segment, and only those, is marked so on the record (and 'grade' accepts
+    # their numbers, which no kernel of the client's sent).
+    marked = [(s["flags"], s["seq"]) for s in run.segments() if s.get("forged")]
+    assert marked == [
+        ("RST", (rcv_nxt + 1000000) % 2**32),
+        ("RST", (rcv_nxt + 1000) % 2**32),
+        ("RST", (rcv_nxt + 1000) % 2**32),
+        ("SYN", rcv_nxt),
+        ("RST", rcv_nxt),
+    ]
+    assert run.recorded.audit() == []
+    # In the window: two RSTs, one challenge ACK (seq=SND.NXT, ack=RCV.NXT), and the real
+    # client's kernel answered it with nothing (every client segment is a forged one).
+    in_window = run.segments("rst-in-window")
+    assert [(s["flags"], s["seq"]) for s in in_window if s["from"] == "client"] == [
+        ("RST", (rcv_nxt + 1000) % 2**32)
+    ] * 2
+    challenges = answers("rst-in-window")
+    assert [(s["flags"], s["ack"], s["len"]) for s in challenges] == [("ACK", rcv_nxt, 0)]
+    snd_nxt = challenges[0]["seq"]
+    # The SYN at exactly RCV.NXT: the same challenge ACK, no SYN-ACK, no answer from the client.
+    syn = run.segments("syn")
+    assert [(s["from"], s["flags"], s["seq"]) for s in syn] == [
+        ("client", "SYN", rcv_nxt),
+        ("server", "ACK", snd_nxt),
+    ]
+    assert syn[1]["ack"] == rcv_nxt
+    # ... at least tcp_invalid_ratelimit after the first challenge ACK (else it is skipped).
+    limit = int(str(run.recorded.header.kernel["net.ipv4.tcp_invalid_ratelimit"]))
+    assert syn[1]["t_ms"] - challenges[0]["t_ms"] > limit
+    assert len({s["conv"] for s in run.segments()}) == 1  # the forged SYN opened nothing
+    assert run.fact("challenges-counted", "TcpExt.TCPChallengeACK") == 2
+    assert run.fact("challenges-counted", "TcpExt.TCPACKSkippedChallenge") == 1
+    assert run.fact("challenges-counted", "TcpExt.TCPSYNChallenge") == 1
+    # Data in flight: 14 bytes sent by the server, every copy dropped at the client.
+    data = [s for s in run.segments() if s["from"] == "server" and s["len"]]
+    assert {(s["len"], s["seq"]) for s in data} == {(14, snd_nxt)}
+    assert all(s["dropped"] and s["hold"] == "data" for s in data)
+    assert run.fact("in-flight", "dropped.data") >= 2
+    last = run.recorded.steps["resets-counted"].holds["data"]
+    assert len(data) == last["dropped"]  # each copy, to the hold's last count
+    assert not last["active"]
+    assert run.fact("in-flight", "recv_q") == 11
+    assert run.fact("in-flight", "send_q") == 14
+    # The exact RST: the server's socket is gone, nothing answered, no copy of the data after.
+    exact = run.segments("rst-exact")
+    assert [(s["from"], s["flags"], s["seq"]) for s in exact] == [("client", "RST", rcv_nxt)]
+    assert all(s["t_ms"] < exact[0]["t_ms"] for s in data)
+    assert run.state("rst-exact", "server") == ABSENT
+    assert run.state("rst-exact", "client") == "ESTABLISHED"
+    assert steps["server-reads"].outcome == "ECONNRESET"
+    assert run.fact("server-reads", "bytes") == 11
+    # The client's next send meets the server's kernel: RST with seq = the client's ack.
+    late = run.segments("client-writes")
+    sent = [s for s in late if s["from"] == "client" and s["len"]]
+    assert [s["len"] for s in sent] == [len("hello?")] == [6]
+    resets = [s for s in late if s["from"] == "server"]
+    assert [(s["flags"], s["seq"]) for s in resets] == [("RST", sent[0]["ack"])]
+    assert sent[0]["ack"] == snd_nxt  # the 14 bytes never arrived
+    assert steps["client-reads"].outcome == "ECONNRESET"
+    assert run.fact("resets-counted", "Tcp.EstabResets") == 1
+    assert run.fact("resets-counted", "TcpExt.TCPChallengeACK") == 2
+    kernel = run.recorded.header.kernel
+    if run.evidence.trace_on:
+        gone = [
+            t
+            for t in run.recorded.steps["rst-exact"].transitions
+            if t["side"] == "server" and t["new"] == "CLOSE"
+        ]
+        assert gone, run.transitions()
+        assert gone[0]["cause"] == "RST", gone
+    checks: dict[str, Check] = {
+        "11": lambda r: r.fact("in-flight", "recv_q") == 11 == r.fact("server-reads", "bytes"),
+        "14": lambda r: r.fact("in-flight", "send_q") == 14 == data[0]["len"],
+        "6": lambda r: sent[0]["len"] == 6,
+        "1000000": lambda r: r.fact("rst-out-of-window", "seq") == (rcv_nxt + 1000000) % 2**32,
+        "1000": lambda r: r.fact("rst-in-window", "seq") == (rcv_nxt + 1000) % 2**32,
+        "2": lambda r: (
+            r.fact("challenges-counted", "TcpExt.TCPChallengeACK") == 2
+            and r.fact("resets-counted", "TcpExt.TCPChallengeACK") == 2
+            and r.fact("rst-in-window", "sent") == 2
+        ),
+        "1": lambda r: (
+            r.fact("challenges-counted", "TcpExt.TCPACKSkippedChallenge") == 1
+            and r.fact("challenges-counted", "TcpExt.TCPSYNChallenge") == 1
+            and r.fact("resets-counted", "Tcp.EstabResets") == 1
+            and len(challenges) == 1
+        ),
+        "2147483647": lambda r: kernel["net.ipv4.tcp_challenge_ack_limit"] == "2147483647",
+    }
+    assert_numbers_hold(run, checks, cited={"793", "5961", "9293"})

@@ -39,6 +39,7 @@ EXPECTED_LABS = {
     "keepalive",
     "syn-flood",
     "dual-stack",
+    "rst-validation",
 }
 # Labs whose lesson needs nftables holds, raw SYNs or namespace sysctls (root).
 NETNS_ONLY_LABS = {
@@ -49,6 +50,7 @@ NETNS_ONLY_LABS = {
     "orphaned-fin-wait2",
     "keepalive",
     "syn-flood",
+    "rst-validation",
 }
 CJK = re.compile(r"[\u4e00-\u9fff]")
 # States that last microseconds on loopback: a poll cannot be expected to catch them.
@@ -532,6 +534,36 @@ def test_stale_syn_makes_no_connection() -> None:
     assert step("stale-syn", "rst-arrives").expect["server.ghost"] is None
     assert step("stale-syn", "rst-arrives").timeout >= 4
     assert "three segments are needed" in en("stale-syn", "rst-arrives")
+
+
+def test_rst_validation_forges_out_of_window_in_window_and_exact_segments() -> None:
+    forged = [s for s in lab("rst-validation").steps if s.action == "forge"]
+    assert [(s.id, dict(s.args)) for s in forged] == [
+        ("rst-out-of-window", {"flags": "RST", "offset": 1000000, "count": 1}),
+        ("rst-in-window", {"flags": "RST", "offset": 1000, "count": 2}),
+        ("syn", {"flags": "SYN", "offset": 0, "count": 1}),
+        ("rst-exact", {"flags": "RST", "offset": 0, "count": 1}),
+    ]
+    # The connection survives every forged segment but the exact RST, long enough for the
+    # SYN's challenge ACK to come after the per-connection rate limit (500 ms by default).
+    for s in forged[:3]:
+        assert s.expect == {"client": TcpState.ESTABLISHED, "server": TcpState.ESTABLISHED}
+        assert s.stay >= 0.5
+    assert step("rst-validation", "rst-in-window").stay >= 1.0
+    assert step("rst-validation", "rst-exact").expect == {
+        "client": TcpState.ESTABLISHED,
+        "server": None,
+    }
+    assert step("rst-validation", "challenges-counted").facts == {
+        "TcpExt.TCPChallengeACK": 2,
+        "TcpExt.TCPACKSkippedChallenge": 1,
+        "TcpExt.TCPSYNChallenge": 1,
+    }
+    assert step("rst-validation", "server-reads").outcome == "ECONNRESET"
+    assert step("rst-validation", "client-reads").outcome == "ECONNRESET"
+    counted = en("rst-validation", "challenges-counted")
+    assert "{sysctl:net.ipv4.tcp_challenge_ack_limit}" in counted
+    assert "{sysctl:net.ipv4.tcp_invalid_ratelimit}" in en("rst-validation", "rst-in-window")
 
 
 def test_port_exhaustion_fails_then_reuses_a_time_wait() -> None:

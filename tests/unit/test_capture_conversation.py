@@ -154,6 +154,31 @@ def test_a_new_syn_on_the_same_four_tuple_starts_a_new_conversation() -> None:
     assert convs[1].client_base == J + 100_000
 
 
+def test_a_syn_answered_by_a_challenge_ack_stays_in_its_open_conversation() -> None:
+    # RFC 5961 section 4: a SYN on an established connection gets a plain ACK (seq=SND.NXT,
+    # ack=RCV.NXT), not a SYN-ACK: no new connection began, so no new conversation either.
+    opened = session()[:5]
+    syn = pkt(C, S, "SYN", J + 6, t=0.01)
+    challenge = pkt(S, C, "ACK", K + 1, J + 6, t=0.010_1)
+    data = pkt(C, S, "PSH,ACK", J + 6, K + 1, 3, t=0.02)
+
+    convs = conversations([*opened, syn, challenge, data])
+
+    assert len(convs) == 1
+    assert [e.rel_seq for e in convs[0].entries[-3:]] == [6, 1, 6]
+    assert check_handshake([*opened, syn, challenge, data])[-1].ok
+
+
+def test_after_a_fin_a_new_syn_starts_a_new_conversation_even_if_only_acked() -> None:
+    # A SYN into TIME_WAIT may be answered with the old ACK: still a new attempt to connect,
+    # and the old connection had closed.
+    closed = session()
+    syn = pkt(C, S, "SYN", J + 100_000, t=0.01)
+    old_ack = pkt(S, C, "ACK", K + 2, J + 7, t=0.010_1)
+
+    assert [len(c.entries) for c in conversations([*closed, syn, old_ack])] == [8, 2]
+
+
 def test_conversation_picks_the_requested_four_tuple_either_way_round() -> None:
     other = [pkt(("127.0.0.1", 5), ("127.0.0.1", 6), "SYN", 1)]
     conv = conversation(other + session(), four_tuple=(*S, *C))

@@ -143,6 +143,30 @@ def _conv(d: list[Doc]) -> None:
     step(d, "hello")["segments"][0]["conv"] = 1
 
 
+def _forged_rst(d: list[Doc], forged: bool) -> None:
+    # A RST with the client's 4-tuple far ahead of anything the client sent: what a forge
+    # step reports (marked) or what no kernel would send (unmarked).
+    segs = step(d, "hello")["segments"]
+    client = next(s for s in segs if s["sender"] == "client")
+    rst = dict(client, flags="RST", len=0, ack=0, rel_ack=None)
+    rst["seq"] = (client["seq"] + 1000) % 2**32
+    rst["rel_seq"] = client["rel_seq"] + 1000
+    rst["label"] = f"RST seq={rst['rel_seq']}"
+    if forged:
+        rst["forged"] = True
+    segs.insert(segs.index(client) + 1, rst)
+
+
+def test_a_forged_segment_is_no_end_skipping_bytes_but_unmarked_it_is(tmp_path: Path) -> None:
+    marked, unmarked = copy.deepcopy(docs()), copy.deepcopy(docs())
+    _forged_rst(marked, forged=True)
+    _forged_rst(unmarked, forged=False)
+    assert graded(tmp_path, marked)[0] == "ok"
+    klass, why = graded(tmp_path, unmarked)
+    assert klass == "inconsistent"
+    assert "skips bytes it never sent" in why
+
+
 @pytest.mark.parametrize(
     ("edit", "reason"),
     [

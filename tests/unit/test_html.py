@@ -62,6 +62,16 @@ def test_a_resent_syn_is_marked_and_a_dropped_segment_stops_with_its_hold() -> N
     assert 'data-verdict="interrupted"' in page  # no result: the run was cut short
 
 
+def test_a_forged_segment_is_drawn_and_labelled_as_forged_in_both_languages() -> None:
+    forged = seg(0.0, "client", "RST") | {"forged": True}
+    answer = seg(0.1, "server", "ACK")
+    rec = RunRecord(started(), (step(1, [forged, answer], []),), None)
+    page = render_html(rec, "en")
+    assert page.count('<g class="seg forged"') == 1
+    assert "RST  (forged by the lab)" in page
+    assert "由实验伪造" in render_html(rec, "zh")
+
+
 def test_the_chinese_page_uses_the_chinese_texts() -> None:
     page = render_html(record(), "zh")
     assert '<html lang="zh-Hans">' in page

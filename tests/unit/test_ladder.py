@@ -158,6 +158,22 @@ def test_a_dropped_segment_is_an_arrow_that_stops_short_of_the_receiver() -> Non
     assert max(len(line) for line in lines) <= 80
 
 
+def test_a_forged_segment_says_so_on_its_arrow() -> None:
+    conv = ConversationView(
+        index=0,
+        client="198.18.0.2:40000",
+        server="198.18.0.1:80",
+        rows=(
+            LadderRow(0.0, "client", "RST seq=1012", forged=True),
+            LadderRow(0.1, "server", "ACK seq=1 ack=12"),
+        ),
+        states=(),
+    )
+    lines = ladder.ladder_lines(conv)
+    assert "|--forged RST seq=1012---" in lines[2]
+    assert "forged" not in lines[3]
+
+
 def test_a_socket_connected_to_itself_is_drawn_against_itself_with_its_states() -> None:
     me = "127.0.0.1:5000"
     conv = ConversationView(
