@@ -566,8 +566,15 @@ def test_syn_flood_fills_the_syn_queue_then_cookies_let_clients_in(loop_name: st
     assert len(empty) == 4 == run.fact("flood-empty", "sent")
     assert all(answered(s) for s in empty)
     assert run.fact("flood-empty", "syn_recv") == 0
-    their_rsts = [s for s in run.segments("flood-empty") if "RST" in s["flags"].split(",")]
-    assert len(their_rsts) == 4
+    # (On a loaded machine the main listener's SYN-ACK resends, answered by RSTs the hold
+    # drops, may fall in this step too: only the new listener's port is this step's.)
+    alt = run.recorded.header.ports["alt"]
+    their_rsts = [
+        s
+        for s in run.segments("flood-empty")
+        if "RST" in s["flags"].split(",") and s["dst"].endswith(f":{alt}")
+    ]
+    assert len(their_rsts) == 4, their_rsts
     assert not [s for s in their_rsts if s["dropped"]]
     assert run.state("flood-empty", "server.ghost3") == ABSENT
     always = run.recorded.steps["always-counted"].facts
@@ -685,8 +692,12 @@ def test_rst_validation_drops_challenges_and_only_the_exact_rst_resets(
     assert run.fact("in-flight", "recv_q") == 11
     assert run.fact("in-flight", "send_q") == 14
     # The exact RST: the server's socket is gone, nothing answered, no copy of the data after.
-    exact = run.segments("rst-exact")
+    # (On a loaded machine a resend of the held data may still fall in this step, before the
+    # RST: the step's segments after the RST are what must be empty.)
+    exact = [s for s in run.segments("rst-exact") if "RST" in s["flags"].split(",")]
     assert [(s["from"], s["flags"], s["seq"]) for s in exact] == [("client", "RST", rcv_nxt)]
+    after = [s for s in run.segments("rst-exact") if s["t_ms"] > exact[0]["t_ms"]]
+    assert after == [], after
     assert all(s["t_ms"] < exact[0]["t_ms"] for s in data)
     assert run.state("rst-exact", "server") == ABSENT
     assert run.state("rst-exact", "client") == "ESTABLISHED"
