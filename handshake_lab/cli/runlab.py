@@ -24,7 +24,7 @@ from handshake_lab.lab.session import RunRequest, execute
 from handshake_lab.observe.defaults import default_observers
 from handshake_lab.outputs import check_output, write_output
 from handshake_lab.placement import Topology
-from handshake_lab.placement.place import step_set
+from handshake_lab.placement.place import link_refusal, step_set
 from handshake_lab.record.codec import read_run
 from handshake_lab.record.run import RunRecord
 from handshake_lab.render.html import render_html
@@ -34,7 +34,7 @@ from handshake_lab.render.text import make_console
 from handshake_lab.signals import sigterm_as_interrupt
 from handshake_lab.spec.loader import find_lab
 from handshake_lab.spec.model import STEP_SETS, Step
-from handshake_lab.topo import userns
+from handshake_lab.topo import netem, userns
 from handshake_lab.topo.caps import user_namespaces_work
 from handshake_lab.topo.vmhold import refusal as vm_refusal
 
@@ -113,6 +113,27 @@ def isolate_without_root(
     userns.reexec(arguments)
 
 
+def checked_link(delay: float | None, loss: float | None, topology: Topology) -> netem.Link:
+    """``--delay``/``--loss`` as a ``Link``; a usage error (exit 2) where they cannot go
+    (loopback, ``--peer``). Whether the kernel has netem is asked later (``need_netem``)."""
+    try:
+        link = netem.Link(rtt_ms=delay or 0.0, loss_pct=loss or 0.0)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    if link.active:
+        refusal = link_refusal(topology)
+        if refusal is not None:
+            raise UsageError(refusal)
+    return link
+
+
+def need_netem(link: netem.Link) -> None:
+    """Before anything is built: ``--delay``/``--loss`` need netem (exit 13 without it),
+    asked of the kernel in a namespace made for the probe (``topo.netem.probe``)."""
+    if link.active:
+        netem.require()
+
+
 def run_lab_command(
     name: str,
     *,
@@ -134,6 +155,8 @@ def run_lab_command(
     browser: bool = False,
     argv: list[str] | None = None,
     ip: int = 4,
+    delay: float | None = None,
+    loss: float | None = None,
 ) -> ExitStatus:
     lab = find_lab(name)
     for output in (pcap, save, html):
@@ -149,6 +172,7 @@ def run_lab_command(
     chosen = Topology.REMOTE if peer is not None else topology or Topology(lab.topologies[0])
     if ip == 6 and chosen is Topology.REMOTE:
         raise UsageError("--peer runs on IPv4 only; --ip 6 needs a --topology")
+    link = checked_link(delay, loss, chosen)
     steps_of = step_set(chosen)
     if STEP_SETS[steps_of] not in lab.topologies:
         raise UsageError(
@@ -165,6 +189,7 @@ def run_lab_command(
         argv,
         browser=browser,
     )
+    need_netem(link)
     default_observers(ip)  # fail early, before building anything, if ss or psutil is unusable
     request = RunRequest(
         lab=lab,
@@ -178,6 +203,7 @@ def run_lab_command(
         pcap=pcap,
         quiz=the_quiz,
         ip=ip,
+        link=link if link.active else None,
     )
     pause = make_pause(lang) if step and sys.stdin.isatty() else None
     live: LiveView | None = None

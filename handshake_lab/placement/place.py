@@ -15,6 +15,7 @@ from handshake_lab.placement.placed import Placed
 from handshake_lab.placement.remote import remote, remote_step_set
 from handshake_lab.placement.topology import Topology
 from handshake_lab.spec.model import Lab
+from handshake_lab.topo.netem import Link
 
 ObserverFactory = Callable[[], list[Observer]]
 
@@ -23,6 +24,25 @@ def step_set(topology: Topology) -> str:
     """Which of a lab's step sets a placement runs (``Topology.step_set``, and for ``--peer``
     the namespace steps where both ends are provisioned lab VMs: ``remote.remote_step_set``)."""
     return remote_step_set() if topology is Topology.REMOTE else topology.step_set
+
+
+def link_refusal(topology: Topology) -> str | None:
+    """Why ``--delay``/``--loss`` cannot run in ``topology`` (one line), or None.
+
+    netem goes only on the veth ends of the tool's own namespaces: never on the host's ``lo``
+    (loopback), and never on a VM's own interface (``--peer``: the agent's and the client's
+    sockets live in the VMs' own namespaces, which the tool does not own)."""
+    if topology is Topology.LOOPBACK:
+        return (
+            "--delay/--loss need --topology netns: they slow the lab's own veth pair, never "
+            "this machine's lo"
+        )
+    if topology is Topology.REMOTE:
+        return (
+            "--delay/--loss cannot run with --peer: the VMs' own interfaces are not the lab's; "
+            "run --topology netns on one VM instead"
+        )
+    return None
 
 
 @contextmanager
@@ -36,11 +56,17 @@ def place(
     token_file: Path | None = None,
     sysctls: Mapping[str, Mapping[str, str | int]] | None = None,
     ip: int = 4,
+    link: Link | None = None,
 ) -> Iterator[Placed]:
     """Yield the lab's two ends for ``topology`` on IP version ``ip`` (4 or 6); remove whatever
-    was created on exit. IPv6 runs on loopback and in the tool's own namespaces only."""
+    was created on exit. IPv6 runs on loopback and in the tool's own namespaces only; so does
+    a ``link`` (``--delay``/``--loss``: see ``link_refusal``)."""
     if ip not in (4, 6):
         raise ValueError(f"IP version must be 4 or 6, not {ip!r}")
+    if link is not None and link.active:
+        refusal = link_refusal(topology)
+        if refusal is not None:
+            raise UsageError(refusal)
     if ip == 6 and topology is Topology.REMOTE:
         raise UsageError("--peer runs on IPv4 only; --ip 6 needs a --topology")
     if topology is Topology.LOOPBACK:
@@ -50,5 +76,7 @@ def place(
             raise ValueError("the remote placement needs a peer")
         yield remote(peer, token_file, lab)
     else:
-        with namespaces(topology, lab, make_observers, sysctls=sysctls, loop=loop, ip=ip) as ends:
+        with namespaces(
+            topology, lab, make_observers, sysctls=sysctls, loop=loop, ip=ip, link=link
+        ) as ends:
             yield ends
