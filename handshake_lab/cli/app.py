@@ -553,6 +553,8 @@ def play(
     ] = False,
     ip: IpOpt = None,
     six: Ip6Opt = False,
+    delay: DelayOpt = None,
+    loss: LossOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Drive one real connection by hand: connect, send, shutdown, close... on either end.
@@ -562,7 +564,8 @@ def play(
     FILE.toml' writes the session as a lab. --browser adds a live page with buttons per end.
     Ends on EOF, 'quit', Ctrl-C or --idle.
     Exit codes: 0 the session ended; 2 bad option; 6 missing dependency; 7 network error;
-    9 --save cannot be written; 130 interrupted (every socket and namespace removed).
+    9 --save cannot be written; 13 --delay/--loss without netem; 130 interrupted (every
+    socket and namespace removed).
     """
     from handshake_lab.cli.play_cmd import play_command  # noqa: PLC0415
 
@@ -581,6 +584,8 @@ def play(
             argv=command_line,
             browser=browser,
             ip=ip_version(ip, six),
+            delay=delay,
+            loss=loss,
         ),
     )
     raise typer.Exit(int(status))
@@ -691,17 +696,23 @@ def doctor(
             "--pid", min=1, help="With --cleanup: only the leftovers of the run with this pid."
         ),
     ] = None,
+    lang: LangOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Report what this machine offers (ss, psutil, uvloop, root, netns, nft, tracefs)."""
+    """Report what this machine offers (ss, psutil, uvloop, root, netns, nft, tracefs, netem
+    for --delay/--loss)."""
     from handshake_lab.cli.doctor import cleanup_command, doctor_report  # noqa: PLC0415
 
     if dry_run and not cleanup:
         raise typer.BadParameter("--dry-run goes with --cleanup", param_hint="--dry-run")
     if pid is not None and not cleanup:
         raise typer.BadParameter("--pid goes with --cleanup", param_hint="--pid")
+    language = resolve(lang)
     status = guarded(
-        debug, (lambda: cleanup_command(dry_run, pid=pid)) if cleanup else doctor_report
+        debug,
+        (lambda: cleanup_command(dry_run, pid=pid))
+        if cleanup
+        else (lambda: doctor_report(language)),
     )
     raise typer.Exit(int(status))
 

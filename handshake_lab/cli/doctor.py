@@ -14,8 +14,10 @@ import typer
 
 from handshake_lab import tools
 from handshake_lab.errors import ExitStatus, HandshakeLabError
+from handshake_lab.i18n.netem import netem_label
 from handshake_lab.observe.trace import trace_capability
 from handshake_lab.render.text import output_width, wrap
+from handshake_lab.topo import netem
 from handshake_lab.topo.caps import netns_route, nft_available
 from handshake_lab.topo.registry import cleanup_leftovers
 
@@ -26,7 +28,22 @@ def _line(ok: bool, name: str, detail: str) -> None:
         typer.echo(line)
 
 
-def doctor_report() -> ExitStatus:
+def netem_line(lang: str) -> tuple[bool, str]:
+    """Whether ``--delay``/``--loss`` can work here, and what that means, in ``lang``: asked
+    of the kernel in a namespace made for the probe (``topo.netem.probe``)."""
+    try:
+        reason = netem.probe()
+    except HandshakeLabError as error:
+        return False, netem_label("netem_unknown", lang).format(detail=error)
+    if reason is None:
+        return True, netem_label("netem_ok", lang)
+    if reason.startswith("cannot probe"):
+        return False, netem_label("netem_unknown", lang).format(detail=reason)
+    detail = reason.rpartition("tc said: ")[2].rstrip(")") or reason
+    return False, netem_label("netem_missing", lang).format(detail=detail)
+
+
+def doctor_report(lang: str = "en") -> ExitStatus:
     ss = tools.find("ss")
     _line(ss is not None, "ss", ss or "not found - labs cannot run: apt install iproute2")
     _line(True, "psutil", str(psutil.__version__))  # a dependency: the import proves it
@@ -52,6 +69,8 @@ def doctor_report() -> ExitStatus:
 
     ok, reason = trace_capability()
     _line(ok, "tracefs", reason if ok else f"{reason} - no transition stream; polling only")
+    ok, meaning = netem_line(lang)
+    _line(ok, "netem", meaning)
     return ExitStatus.OK if ss is not None else ExitStatus.MISSING_DEPENDENCY
 
 

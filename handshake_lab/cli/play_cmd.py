@@ -19,7 +19,12 @@ from typing import TextIO
 
 from handshake_lab import tools
 from handshake_lab.cli.events_out import EventOutput
-from handshake_lab.cli.runlab import isolate_without_root, start_live_view
+from handshake_lab.cli.runlab import (
+    checked_link,
+    isolate_without_root,
+    need_netem,
+    start_live_view,
+)
 from handshake_lab.errors import ExitStatus, Interrupted, UsageError
 from handshake_lab.i18n.play import play_text
 from handshake_lab.lab.play import PlayRequest, PlaySession, completions, play
@@ -175,9 +180,12 @@ def play_command(
     argv: list[str] | None,
     browser: bool = False,
     ip: int = 4,
+    delay: float | None = None,
+    loss: float | None = None,
 ) -> ExitStatus:
     if topology not in (Topology.LOOPBACK, Topology.NETNS):
         raise UsageError("play runs with --topology loopback or netns")
+    link = checked_link(delay, loss, topology)
     if save is not None:
         check_output(save)
     netns = topology is Topology.NETNS
@@ -190,6 +198,7 @@ def play_command(
         browser=browser,
         instead="play in the terminal instead, or on --topology loopback",
     )
+    need_netem(link)
     default_observers(ip)  # fail early if ss or psutil is unusable
     stream: TextIO = sys.stdin
     if script is not None:
@@ -208,7 +217,15 @@ def play_command(
         say(
             "handshake-lab play: 'help' lists the commands; there is no undo (the kernel has none)"
         )
-    request = PlayRequest(topology=topology, loop=loop, lang=lang, idle=idle, port=port, ip=ip)
+    request = PlayRequest(
+        topology=topology,
+        loop=loop,
+        lang=lang,
+        idle=idle,
+        port=port,
+        ip=ip,
+        link=link if link.active else None,
+    )
     live: LiveView | None = None
     ready: Callable[[PlaySession], None] | None = None
     try:
