@@ -193,3 +193,21 @@ def test_the_sweep_page_draws_its_plots_with_no_console_problem(
     assert lines, "one line per state stay across the three RTTs"
     assert all(line.size["width"] > 50 for line in lines)
     assert "附加 RTT" in browser.find_element("css selector", "h1").text
+
+
+@pytest.mark.slow
+def test_the_handshake_text_quotes_the_rtt_the_client_measured_in_this_run(
+    tmp_path: Path,
+) -> None:
+    """{rtt:client} is filled from the step's own tcp_info: in --json, the table and HTML."""
+    save, page = tmp_path / "run.jsonl", tmp_path / "run.html"
+    proc, _ = cli("run", "handshake", "--save", str(save), "--html", str(page), "--lang", "en")
+    assert proc.returncode == ExitStatus.OK, proc.stderr
+    step = next(s for s in read_run(save).steps if s.id == "accept")
+    rtt = step.tcp_info["client"]["rtt_ms"]
+    assert rtt > 0
+    quoted = f"measured that RTT as {rtt:.1f} ms"
+    assert quoted in " ".join(step.explanation["en"].split())
+    assert quoted in " ".join(proc.stdout.split())
+    assert quoted in " ".join(page.read_text(encoding="utf-8").split())
+    assert "{rtt:" not in proc.stdout + save.read_text(encoding="utf-8")
