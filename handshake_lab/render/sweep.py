@@ -184,9 +184,20 @@ def sweep_json(points: Sequence[SweepPoint]) -> dict[str, Any]:
 
 # -- HTML -------------------------------------------------------------------------------------
 
-PLOT_W, PLOT_H = 640, 330
-LEFT, RIGHT, TOP, BOTTOM = 64, 170, 18, 46
-COLOURS = ("#1f6fd1", "#d9730d", "#2e8b57", "#8e44ad", "#c8102e", "#5b6575", "#b8860b")
+PLOT_W, PLOT_H = 720, 330
+LEFT, RIGHT, TOP, BOTTOM = 64, 200, 18, 46
+COLOURS = (
+    "#1f6fd1",
+    "#d9730d",
+    "#2e8b57",
+    "#8e44ad",
+    "#c8102e",
+    "#5b6575",
+    "#b8860b",
+    "#0f8b8d",
+    "#e75480",
+    "#6b4226",
+)
 
 
 def _ticks(top: float) -> list[float]:
@@ -215,9 +226,9 @@ def _plot(
             return None
         return span.answer_ms if value == "answer" else span.duration_ms
 
+    # The scale is the plotted figures'; a srtt far above them (a socket whose first sample
+    # timed a held segment) is drawn at the top edge with its value, not allowed to flatten all.
     ys = [figure(p.span(*key)) for key in series for p in points]
-    if srtt:
-        ys += [p.measured.get(side, {}).get("rtt_ms") for side, _ in series for p in points]
     y_ticks = _ticks(max([y for y in ys if y is not None] or [1.0]))
     x_ticks = _ticks(max(xs or [1.0]))
     inner_w, inner_h = PLOT_W - LEFT - RIGHT, PLOT_H - TOP - BOTTOM
@@ -264,17 +275,26 @@ def _plot(
         if srtt:
             for p in points:
                 rtt = p.measured.get(key[0], {}).get("rtt_ms")
-                if rtt is not None:
+                if rtt is None:
+                    continue
+                tip = f"<title>{escape(key[0])} {escape(w('srtt'))} {rtt:g} ms</title>"
+                if rtt <= y_ticks[-1]:
                     parts.append(
                         f'<circle cx="{px(p.rtt_ms):.1f}" cy="{py(rtt):.1f}" r="4" '
-                        f'fill="none" stroke="{colour}"><title>{escape(key[0])} '
-                        f"{escape(w('srtt'))} {rtt:g} ms</title></circle>"
+                        f'fill="none" stroke="{colour}">{tip}</circle>'
+                    )
+                else:
+                    x = px(p.rtt_ms)
+                    parts.append(
+                        f'<path class="off" d="M{x - 4:.1f},{TOP + 7} L{x:.1f},{TOP} '
+                        f'L{x + 4:.1f},{TOP + 7} Z" fill="{colour}">{tip}</path>'
+                        f'<text class="offval" x="{x + 6:.1f}" y="{TOP + 9}">{rtt:g}</text>'
                     )
         ly = TOP + 14 + 16 * i
         parts.append(
-            f'<line x1="{PLOT_W - RIGHT + 10}" x2="{PLOT_W - RIGHT + 30}" y1="{ly - 4}" '
+            f'<line x1="{PLOT_W - RIGHT + 28}" x2="{PLOT_W - RIGHT + 48}" y1="{ly - 4}" '
             f'y2="{ly - 4}" stroke="{colour}" stroke-width="2"{dash}/>'
-            f'<text class="key" x="{PLOT_W - RIGHT + 34}" y="{ly}">'
+            f'<text class="key" x="{PLOT_W - RIGHT + 52}" y="{ly}">'
             f"{escape(key[0])} {escape(key[1])}</text>"
         )
     parts.append("</svg>")
@@ -286,7 +306,8 @@ body{margin:0;padding:10px 16px;color:#1d2430;font:14px/1.45 system-ui,-apple-sy
 "Segoe UI",Roboto,"Noto Sans",Arial,"PingFang SC","Noto Sans CJK SC",sans-serif}
 h1{font-size:19px;margin:0 0 6px}h2{font-size:15px;margin:16px 0 4px}
 .note{color:#5b6575;font-size:12.5px;max-width:60em}
-svg.plot{max-width:100%;height:auto;display:block;border:1px solid #e3e7ed;margin:4px 0}
+svg.plot{width:100%;max-width:900px;height:auto;display:block;border:1px solid #e3e7ed;
+margin:4px 0}.key{font-size:10.5px}.offval{font-size:9.5px;fill:#5b6575}
 svg text{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,monospace;font-size:11px;
 fill:#1d2430}.frame{fill:#fff;stroke:#c9d1dc}.grid{stroke:#eef0f3}.series{fill:none;
 stroke-width:2}.tick,.axis{fill:#5b6575}

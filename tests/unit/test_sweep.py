@@ -176,3 +176,6 @@ def test_the_page_plots_answer_and_duration_against_the_rtt(point: SweepPoint) -
     assert "http" not in page.replace("http-equiv", ""), "no resource from the network"
     assert "client SYN_SENT" in page
     assert page.count('class="series"') >= 2
+    held = point.measured["held"]["rtt_ms"]
+    assert held > 1000, "its first sample timed the SYN-ACK the hold dropped"
+    assert f'class="offval" x="70.0" y="27">{held:g}</text>' in page, "off the answers' scale"
