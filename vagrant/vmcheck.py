@@ -9,9 +9,12 @@ same 4-tuple, or the run fails even if handshake-lab said the kernel agreed.
 
 The RTT sweep (``sweep.json``, ``sweep.rc``: ``handshake-lab sweep handshake --delay 0,50,200
 --json --topology netns`` on the client VM) passes when every delay ran and the client's
-SYN_SENT grows with the RTT added: its duration and its "answer after" (from the SYN that was
-answered to ESTABLISHED) rise with each delay, the answer is at least the delay, and it lies
-within the kernel's own measured srtt of that socket (``SWEEP_SLACK``).
+SYN_SENT time follows the RTT added: its "answer after" (from the SYN that was answered to
+ESTABLISHED) rises with each delay, is at least the delay, and lies within the kernel's own
+measured srtt of that socket (``SWEEP_SLACK``). Its whole stay in SYN_SENT is that answer plus
+the hold (the lab's full accept queue drops SYNs until the server accepts: 1 s to the first
+retransmission, 3 s when a slow VM accepts after it), so the duration is printed but only
+required to contain the answer: the retransmission that gets through, not the RTT, decides it.
 
 Standard library only: it runs with the host's python3.
 """
@@ -182,9 +185,12 @@ def check_sweep(doc: object, status: int) -> tuple[bool, list[str]]:
         found[delay] = (duration, answer, srtt, rto)
         verdict = "kernel agreed" if run.get("passed") else "kernel DISAGREED"
         lines.append(
-            f"sweep +{delay:>3g} ms: client SYN_SENT {duration:8.1f} ms, answer after "
-            f"{answer:7.3f} ms, kernel srtt {srtt} ms rto {rto} ms ({verdict})"
+            f"sweep +{delay:>3g} ms: client SYN_SENT {duration:8.1f} ms (hold "
+            f"{duration - answer:.1f} + answer after {answer:.3f}), kernel srtt {srtt} ms "
+            f"rto {rto} ms ({verdict})"
         )
+        if duration < answer:
+            problems.append(f"+{delay:g} ms: SYN_SENT lasted less than its answer took")
         if delay > 0:
             slack = max(SWEEP_SLACK[0], SWEEP_SLACK[1] * float(srtt or 0))
             if answer < delay:
@@ -196,11 +202,9 @@ def check_sweep(doc: object, status: int) -> tuple[bool, list[str]]:
     missing = [d for d in SWEEP_DELAYS if d not in found]
     if missing:
         problems.append("no run at " + ", ".join(f"+{d:g} ms" for d in missing))
-    ordered = [found[d] for d in SWEEP_DELAYS if d in found]
-    for name, index in (("duration", 0), ("answer", 1)):
-        values = [float(v[index] or 0) for v in ordered]
-        if any(b <= a for a, b in itertools.pairwise(values)):
-            problems.append(f"SYN_SENT {name} does not grow with the delay: {values}")
+    answers = [found[d][1] for d in SWEEP_DELAYS if d in found]
+    if any(b <= a for a, b in itertools.pairwise(answers)):
+        problems.append(f"SYN_SENT answer after does not grow with the delay: {answers}")
     lines += [f"sweep PROBLEM: {p}" for p in problems]
     passed = not problems
     lines.append(f"sweep: {'pass' if passed else 'FAIL'}")

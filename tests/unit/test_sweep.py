@@ -29,6 +29,9 @@ from handshake_lab.render.sweep import (
 
 DATA = Path(__file__).parent / "data" / "runs"
 RUN = DATA / "handshake.netns.delay-0ms.jsonl"
+VM_RUNS = {d: DATA / f"handshake.vm-netem.delay-{d}ms.jsonl" for d in (0, 50, 200)}
+"""Real runs with tc netem: ``make vm-check``'s sweep in the client VM (Debian 12 kernel, qemu
+without KVM, so even +0 ms takes milliseconds), copied from ``$VMR_DIR/vm-check/sweep-runs``."""
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +101,35 @@ def test_the_kernels_first_rtt_sample_is_kept_per_side(
     syn_sent = next(s for s in record.steps if s.id == "syn-dropped")
     assert syn_sent.tcp_info["client"]["rtt_ms"] == 0.0, "no sample yet in SYN_SENT"
     assert syn_sent.tcp_info["client"]["rto_ms"] == 1000.0
+
+
+@pytest.mark.parametrize("delay", [50, 200])
+def test_with_netem_every_clients_answer_is_the_rtt_set_and_the_kernel_agrees(
+    delay: int,
+) -> None:
+    point = sweep_point(read_run(VM_RUNS[delay]))
+    assert point.rtt_ms == delay
+    assert point.passed
+    clients = [s for s in point.spans if s.state == "SYN_SENT"]
+    assert {s.side for s in clients} == {"filler", "client", "held", "lazy"}
+    for stay in clients:
+        assert stay.answer_ms is not None
+        assert delay <= stay.answer_ms < delay * 1.2 + 10, stay
+    span = point.span("client", "SYN_SENT")
+    assert span is not None
+    assert span.answer_ms is not None
+    srtt = point.measured["client"]["rtt_ms"]
+    assert abs(span.answer_ms - srtt) <= max(2.0, 0.1 * srtt)
+
+
+def test_with_netem_the_answer_grows_with_the_delay_and_the_hold_does_not_follow_it() -> None:
+    spans = [sweep_point(read_run(VM_RUNS[d])).span("client", "SYN_SENT") for d in (0, 50, 200)]
+    answers = [s.answer_ms for s in spans if s is not None and s.answer_ms is not None]
+    assert len(answers) == 3
+    assert answers == sorted(answers)
+    holds = [s.duration_ms - s.answer_ms for s in spans if s and s.duration_ms and s.answer_ms]
+    # The retransmission that got through (1 s or 3 s: the VM accepted late at 0 and 50 ms).
+    assert all(min(abs(h - 1000), abs(h - 3000)) < 100 for h in holds), holds
 
 
 def delayed(point: SweepPoint, rtt: float) -> SweepPoint:
