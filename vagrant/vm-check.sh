@@ -13,7 +13,8 @@
 #   5. labs     every lab of `handshake-lab list` x {asyncio, uvloop}: `hslab-peer-run LAB
 #               --json` on the client VM, while vagrant/ss-sampler.sh reads `ss` on each VM
 #   5b. sweep   `handshake-lab sweep handshake --delay 0,50,200 --json --topology netns` on the
-#               client VM (its kernel has tc netem; the runs are kept in $OUT/sweep-runs)
+#               client VM (its kernel has tc netem; the runs and the sweep's page are kept
+#               in $OUT/sweep-runs)
 #   6. summary  vagrant/vmcheck.py: lab x loop, pass/fail, seconds, held states seen by ss;
 #               the sweep: the client's SYN_SENT grows with the RTT added, its "answer
 #               after" within the kernel's measured srtt
@@ -160,7 +161,8 @@ for vm in server client; do
   {
     echo "== $vm"
     sshx "$vm" 'ls -l /etc/handshake-lab/provisioned-vm; sudo systemctl is-system-running;
-      sudo systemctl --no-pager --failed --plain --no-legend; ip -br -4 addr show eth1'
+      sudo systemctl --no-pager --failed --plain --no-legend; ip -br -4 addr show eth1;
+      sudo handshake-lab doctor | grep -A3 netem'
   } >>"$LOGS/vm-state.log" 2>&1 || true
   sshx "$vm" 'sudo bash /vagrant/vagrant/ss-sampler.sh start /tmp/hslab-ss.log'
 done
@@ -191,7 +193,7 @@ if [[ ${HSLAB_SWEEP:-1} != 0 ]]; then
   s=$(date +%s)
   sshx client 'sudo rm -rf /tmp/hslab-sweep && sudo mkdir /tmp/hslab-sweep &&
     sudo handshake-lab sweep handshake --delay 0,50,200 --json --topology netns \
-      --save-dir /tmp/hslab-sweep' </dev/null >"$OUT/sweep.json" 2>"$OUT/sweep.err" || rc=$?
+      --save-dir /tmp/hslab-sweep --html /tmp/hslab-sweep/sweep.html' </dev/null >"$OUT/sweep.json" 2>"$OUT/sweep.err" || rc=$?
   echo "$rc" >"$OUT/sweep.rc"
   mkdir -p "$OUT/sweep-runs"
   sshx client 'sudo tar -C /tmp/hslab-sweep -cf - .' </dev/null | tar -C "$OUT/sweep-runs" -xf - ||
