@@ -191,6 +191,7 @@ def play_command(
     netns = topology is Topology.NETNS
     for tool in tools.needed_for("netns" if netns else "loopback", holds=netns):
         tools.require(tool)
+    need_netem(link)  # before a rerun in a user namespace: one line, not two
     isolate_without_root(
         netns,
         [script, save],
@@ -198,7 +199,6 @@ def play_command(
         browser=browser,
         instead="play in the terminal instead, or on --topology loopback",
     )
-    need_netem(link)
     default_observers(ip)  # fail early if ss or psutil is unusable
     stream: TextIO = sys.stdin
     if script is not None:

@@ -183,13 +183,13 @@ def run_lab_command(
     holds = any(s.holds for s in lab.steps_for(steps_of))
     for tool in tools.needed_for(STEP_SETS[steps_of], holds=holds):
         tools.require(tool)  # refused now, with its package, not in the middle of the run
+    need_netem(link)  # before a rerun in a user namespace: one line, not two
     isolate_without_root(
         STEP_SETS[steps_of] == "netns" and chosen is not Topology.REMOTE,
         [lab.path, pcap, answers, token_file, save, html],
         argv,
         browser=browser,
     )
-    need_netem(link)
     default_observers(ip)  # fail early, before building anything, if ss or psutil is unusable
     request = RunRequest(
         lab=lab,

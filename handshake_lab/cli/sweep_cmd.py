@@ -78,8 +78,8 @@ def sweep_command(
     holds = any(s.holds for s in lab.steps_for(steps_of))
     for tool in tools.needed_for(STEP_SETS[steps_of], holds=holds):
         tools.require(tool)
+    need_netem(Link(rtt_ms=max(delays), loss_pct=loss or 0.0))  # before a userns rerun
     isolate_without_root(STEP_SETS[steps_of] == "netns", [lab.path, html, save_dir], argv)
-    need_netem(Link(rtt_ms=max(delays), loss_pct=loss or 0.0))
     default_observers()
     base = RunRequest(lab=lab, topology=chosen, loop=loop)
     points: list[SweepPoint] = []

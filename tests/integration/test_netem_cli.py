@@ -25,8 +25,11 @@ from handshake_lab.record.codec import read_run
 from handshake_lab.record.sweep import sweep_point
 from handshake_lab.render.sweep import sweep_html
 from handshake_lab.topo import netem
+from handshake_lab.topo.caps import user_namespaces_work
 from handshake_lab.topo.registry import list_netns
+from tests import needs
 from tests.browser import chromium, console_problems, file_url
+from tests.integration.test_userns_cli import userns_env
 
 CLI = [sys.executable, "-m", "handshake_lab"]
 RUN = Path(__file__).parents[1] / "unit" / "data" / "runs" / "handshake.netns.delay-0ms.jsonl"
@@ -211,3 +214,29 @@ def test_the_handshake_text_quotes_the_rtt_the_client_measured_in_this_run(
     assert quoted in " ".join(proc.stdout.split())
     assert quoted in " ".join(page.read_text(encoding="utf-8").split())
     assert "{rtt:" not in proc.stdout + save.read_text(encoding="utf-8")
+
+
+def test_the_users_path_refuses_or_delays_in_its_private_namespace(
+    netem_missing: str | None,
+) -> None:
+    """Without root (as root: HANDSHAKE_LAB_USERNS=1) the run reruns in a user namespace;
+    netem is asked before that rerun, so a refusal is still one line, exit 13."""
+    works, detail = user_namespaces_work()
+    needs.require(works, f"no unprivileged user namespaces here: {detail}")
+    proc = subprocess.run(
+        [*CLI, "run", "half-close", "--topology", "netns", "--delay", "30", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=userns_env(),
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    if netem_missing is not None:
+        assert proc.returncode == ExitStatus.NETEM_UNAVAILABLE, proc.stderr
+        assert "this kernel lacks" in one_line(proc)
+        assert proc.stdout == ""
+    else:
+        assert proc.returncode == ExitStatus.OK, proc.stderr
+        lab = json.loads(proc.stdout.splitlines()[0])
+        assert lab["link"] == {"rtt_ms": 30.0, "loss_pct": 0.0}
