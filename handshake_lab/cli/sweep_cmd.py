@@ -23,7 +23,6 @@ from handshake_lab.observe.defaults import default_observers
 from handshake_lab.outputs import check_output, write_output
 from handshake_lab.placement import Topology
 from handshake_lab.placement.place import link_refusal, step_set
-from handshake_lab.record.events import Event
 from handshake_lab.record.sweep import SweepPoint
 from handshake_lab.render.jsonl import JsonLinesRenderer
 from handshake_lab.render.sweep import sweep_csv, sweep_html, sweep_json, sweep_table
@@ -90,12 +89,7 @@ def sweep_command(
             return lambda event: None
         stream = _save_path(save_dir, lab.name, link).open("w", encoding="utf-8")
         files.append(stream)
-        renderer = JsonLinesRenderer(lang, stream)
-
-        def emit(event: Event) -> None:
-            renderer(event)
-
-        return emit
+        return JsonLinesRenderer(lang, stream)
 
     status = ExitStatus.OK
     try:
