@@ -471,8 +471,9 @@ def sweep(
     Per run, from its record: each state a socket entered, when (ms since the run began),
     'duration' (from the transition into the state to the one out of it, holds included)
     and 'answer after' (from the last segment that end sent in the state to the transition
-    the answer caused: one RTT, whatever held the state; given for sockets captured where
-    they send: every socket on loopback, the clients in namespaces), and the kernel's own
+    the answer caused: one RTT, whatever held the state; given when that answer was not a
+    resent segment, for sockets captured where they send: every socket on loopback, the
+    clients in namespaces), and the kernel's own
     srtt, rttvar and rto of each socket (tcp_info, as ss -i shows them).
     Exit codes: 0 every run agreed with the kernel; 2 bad option; 3 some run disagreed;
     4/5 lab invalid/unknown; 6 missing dependency; 9 output refused; 13 no netem; 130

@@ -39,8 +39,9 @@ NETEM_LABELS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
                 "Times in ms since the run began. duration: from the transition that entered "
                 "the state to the one that left it (holds included). answer after: from the "
                 "last segment that end sent in the state to the transition its answer caused: "
-                "one RTT, hold or no hold (only for sockets captured where they send: on "
-                "loopback all, in namespaces the clients)."
+                "one RTT, hold or no hold (only where that answer was not a resent one, and "
+                "for sockets captured where they send: on loopback all, in namespaces the "
+                "clients)."
             ),
             "summary": "Duration (answer after) of each state, per RTT added",
             "plot_title": "{lab}: time in each state against the RTT added",
@@ -80,8 +81,8 @@ NETEM_LABELS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "legend": (
                 "时间单位为毫秒，从运行开始计。停留：从进入该状态的转换到离开它的转换（含人为"
                 "扣留）。应答用时：从这一端在该状态下发出的最后一个报文段，到对方应答引起的"
-                "转换：恰好一个 RTT，无论是否扣留（只对在发送处被抓包的套接字给出：回环上全部，"
-                "命名空间里是客户端）。"
+                "转换：恰好一个 RTT，无论是否扣留（只在该应答不是重传时给出，且只对在发送处"
+                "被抓包的套接字给出：回环上全部，命名空间里是客户端）。"
             ),
             "summary": "各状态的停留（应答用时），按附加 RTT",
             "plot_title": "{lab}：各状态用时与附加 RTT 的关系",

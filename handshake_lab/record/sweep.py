@@ -11,9 +11,12 @@ Read from the run record only (the transitions the kernel reported, the captured
   a whole SYN retransmission timeout before its second SYN gets through. ``answer_ms`` is the
   time from the last segment the side sent before leaving the state (the SYN that was
   answered) to the transition the answer caused: one RTT, hold or no hold. It is given only
-  for a transition a received segment caused, and only for a socket whose segments the capture
-  sees as they leave it (on loopback every socket; in namespaces the client's, captured on its
-  own veth; a server's segments are captured when they reach the client);
+  for a transition a received segment caused, and that segment a first answer, not a resent
+  one (when a hold dropped the first answer and the peer resent it on its own timer, the wait
+  would include that timer: the handshake lab's held client waits seconds for its SYN-ACK); and
+  only for a socket whose segments the capture sees as they leave it (on loopback every
+  socket; in namespaces the client's, captured on its own veth; a server's segments are
+  captured when they reach the client);
 - ``measured`` is the kernel's own view of each side: the first ``tcp_info`` of the run with an
   RTT sample (``rtt_ms`` = srtt, ``rttvar_ms``, ``rto_ms``), as ``ss -i`` would print it.
 """
@@ -96,7 +99,11 @@ def sweep_point(record: RunRecord) -> SweepPoint:
     """The spans and figures of one run (see the module docstring)."""
     started = record.started
     every_socket = started.topology == "loopback"
-    segments = sorted(record.segments(), key=lambda s: float(s["t_ms"]))
+    resent = record.retransmissions()
+    segments = sorted(
+        ({**seg, "resent": i in resent} for i, seg in enumerate(record.segments())),
+        key=lambda s: float(s["t_ms"]),
+    )
     by_side: dict[str, list[dict[str, Any]]] = {}
     for tr in record.transitions():
         if tr.get("old") == tr.get("new"):
@@ -145,12 +152,23 @@ def sweep_point(record: RunRecord) -> SweepPoint:
 def _answer_ms(
     leaving: dict[str, Any], entered: float, segments: list[dict[str, Any]]
 ) -> float | None:
-    """From the side's last segment sent in the state to the transition its answer caused."""
+    """From the side's last segment sent in the state to the transition its answer caused;
+    None when the segment that caused it was a resent one (see the module docstring)."""
     cause = leaving.get("cause")
     if not cause or cause == "application call":
         return None
     t = float(leaving["t_ms"])
     local, remote = str(leaving.get("local")), str(leaving.get("remote"))
+    arrived = [
+        s
+        for s in segments
+        if str(s.get("src")) == remote
+        and str(s.get("dst")) == local
+        and not s.get("dropped")
+        and float(s["t_ms"]) <= t + SENT_SLACK_MS
+    ]
+    if not arrived or arrived[-1]["resent"]:
+        return None
     sent = [
         float(s["t_ms"])
         for s in segments
