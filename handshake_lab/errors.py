@@ -45,6 +45,10 @@ class ExitStatus(IntEnum):
     CLASS_DIR_INVALID = 12
     """``grade DIR``: DIR is not a directory of submissions (missing, empty of runs, or holding
     a file in another layout). A student's unreadable run is not this: it is graded as such."""
+    NETEM_UNAVAILABLE = 13
+    """``--delay``/``--loss`` (``run``, ``play``, ``sweep``): this kernel has no netem qdisc
+    (``CONFIG_NET_SCH_NETEM`` off, or its module missing), found by a probe in a namespace the
+    tool made, before step 1. ``doctor`` says so too."""
     INTERRUPTED = 130
     """Ctrl-C or SIGTERM: every socket and kernel object was cleaned up before exit."""
 
@@ -115,6 +119,12 @@ class MissingDependencyError(HandshakeLabError):
 
 class ObserverError(MissingDependencyError):
     """An observer could not read the socket table (binary missing, permission, parse)."""
+
+
+class NetemUnavailableError(MissingDependencyError):
+    """The kernel cannot delay or drop segments with tc netem (``--delay``, ``--loss``)."""
+
+    exit_status = ExitStatus.NETEM_UNAVAILABLE
 
 
 class NetworkError(HandshakeLabError):

@@ -33,6 +33,7 @@ def system_dirs() -> tuple[str, ...]:
 PACKAGES: dict[str, str] = {
     "ip": "iproute2",
     "ss": "iproute2",
+    "tc": "iproute2",
     "nft": "nftables",
     "tcpdump": "tcpdump",
     "tshark": "tshark",

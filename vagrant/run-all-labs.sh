@@ -8,9 +8,12 @@
 #   vagrant/run-all-labs.sh --no-up     # the VMs are already up (and provisioned)
 #   vagrant/run-all-labs.sh --destroy   # vagrant destroy -f at the end, whatever happened
 #   HSLAB_LOOPS=uvloop vagrant/run-all-labs.sh
+#   HSLAB_SWEEP=0 vagrant/run-all-labs.sh   # skip the RTT sweep (run by default, after the labs)
 #
-# Exit status: 0 when every lab passed on every loop, 1 when any failed, 2 on a usage error.
-# Each run's full output is kept in .vagrant/hslab-results/LAB.LOOP.log.
+# Exit status: 0 when every lab passed on every loop (and the sweep), 1 when any failed, 2 on
+# a usage error. Each run's full output is kept in .vagrant/hslab-results/LAB.LOOP.log; the
+# sweep's (handshake-lab sweep handshake --delay 0,50,200 --json --topology netns on the
+# client VM, whose kernel has tc netem) in sweep.json, checked by vagrant/vmcheck.py --sweep.
 set -euo pipefail
 
 usage() {
@@ -81,6 +84,19 @@ for lab in "${labs[@]}"; do
   done
 done
 
+sweep=skipped
+if [[ ${HSLAB_SWEEP:-1} != 0 ]]; then
+  echo "== sweep handshake --delay 0,50,200 (tc netem in the client VM's namespaces)"
+  set +e
+  vagrant ssh client -c 'sudo handshake-lab sweep handshake --delay 0,50,200 --json --topology netns' \
+    </dev/null 2>/dev/null | tr -d '\r' >"$results/sweep.json"
+  rc=${PIPESTATUS[0]}
+  python3 vagrant/vmcheck.py --sweep "$results/sweep.json" "$rc"
+  checked=$?
+  set -e
+  if ((checked == 0)); then sweep=pass; else sweep="FAIL($rc)"; failed=$((failed + 1)); fi
+fi
+
 echo
 echo "== summary (logs in $results/)"
 printf '%-18s' lab
@@ -99,5 +115,7 @@ for lab in "${labs[@]}"; do
   printf '\n'
 done
 total=$((${#labs[@]} * ${#loops[@]}))
+[[ $sweep == skipped ]] || total=$((total + 1))
+echo "sweep: $sweep"
 echo "$((total - failed))/$total runs passed"
 ((failed == 0))

@@ -12,13 +12,18 @@
 #   4. up       vagrant up (both VMs, provisioned offline with HSLAB_WHEEL_DIR)
 #   5. labs     every lab of `handshake-lab list` x {asyncio, uvloop}: `hslab-peer-run LAB
 #               --json` on the client VM, while vagrant/ss-sampler.sh reads `ss` on each VM
-#   6. summary  vagrant/vmcheck.py: lab x loop, pass/fail, seconds, held states seen by ss
+#   5b. sweep   `handshake-lab sweep handshake --delay 0,50,200 --json --topology netns` on the
+#               client VM (its kernel has tc netem; the runs and the sweep's page are kept
+#               in $OUT/sweep-runs)
+#   6. summary  vagrant/vmcheck.py: lab x loop, pass/fail, seconds, held states seen by ss;
+#               the sweep: the client's SYN_SENT grows with the RTT added, its "answer
+#               after" within the kernel's measured srtt
 #   7. down     vagrant destroy -f, libvirt-netns.sh down (daemons stopped by PID, namespace
 #               deleted); VMR_KEEP=1 keeps the VMs up for a look (then: vm-check.sh down)
 #
 # Settings: VMR_DIR [/var/cache/hslab-vm], VMR_NS [vmr-check], HSLAB_PROVIDER [libvirt when
 # libvirtd is installed, else virtualbox], HSLAB_LIBVIRT_DRIVER [kvm when /dev/kvm works, else
-# qemu], HSLAB_LOOPS ["asyncio uvloop"], HSLAB_LABS [every lab].
+# qemu], HSLAB_LOOPS ["asyncio uvloop"], HSLAB_LABS [every lab], HSLAB_SWEEP [1; 0 skips 5b].
 # Needs root (libvirt, namespaces). Exit status: 0 when every run passed and every held state
 # was confirmed, 1 otherwise, 2 when the machine cannot run the check at all.
 set -euo pipefail
@@ -78,6 +83,7 @@ if [[ $PROVIDER == libvirt ]]; then
     p=$(dirname "$p")
   done
 fi
+rm -rf "$OUT"/sweep.* "$OUT"/sweep-runs
 rm -f "$OUT"/*.jsonl "$OUT"/*.err "$OUT"/runs.tsv "$OUT"/ss.*.log "$OUT/timings.txt" "$LOGS/vm-state.log"
 VENV=(env VAGRANT_HOME="$W/vagrant.d" VAGRANT_CHECKPOINT_DISABLE=1 HSLAB_PROVIDER="$PROVIDER"
       HSLAB_LIBVIRT_DRIVER="$DRIVER" HSLAB_WHEEL_DIR=/vagrant/wheelhouse)
@@ -155,7 +161,8 @@ for vm in server client; do
   {
     echo "== $vm"
     sshx "$vm" 'ls -l /etc/handshake-lab/provisioned-vm; sudo systemctl is-system-running;
-      sudo systemctl --no-pager --failed --plain --no-legend; ip -br -4 addr show eth1'
+      sudo systemctl --no-pager --failed --plain --no-legend; ip -br -4 addr show eth1;
+      sudo handshake-lab doctor | grep -A3 netem'
   } >>"$LOGS/vm-state.log" 2>&1 || true
   sshx "$vm" 'sudo bash /vagrant/vagrant/ss-sampler.sh start /tmp/hslab-ss.log'
 done
@@ -180,6 +187,20 @@ for lab in "${labs[@]}"; do
     say "$lab $loop: rc=$rc ${secs}s"
   done
 done
+# -- 5b. the RTT sweep (netem lives in the VMs' kernels, not necessarily on this machine) -------
+if [[ ${HSLAB_SWEEP:-1} != 0 ]]; then
+  rc=0
+  s=$(date +%s)
+  sshx client 'sudo rm -rf /tmp/hslab-sweep && sudo mkdir /tmp/hslab-sweep &&
+    sudo handshake-lab sweep handshake --delay 0,50,200 --json --topology netns \
+      --save-dir /tmp/hslab-sweep --html /tmp/hslab-sweep/sweep.html' </dev/null >"$OUT/sweep.json" 2>"$OUT/sweep.err" || rc=$?
+  echo "$rc" >"$OUT/sweep.rc"
+  mkdir -p "$OUT/sweep-runs"
+  sshx client 'sudo tar -C /tmp/hslab-sweep -cf - .' </dev/null | tar -C "$OUT/sweep-runs" -xf - ||
+    say "could not copy the sweep's runs"
+  say "sweep handshake --delay 0,50,200: rc=$rc $(($(date +%s) - s))s"
+fi
+
 for vm in server client; do
   sshx "$vm" 'sudo bash /vagrant/vagrant/ss-sampler.sh stop /tmp/hslab-ss.log;
     sudo cat /tmp/hslab-ss.log' >"$OUT/ss.$vm.log"

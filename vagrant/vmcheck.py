@@ -7,11 +7,21 @@ each VM). A *held step* is a step reported while one of the run's nft holds was 
 state it expected (other than ABSENT and LISTEN) must also appear in that VM's ss log on the
 same 4-tuple, or the run fails even if handshake-lab said the kernel agreed.
 
+The RTT sweep (``sweep.json``, ``sweep.rc``: ``handshake-lab sweep handshake --delay 0,50,200
+--json --topology netns`` on the client VM) passes when every delay ran and the client's
+SYN_SENT time follows the RTT added: its "answer after" (from the SYN that was answered to
+ESTABLISHED) rises with each delay, is at least the delay, and lies within the kernel's own
+measured srtt of that socket (``SWEEP_SLACK``). Its whole stay in SYN_SENT is that answer plus
+the hold (the lab's full accept queue drops SYNs until the server accepts: 1 s to the first
+retransmission, 3 s when a slow VM accepts after it), so the duration is printed but only
+required to contain the answer: the retransmission that gets through, not the RTT, decides it.
+
 Standard library only: it runs with the host's python3.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from dataclasses import dataclass, field
@@ -143,11 +153,93 @@ def table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+SWEEP_DELAYS = (0.0, 50.0, 200.0)
+SWEEP_SLACK = (2.0, 0.1)
+"""The answer may differ from the kernel's srtt by 2 ms or 10 % of it, whichever is more: the
+srtt is a timestamp sample with 1 ms granularity."""
+
+
+def check_sweep(doc: object, status: int) -> tuple[bool, list[str]]:
+    """(passed, lines) for the sweep's JSON document (``render.sweep.sweep_json``)."""
+    lines: list[str] = []
+    problems: list[str] = []
+    runs = doc.get("runs") if isinstance(doc, dict) else None
+    if status not in (0, 3) or not isinstance(runs, list):
+        return False, [f"sweep: no result (exit {status})"]
+    found: dict[float, tuple[float, float, float | None, float | None]] = {}
+    for run in runs:
+        if not isinstance(run, dict):
+            continue
+        delay = float(run.get("delay_ms", -1))
+        spans = [
+            s
+            for s in run.get("states", [])
+            if isinstance(s, dict) and s.get("side") == "client" and s.get("state") == "SYN_SENT"
+        ]
+        info = (run.get("measured") or {}).get("client") or {}
+        if not spans or spans[0].get("duration_ms") is None or spans[0].get("answer_ms") is None:
+            problems.append(f"+{delay:g} ms: no client SYN_SENT with a duration and an answer")
+            continue
+        duration, answer = float(spans[0]["duration_ms"]), float(spans[0]["answer_ms"])
+        srtt, rto = info.get("rtt_ms"), info.get("rto_ms")
+        found[delay] = (duration, answer, srtt, rto)
+        verdict = "kernel agreed" if run.get("passed") else "kernel DISAGREED"
+        lines.append(
+            f"sweep +{delay:>3g} ms: client SYN_SENT {duration:8.1f} ms (hold "
+            f"{duration - answer:.1f} + answer after {answer:.3f}), kernel srtt {srtt} ms "
+            f"rto {rto} ms ({verdict})"
+        )
+        if duration < answer:
+            problems.append(f"+{delay:g} ms: SYN_SENT lasted less than its answer took")
+        if delay > 0:
+            slack = max(SWEEP_SLACK[0], SWEEP_SLACK[1] * float(srtt or 0))
+            if answer < delay:
+                problems.append(f"+{delay:g} ms: answer {answer:g} ms is shorter than the delay")
+            if srtt is None or abs(answer - float(srtt)) > slack:
+                problems.append(
+                    f"+{delay:g} ms: answer {answer:g} ms not within {slack:g} ms of srtt {srtt}"
+                )
+    missing = [d for d in SWEEP_DELAYS if d not in found]
+    if missing:
+        problems.append("no run at " + ", ".join(f"+{d:g} ms" for d in missing))
+    answers = [found[d][1] for d in SWEEP_DELAYS if d in found]
+    if any(b <= a for a, b in itertools.pairwise(answers)):
+        problems.append(f"SYN_SENT answer after does not grow with the delay: {answers}")
+    lines += [f"sweep PROBLEM: {p}" for p in problems]
+    passed = not problems
+    lines.append(f"sweep: {'pass' if passed else 'FAIL'}")
+    return passed, lines
+
+
+def load_sweep(out: Path) -> tuple[bool, list[str]] | None:
+    """The sweep's check, or None when the check did not run one (HSLAB_SWEEP=0)."""
+    rc_file = out / "sweep.rc"
+    if not rc_file.exists():
+        return None
+    try:
+        doc: object = json.loads((out / "sweep.json").read_text(errors="replace"))
+    except (OSError, ValueError):
+        doc = None
+    return check_sweep(doc, int(rc_file.read_text().strip() or "1"))
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 4 and argv[1] == "--sweep":  # run-all-labs.sh: vmcheck.py --sweep FILE RC
+        try:
+            doc: object = json.loads(Path(argv[2]).read_text(errors="replace"))
+        except (OSError, ValueError):
+            doc = None
+        passed, lines = check_sweep(doc, int(argv[3]))
+        print("\n".join(lines))
+        return 0 if passed else 1
     out = Path(argv[1] if len(argv) > 1 else ".")
     runs = load(out)
     print(table(runs))
-    return 0 if runs and all(run.passed for run in runs) else 1
+    swept = load_sweep(out)
+    if swept is not None:
+        print("\n".join(swept[1]))
+    sweep_ok = swept is None or swept[0]
+    return 0 if runs and all(run.passed for run in runs) and sweep_ok else 1
 
 
 if __name__ == "__main__":

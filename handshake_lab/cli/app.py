@@ -93,6 +93,30 @@ IpOpt = Annotated[
 Ip6Opt = Annotated[bool, typer.Option("-6", help="Short for --ip 6.")]
 
 
+DelayOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--delay",
+        min=0,
+        max=60000,
+        help="Add MS milliseconds of round-trip time between the lab's namespaces: a segment "
+        "and its answer take MS more (tc netem on the server's veth, so the capture at the "
+        "client's veth sees the client's segments as they leave). --topology netns "
+        "only, never on loopback; refused (exit 13) where the kernel has no netem.",
+    ),
+]
+LossOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--loss",
+        min=0,
+        max=100,
+        help="Drop each segment, in either direction, with probability PCT percent (tc netem "
+        "on both veth ends); as --delay: netns only, exit 13 without netem.",
+    ),
+]
+
+
 def ip_version(ip: IpVersion | None, six: bool) -> int:
     """``--ip`` and its short form ``-6`` -> 4 or 6; both given and differing is a usage error."""
     if six and ip is IpVersion.v4:
@@ -342,14 +366,16 @@ def run(
     ] = False,
     ip: IpOpt = None,
     six: Ip6Opt = False,
+    delay: DelayOpt = None,
+    loss: LossOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Run a lab: each step's action, the kernel's states for both ends, and why.
 
     Exit codes: 0 every step agreed with the kernel; 3 the kernel disagreed; 4 invalid lab
     file; 5 unknown lab; 6 missing dependency; 7 network error; 8 quiz predictions wrong;
-    9 output file refused; 11 the --answers file cannot be read (names the line); 130
-    interrupted.
+    9 output file refused; 11 the --answers file cannot be read (names the line); 13
+    --delay/--loss without netem in this kernel; 130 interrupted.
     """
     from handshake_lab.cli.runlab import run_lab_command  # noqa: PLC0415
 
@@ -376,6 +402,99 @@ def run(
             token_file=token_file,
             argv=command_line,
             ip=ip_version(ip, six) if ip is not None or six else None,
+            delay=delay,
+            loss=loss,
+        ),
+    )
+    raise typer.Exit(int(status))
+
+
+class SweepFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def sweep(
+    lab: Annotated[
+        str,
+        typer.Argument(
+            help="A built-in lab name (see 'list') or a lab file.", autocompletion=complete_lab
+        ),
+    ],
+    delay: Annotated[
+        str,
+        typer.Option(
+            "--delay",
+            help="The RTTs to add, in ms, comma-separated (0,10,50,200): one run each, in "
+            "fresh namespaces, tc netem on the server's veth (see run --delay).",
+        ),
+    ],
+    loss: LossOpt = None,
+    loop: Annotated[
+        LoopName, typer.Option("--loop", help="Event loop that runs the sockets.")
+    ] = LoopName.asyncio,
+    topology: Annotated[
+        TopologyName | None,
+        typer.Option(
+            "--topology",
+            help="netns or netns-agent (loopback only with --delay 0) [default: netns].",
+        ),
+    ] = None,
+    output: Annotated[
+        SweepFormat, typer.Option("--format", help="What to print on stdout.")
+    ] = SweepFormat.table,
+    json_out: Annotated[bool, typer.Option("--json", help="Short for --format json.")] = False,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Also write one self-contained HTML page with the plots of time in each "
+            "state against the RTT added.",
+            dir_okay=False,
+        ),
+    ] = None,
+    save_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-dir",
+            help="Also keep each run's record there (LAB.delay-MSms.jsonl, for show/report).",
+            file_okay=False,
+        ),
+    ] = None,
+    lang: LangOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Run a lab once per RTT added and compare how long each end stayed in each state.
+
+    Per run, from its record: each state a socket entered, when (ms since the run began),
+    'duration' (from the transition into the state to the one out of it, holds included)
+    and 'answer after' (from the last segment that end sent in the state to the transition
+    the answer caused: one RTT, whatever held the state; given when that answer was not a
+    resent segment, for sockets captured where they send: every socket on loopback, the
+    clients in namespaces), and the kernel's own
+    srtt, rttvar and rto of each socket (tcp_info, as ss -i shows them).
+    Exit codes: 0 every run agreed with the kernel; 2 bad option; 3 some run disagreed;
+    4/5 lab invalid/unknown; 6 missing dependency; 9 output refused; 13 no netem; 130
+    interrupted.
+    """
+    from handshake_lab.cli.sweep_cmd import sweep_command  # noqa: PLC0415
+
+    language = resolve(lang)
+    status = guarded(
+        debug,
+        lambda: sweep_command(
+            lab,
+            delays_text=delay,
+            loss=loss,
+            loop=loop.value,
+            topology=Topology(topology.value) if topology else None,
+            output="json" if json_out else output.value,
+            html=html,
+            save_dir=save_dir,
+            lang=language,
+            argv=command_line,
         ),
     )
     raise typer.Exit(int(status))
@@ -435,6 +554,8 @@ def play(
     ] = False,
     ip: IpOpt = None,
     six: Ip6Opt = False,
+    delay: DelayOpt = None,
+    loss: LossOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Drive one real connection by hand: connect, send, shutdown, close... on either end.
@@ -444,7 +565,8 @@ def play(
     FILE.toml' writes the session as a lab. --browser adds a live page with buttons per end.
     Ends on EOF, 'quit', Ctrl-C or --idle.
     Exit codes: 0 the session ended; 2 bad option; 6 missing dependency; 7 network error;
-    9 --save cannot be written; 130 interrupted (every socket and namespace removed).
+    9 --save cannot be written; 13 --delay/--loss without netem; 130 interrupted (every
+    socket and namespace removed).
     """
     from handshake_lab.cli.play_cmd import play_command  # noqa: PLC0415
 
@@ -463,6 +585,8 @@ def play(
             argv=command_line,
             browser=browser,
             ip=ip_version(ip, six),
+            delay=delay,
+            loss=loss,
         ),
     )
     raise typer.Exit(int(status))
@@ -576,18 +700,20 @@ def doctor(
     lang: LangOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Report what this machine offers (ss, psutil, uvloop, root, netns, nft, tracefs, IPv6)."""
+    """Report what this machine offers (ss, psutil, uvloop, root, netns, nft, tracefs, IPv6,
+    netem for --delay/--loss)."""
     from handshake_lab.cli.doctor import cleanup_command, doctor_report  # noqa: PLC0415
 
     if dry_run and not cleanup:
         raise typer.BadParameter("--dry-run goes with --cleanup", param_hint="--dry-run")
     if pid is not None and not cleanup:
         raise typer.BadParameter("--pid goes with --cleanup", param_hint="--pid")
+    language = resolve(lang)
     status = guarded(
         debug,
         (lambda: cleanup_command(dry_run, pid=pid))
         if cleanup
-        else (lambda: doctor_report(resolve(lang))),
+        else (lambda: doctor_report(language)),
     )
     raise typer.Exit(int(status))
 

@@ -15,8 +15,10 @@ import typer
 from handshake_lab import tools
 from handshake_lab.errors import ExitStatus, HandshakeLabError
 from handshake_lab.i18n.doctor import doctor_text
+from handshake_lab.i18n.netem import netem_label
 from handshake_lab.observe.trace import trace_capability
 from handshake_lab.render.text import output_width, wrap
+from handshake_lab.topo import netem
 from handshake_lab.topo.caps import netns_route, nft_available
 from handshake_lab.topo.ipv6 import ipv6_findings, read_ipv6_facts
 from handshake_lab.topo.registry import cleanup_leftovers
@@ -26,6 +28,21 @@ def _line(ok: bool, name: str, detail: str) -> None:
     head = f"{'ok' if ok else '--'}  {name:<9} "
     for line in wrap(detail, output_width(), first=head, indent=" " * len(head)):
         typer.echo(line)
+
+
+def netem_line(lang: str) -> tuple[bool, str]:
+    """Whether ``--delay``/``--loss`` can work here, and what that means, in ``lang``: asked
+    of the kernel in a namespace made for the probe (``topo.netem.probe``)."""
+    try:
+        reason = netem.probe()
+    except HandshakeLabError as error:
+        return False, netem_label("netem_unknown", lang).format(detail=error)
+    if reason is None:
+        return True, netem_label("netem_ok", lang)
+    if reason.startswith("cannot probe"):
+        return False, netem_label("netem_unknown", lang).format(detail=reason)
+    detail = reason.rpartition("tc said: ")[2].rstrip(")") or reason
+    return False, netem_label("netem_missing", lang).format(detail=detail)
 
 
 def doctor_report(lang: str = "en") -> ExitStatus:
@@ -58,6 +75,8 @@ def doctor_report(lang: str = "en") -> ExitStatus:
     for finding in ipv6_findings(read_ipv6_facts()):
         text = doctor_text(finding.key, lang, finding.values)
         _line(finding.ok is not False, finding.name, text)
+    ok, meaning = netem_line(lang)
+    _line(ok, "netem", meaning)
     return ExitStatus.OK if ss is not None else ExitStatus.MISSING_DEPENDENCY
 
 

@@ -19,7 +19,12 @@ from typing import TextIO
 
 from handshake_lab import tools
 from handshake_lab.cli.events_out import EventOutput
-from handshake_lab.cli.runlab import isolate_without_root, start_live_view
+from handshake_lab.cli.runlab import (
+    checked_link,
+    isolate_without_root,
+    need_netem,
+    start_live_view,
+)
 from handshake_lab.errors import ExitStatus, Interrupted, UsageError
 from handshake_lab.i18n.play import play_text
 from handshake_lab.lab.play import PlayRequest, PlaySession, completions, play
@@ -175,14 +180,18 @@ def play_command(
     argv: list[str] | None,
     browser: bool = False,
     ip: int = 4,
+    delay: float | None = None,
+    loss: float | None = None,
 ) -> ExitStatus:
     if topology not in (Topology.LOOPBACK, Topology.NETNS):
         raise UsageError("play runs with --topology loopback or netns")
+    link = checked_link(delay, loss, topology)
     if save is not None:
         check_output(save)
     netns = topology is Topology.NETNS
     for tool in tools.needed_for("netns" if netns else "loopback", holds=netns):
         tools.require(tool)
+    need_netem(link)  # before a rerun in a user namespace: one line, not two
     isolate_without_root(
         netns,
         [script, save],
@@ -208,7 +217,15 @@ def play_command(
         say(
             "handshake-lab play: 'help' lists the commands; there is no undo (the kernel has none)"
         )
-    request = PlayRequest(topology=topology, loop=loop, lang=lang, idle=idle, port=port, ip=ip)
+    request = PlayRequest(
+        topology=topology,
+        loop=loop,
+        lang=lang,
+        idle=idle,
+        port=port,
+        ip=ip,
+        link=link if link.active else None,
+    )
     live: LiveView | None = None
     ready: Callable[[PlaySession], None] | None = None
     try:

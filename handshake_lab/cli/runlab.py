@@ -24,7 +24,7 @@ from handshake_lab.lab.session import RunRequest, execute
 from handshake_lab.observe.defaults import default_observers
 from handshake_lab.outputs import check_output, write_output
 from handshake_lab.placement import Topology
-from handshake_lab.placement.place import dual_refusal, step_set
+from handshake_lab.placement.place import dual_refusal, link_refusal, step_set
 from handshake_lab.record.codec import read_run
 from handshake_lab.record.run import RunRecord
 from handshake_lab.render.html import render_html
@@ -34,7 +34,7 @@ from handshake_lab.render.text import make_console
 from handshake_lab.signals import sigterm_as_interrupt
 from handshake_lab.spec.loader import find_lab
 from handshake_lab.spec.model import DUAL_STACK, STEP_SETS, Lab, Step
-from handshake_lab.topo import userns
+from handshake_lab.topo import netem, userns
 from handshake_lab.topo.caps import user_namespaces_work
 from handshake_lab.topo.vmhold import refusal as vm_refusal
 
@@ -113,6 +113,27 @@ def isolate_without_root(
     userns.reexec(arguments)
 
 
+def checked_link(delay: float | None, loss: float | None, topology: Topology) -> netem.Link:
+    """``--delay``/``--loss`` as a ``Link``; a usage error (exit 2) where they cannot go
+    (loopback, ``--peer``). Whether the kernel has netem is asked later (``need_netem``)."""
+    try:
+        link = netem.Link(rtt_ms=delay or 0.0, loss_pct=loss or 0.0)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    if link.active:
+        refusal = link_refusal(topology)
+        if refusal is not None:
+            raise UsageError(refusal)
+    return link
+
+
+def need_netem(link: netem.Link) -> None:
+    """Before anything is built: ``--delay``/``--loss`` need netem (exit 13 without it),
+    asked of the kernel in a namespace made for the probe (``topo.netem.probe``)."""
+    if link.active:
+        netem.require()
+
+
 def run_lab_command(
     name: str,
     *,
@@ -134,6 +155,8 @@ def run_lab_command(
     browser: bool = False,
     argv: list[str] | None = None,
     ip: int | None = None,
+    delay: float | None = None,
+    loss: float | None = None,
 ) -> ExitStatus:
     """``ip``: 4 or 6 as --ip gave it, None when not given (4, or both for a dual lab)."""
     lab = find_lab(name)
@@ -153,6 +176,7 @@ def run_lab_command(
         raise UsageError("--peer runs on IPv4 only; --ip 6 needs a --topology")
     if ip == DUAL_STACK and chosen in (Topology.REMOTE, Topology.NETNS_AGENT):
         raise UsageError(dual_refusal(lab.name, chosen))
+    link = checked_link(delay, loss, chosen)
     steps_of = step_set(chosen)
     if STEP_SETS[steps_of] not in lab.topologies:
         raise UsageError(
@@ -163,6 +187,7 @@ def run_lab_command(
     holds = any(s.holds for s in lab.steps_for(steps_of))
     for tool in tools.needed_for(STEP_SETS[steps_of], holds=holds):
         tools.require(tool)  # refused now, with its package, not in the middle of the run
+    need_netem(link)  # before a rerun in a user namespace: one line, not two
     isolate_without_root(
         STEP_SETS[steps_of] == "netns" and chosen is not Topology.REMOTE,
         [lab.path, pcap, answers, token_file, save, html],
@@ -182,6 +207,7 @@ def run_lab_command(
         pcap=pcap,
         quiz=the_quiz,
         ip=ip,
+        link=link if link.active else None,
     )
     pause = make_pause(lang) if step and sys.stdin.isatty() else None
     live: LiveView | None = None

@@ -55,6 +55,7 @@ from handshake_lab.tcp.machine import TRANSITIONS
 from handshake_lab.tcp.machine import Event as MachineEvent
 from handshake_lab.tcp.segments import Flags
 from handshake_lab.tcp.states import TcpState
+from handshake_lab.topo.netem import Link
 
 STEP_TIMEOUT = 1.0
 """Seconds a play step waits for the predicted states (and a ``recv`` for input)."""
@@ -798,6 +799,8 @@ class PlayRequest:
     idle: float = DEFAULT_IDLE
     port: int | None = None
     ip: int = 4
+    link: Link | None = None
+    """``--delay``/``--loss`` (netns only): the wire between the namespaces (``topo.netem``)."""
 
 
 def play(
@@ -818,6 +821,7 @@ def play(
         loop=request.loop,
         port=request.port,
         ip=request.ip,
+        link=request.link,
     )
 
     async def body(runner: LabRun) -> None:

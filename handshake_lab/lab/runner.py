@@ -20,7 +20,7 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from handshake_lab.lab.evidence import (
     Evidence,
@@ -43,6 +43,7 @@ from handshake_lab.net.sides import (
 )
 from handshake_lab.observe.base import Address, Observer
 from handshake_lab.observe.reconcile import Reconciled, reconcile
+from handshake_lab.observe.tcpinfo import TcpInfo, read_tcp_info, rounded
 from handshake_lab.observe.versions import base_versions
 from handshake_lab.placement.topology import Topology
 from handshake_lab.record.events import (
@@ -105,6 +106,8 @@ class RunOptions:
     host6: str | None = None
     """The server's IPv6 address in a run of both families (``ip = "dual"``); ``host`` is
     then its IPv4 one. ``connect`` with ``family = 6`` goes here."""
+    link: Mapping[str, float] = field(default_factory=dict)
+    """``--delay``/``--loss`` as the run record keeps it (``topo.netem.Link.record``)."""
 
     def __post_init__(self) -> None:
         # Accept the enum's value too ("netns"), as callers outside the CLI pass it.
@@ -231,6 +234,7 @@ class LabRun:
                 evidence=self.evidence.describe() if self.evidence else {},
                 notes=list(self.evidence.notes) if self.evidence else [],
                 kernel=kernel,
+                link=dict(self.options.link),
             )
         )
 
@@ -290,6 +294,7 @@ class LabRun:
         t1 = time.monotonic()
         observed, every_side, observed_at = await self._settle(step)
         t2 = time.monotonic()
+        tcp_info = await self._tcp_info(observed)
         segments: list[dict[str, object]] = []
         transitions: list[dict[str, object]] = []
         if self.evidence is not None:
@@ -337,7 +342,26 @@ class LabRun:
             transitions=transitions,
             holds=holds,
             quiz=[q.record() for q in questions],
+            tcp_info=tcp_info,
         )
+
+    async def _tcp_info(self, observed: Mapping[str, Reconciled | None]) -> dict[str, TcpInfo]:
+        """The kernel's srtt, rttvar and rto of each shown connected socket, read right after
+        the step's table (``observe.tcpinfo``; what ``ss -i`` prints)."""
+        tuples = self._tuples()
+        sockets: dict[str, tuple[Address, Address]] = {}
+        netns: dict[str, str | None] = {}
+        for side, r in observed.items():
+            end, tup = tuples.get(side, (CLIENT, None))
+            if r is None or r.state is None or tup is None or tup[1] is None:
+                continue
+            sockets[side] = (tup[0], tup[1])
+            owner = self.clients if end == CLIENT else self.server
+            netns[side] = getattr(owner, "netns", None)
+        if not sockets:
+            return {}
+        found = await asyncio.to_thread(read_tcp_info, sockets, netns)
+        return rounded((side, found[side]) for side in sockets if side in found)
 
     # -- quiz ---------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from handshake_lab.placement.place import ip_for, place, step_set
 from handshake_lab.record.run import Recorder, RunRecord
 from handshake_lab.signals import TERMINATING, sigterm_as_interrupt
 from handshake_lab.spec.model import Lab
+from handshake_lab.topo.netem import Link
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,8 @@ class RunRequest:
     ip: int = 4
     """The IP version of the lab's sockets: 4 (127.0.0.1, 198.18.0.0/24), 6 (::1,
     2001:db8:198:18::/64), or ``spec.model.DUAL_STACK`` for a lab of both (``ip = "dual"``)."""
+    link: Link | None = None
+    """``--delay``/``--loss``: the wire between the namespaces (``topo.netem``); None: as is."""
 
 
 def execute(
@@ -92,6 +95,7 @@ def drive(
             peer=request.peer,
             token_file=request.token_file,
             ip=ip,
+            link=request.link,
         ) as ends,
     ):
         evidence = evidence_for(
@@ -104,6 +108,7 @@ def drive(
             host=ends.host,
             host6=ends.host6,
             step_set=step_set(request.topology),
+            link=request.link.record() if request.link is not None else {},
         )
         runner = LabRun(
             request.lab,

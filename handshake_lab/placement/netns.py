@@ -23,6 +23,7 @@ from handshake_lab.placement.placed import NetnsDetails, Placed
 from handshake_lab.placement.topology import Topology
 from handshake_lab.spec.model import Lab
 from handshake_lab.topo.caps import netns_capability
+from handshake_lab.topo.netem import Link
 from handshake_lab.topo.netns import in_netns
 from handshake_lab.topo.pair import NetnsPair
 from handshake_lab.topo.registry import stale_cleanup
@@ -37,9 +38,10 @@ def namespaces(
     sysctls: Mapping[str, Mapping[str, str | int]] | None = None,
     loop: str = "asyncio",
     ip: int = 4,
+    link: Link | None = None,
 ) -> Iterator[Placed]:
-    """The lab's two ends in a fresh namespace pair (addresses of IP version ``ip``);
-    everything removed on exit."""
+    """The lab's two ends in a fresh namespace pair (addresses of IP version ``ip``; the
+    wire between them slowed by ``link``, ``topo.netem``); everything removed on exit."""
     if not topology.in_namespaces:
         raise ValueError(f"{topology} is not a namespace placement")
     ok, reason = netns_capability()
@@ -48,7 +50,10 @@ def namespaces(
     stale_cleanup()  # leftovers of runs that were SIGKILLed
     sysctls = sysctls if sysctls is not None else lab.sysctls
     pair = NetnsPair(
-        server_sysctls=sysctls.get("server"), client_sysctls=sysctls.get("client"), ip=ip
+        server_sysctls=sysctls.get("server"),
+        client_sysctls=sysctls.get("client"),
+        ip=ip,
+        link=link,
     )
     with pair:
 

@@ -15,6 +15,7 @@ from handshake_lab.placement.placed import Placed
 from handshake_lab.placement.remote import remote, remote_step_set
 from handshake_lab.placement.topology import Topology
 from handshake_lab.spec.model import DUAL_STACK, Lab
+from handshake_lab.topo.netem import Link
 
 ObserverFactory = Callable[[], list[Observer]]
 
@@ -44,6 +45,25 @@ def dual_refusal(name: str, topology: Topology) -> str:
     )
 
 
+def link_refusal(topology: Topology) -> str | None:
+    """Why ``--delay``/``--loss`` cannot run in ``topology`` (one line), or None.
+
+    netem goes only on the veth ends of the tool's own namespaces: never on the host's ``lo``
+    (loopback), and never on a VM's own interface (``--peer``: the agent's and the client's
+    sockets live in the VMs' own namespaces, which the tool does not own)."""
+    if topology is Topology.LOOPBACK:
+        return (
+            "--delay/--loss need --topology netns: they slow the lab's own veth pair, never "
+            "this machine's lo"
+        )
+    if topology is Topology.REMOTE:
+        return (
+            "--delay/--loss cannot run with --peer: the VMs' own interfaces are not the lab's; "
+            "run --topology netns on one VM instead"
+        )
+    return None
+
+
 @contextmanager
 def place(
     topology: Topology,
@@ -55,13 +75,19 @@ def place(
     token_file: Path | None = None,
     sysctls: Mapping[str, Mapping[str, str | int]] | None = None,
     ip: int = 4,
+    link: Link | None = None,
 ) -> Iterator[Placed]:
     """Yield the lab's two ends for ``topology`` on IP version ``ip`` (4 or 6; both for a
     dual lab, ``ip_for``); remove whatever was created on exit. IPv6 runs on loopback and in
-    the tool's own namespaces only."""
+    the tool's own namespaces only; so does a ``link`` (``--delay``/``--loss``: see
+    ``link_refusal``)."""
     ip = ip_for(lab, ip)
     if ip not in (4, 6, DUAL_STACK):
         raise ValueError(f"IP version must be 4, 6 or {DUAL_STACK} (both), not {ip!r}")
+    if link is not None and link.active:
+        refusal = link_refusal(topology)
+        if refusal is not None:
+            raise UsageError(refusal)
     if ip == 6 and topology is Topology.REMOTE:
         raise UsageError("--peer runs on IPv4 only; --ip 6 needs a --topology")
     if ip == DUAL_STACK and topology in (Topology.REMOTE, Topology.NETNS_AGENT):
@@ -73,5 +99,7 @@ def place(
             raise ValueError("the remote placement needs a peer")
         yield remote(peer, token_file, lab)
     else:
-        with namespaces(topology, lab, make_observers, sysctls=sysctls, loop=loop, ip=ip) as ends:
+        with namespaces(
+            topology, lab, make_observers, sysctls=sysctls, loop=loop, ip=ip, link=link
+        ) as ends:
             yield ends

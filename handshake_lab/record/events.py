@@ -76,6 +76,9 @@ class LabStarted:
     kernel: dict[str, str | None] = field(default_factory=dict)
     """The sysctls the texts cite and the timer sysctls, as the run's client end saw them
     (None: this kernel has no such sysctl). ``{sysctl:KEY}`` in a text is filled from here."""
+    link: dict[str, float] = field(default_factory=dict)
+    """``--delay``/``--loss``: ``{"rtt_ms", "loss_pct"}`` added by tc netem between the
+    namespaces (``topo.netem``); empty when the wire was left as it is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,9 @@ class StepReport:
     transitions: list[dict[str, Any]] = field(default_factory=list)
     holds: dict[str, dict[str, Any]] = field(default_factory=dict)
     quiz: list[dict[str, Any]] = field(default_factory=list)
+    tcp_info: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Side -> ``{"rtt_ms", "rttvar_ms", "rto_ms"}``: the kernel's ``tcp_info`` of each
+    connected socket shown, read right after ``observed`` (``observe.tcpinfo``)."""
 
 
 @dataclass(frozen=True, slots=True)

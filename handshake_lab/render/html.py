@@ -86,6 +86,7 @@ class _Words:
 
     def __init__(self, lang: str, kernel: Mapping[str, str | None]) -> None:
         self.lang = pick(lang)
+        self.kernel = kernel
         self.fill = filler(kernel, self.lang)
 
     def __call__(self, key: str) -> str:
@@ -93,6 +94,11 @@ class _Words:
 
     def text(self, texts: Mapping[str, str] | None) -> str:
         return self.fill(in_lang(texts, self.lang)) if texts else ""
+
+    def step_text(self, step: StepReport) -> str:
+        """A step's explanation, its ``{rtt:SIDE}`` from the step's own ``tcp_info``."""
+        fill = filler(self.kernel, self.lang, step.tcp_info)
+        return fill(in_lang(step.explanation, self.lang)) if step.explanation else ""
 
 
 def _paragraphs(text: str) -> list[str]:
@@ -830,7 +836,7 @@ def _step_article(
             f'<li class="tr">{_ms(float(tr["t_ms"]))} ms {_e(tr["side"])}: {_e(tr["old"])} '
             f"\u2192 {_e(tr['new'])}{_e(cause)}</li>"
         )
-    why = "".join(f"<p>{_e(p)}</p>" for p in _paragraphs(w.text(step.explanation)))
+    why = "".join(f"<p>{_e(p)}</p>" for p in _paragraphs(w.step_text(step)))
     return (
         f'<article class="step {cls}" id="step-{step.index}" data-step="{step.index}">'
         f'<h3><span class="num">{_e(w("step"))} {step.index}{of_total}</span> '

@@ -6,7 +6,7 @@ import sys
 from typing import TextIO
 
 from handshake_lab.record.codec import dumps
-from handshake_lab.record.events import Event, LabStarted
+from handshake_lab.record.events import Event, LabStarted, StepReport
 from handshake_lab.render.kernel_text import filler
 
 
@@ -16,10 +16,15 @@ class JsonLinesRenderer:
     def __init__(self, lang: str, out: TextIO | None = None) -> None:
         self.lang = lang
         self.out = out or sys.stdout
+        self.kernel: dict[str, str | None] = {}
         self.fill = filler({}, lang)
 
     def __call__(self, event: Event) -> None:
+        fill = self.fill
         if isinstance(event, LabStarted):
-            self.fill = filler(event.kernel, self.lang)
-        self.out.write(dumps(event, self.lang, self.fill) + "\n")
+            self.kernel = event.kernel
+            self.fill = fill = filler(event.kernel, self.lang)
+        elif isinstance(event, StepReport):
+            fill = filler(self.kernel, self.lang, event.tcp_info)  # {rtt:SIDE} of this step
+        self.out.write(dumps(event, self.lang, fill) + "\n")
         self.out.flush()

@@ -8,6 +8,8 @@ text when stdout is not a terminal.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -61,6 +63,7 @@ class TableRenderer:
     def __init__(self, console: Console, lang: str) -> None:
         self.console = console
         self.lang = lang
+        self.kernel: Mapping[str, str | None] = {}
         self.fill = filler({}, lang)
         self.width = console.width
         self.prose = min(self.width, PROSE_MAX)
@@ -87,6 +90,7 @@ class TableRenderer:
             self._result(event)
 
     def _header(self, ev: LabStarted) -> None:
+        self.kernel = ev.kernel
         self.fill = filler(ev.kernel, self.lang)
         title = self.fill(in_lang(ev.title, self.lang))
         self._say(f"{self._l('lab')}: {ev.name} - {title}", "bold", indent=0)
@@ -191,7 +195,9 @@ class TableRenderer:
             self._lines(
                 wrap(clip(problem), self.width, first="    - ", indent="      "), "bold red"
             )
-        explanation = self.fill(in_lang(ev.explanation, self.lang))
+        explanation = filler(self.kernel, self.lang, ev.tcp_info)(
+            in_lang(ev.explanation, self.lang)
+        )
         self._lines(
             wrap_paragraphs(explanation, self.prose, indent="  ", first=f"  {self._l('why')}: ")
         )

@@ -37,6 +37,7 @@ from handshake_lab.spec.model import (
     ONLY,
     OUTCOMES,
     PRIVILEGES,
+    RTT_PLACEHOLDER,
     SCHEMA_VERSION,
     STEP_SETS,
     SYSCTL_PLACEHOLDER,
@@ -298,13 +299,16 @@ def _text(ctx: _Ctx, value: object, what: str, *, required: bool = True) -> Text
 
 
 def _placeholders(ctx: _Ctx, text: str, what: str) -> None:
-    """Every ``{sysctl:`` in a text must be a well-formed ``{sysctl:net.x.y}``."""
+    """Every ``{sysctl:`` in a text must be a well-formed ``{sysctl:net.x.y}``, every
+    ``{rtt:`` a well-formed ``{rtt:SIDE}``."""
     well_formed = len(SYSCTL_PLACEHOLDER.findall(text))
     if text.count("{sysctl:") != well_formed:
         raise ctx.fail(
             f"{what}: a placeholder must read {{sysctl:net.ipv4.NAME}} "
             "(lower-case net.* key, closed with })"
         )
+    if text.count("{rtt:") != len(RTT_PLACEHOLDER.findall(text)):
+        raise ctx.fail(f"{what}: a placeholder must read {{rtt:SIDE}} (client, server.NAME...)")
 
 
 def _at(ctx: _Ctx, *key: str | int) -> _Ctx:

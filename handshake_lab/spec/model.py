@@ -59,6 +59,10 @@ few enough that the SYN-ACKs they draw stay readable in the capture."""
 SYSCTL_PLACEHOLDER = re.compile(r"\{sysctl:(net(?:\.[a-z0-9_]+){2,})\}")
 """``{sysctl:net.ipv4.tcp_fin_timeout}`` in a text: the value the running kernel has, filled in
 when the text is drawn (``render.kernel_text``), so no explanation quotes another kernel."""
+RTT_PLACEHOLDER = re.compile(r"\{rtt:([a-z][a-z0-9_-]*(?:\.[a-z][a-z0-9_-]*)?)\}")
+"""``{rtt:client}`` in a step's text: the smoothed RTT the kernel measured for that side's
+socket right after the step (the run record's ``tcp_info``), filled in when the text is drawn;
+"not measured" where the step has none (no sample yet, an agent's end)."""
 KERNEL_FIGURES: tuple[str, ...] = (
     "net.ipv4.tcp_syn_retries",
     "net.ipv4.tcp_synack_retries",

@@ -50,6 +50,7 @@ from handshake_lab import tools
 from handshake_lab.errors import MissingDependencyError, NetworkError
 from handshake_lab.signals import raise_if_interrupted
 from handshake_lab.spec.model import DUAL_STACK
+from handshake_lab.topo import netem
 from handshake_lab.topo.netns import in_netns, netns_path
 from handshake_lab.topo.registry import (
     COMMAND_TIMEOUT,
@@ -199,7 +200,7 @@ class NetnsPair(AbstractContextManager["NetnsPair"]):
     Use ``with NetnsPair() as pair:`` or ``async with NetnsPair() as pair:``, or call ``create``
     and ``close`` yourself (``close`` is safe to call any number of times, also after a failed
     ``create``). ``sysctls`` are applied to both namespaces; ``server_sysctls`` and
-    ``client_sysctls`` to one side.
+    ``client_sysctls`` to one side; ``link`` (``topo.netem``) slows or thins the wire.
     """
 
     def __init__(
@@ -211,10 +212,12 @@ class NetnsPair(AbstractContextManager["NetnsPair"]):
         client_sysctls: Mapping[str, SysctlValue] | None = None,
         registry_dir: Path | None = None,
         ip: int = 4,
+        link: netem.Link | None = None,
     ) -> None:
         if ip not in (4, 6, DUAL_STACK):
             raise ValueError(f"IP version must be 4, 6 or {DUAL_STACK} (both), not {ip!r}")
         self.ip = ip
+        self.link = link or netem.Link()
         self.run_id = run_id or new_run_id()
         self.server_ns = object_name(self.run_id, "srv")
         self.client_ns = object_name(self.run_id, "cli")
@@ -275,6 +278,9 @@ class NetnsPair(AbstractContextManager["NetnsPair"]):
             for ns, values in self._sysctls.items():
                 for key, value in values.items():
                     set_sysctl(ns, key, value)
+            # --delay/--loss: the RTT on the server's veth, loss on both (topo.netem).
+            netem.apply(self.server_ns, self.server_veth, self.link, "server")
+            netem.apply(self.client_ns, self.client_veth, self.link, "client")
         except BaseException:
             self.close()
             raise

@@ -22,6 +22,24 @@ def test_placeholders_are_filled_with_the_kernels_value_or_say_it_is_missing() -
     assert kernel_text("no placeholder", KERNEL, "en") == "no placeholder"
 
 
+def test_rtt_is_the_steps_srtt_of_that_side_or_says_it_was_not_measured() -> None:
+    text = "one RTT: {rtt:client}; the filler's {rtt:filler}; the server's {rtt:server.held}"
+    tcp_info = {"client": {"rtt_ms": 50.94, "rttvar_ms": 25.5, "rto_ms": 254.0}}
+    tcp_info |= {"server.held": {"rtt_ms": 0.0, "rttvar_ms": 250.0, "rto_ms": 1000.0}}
+    assert kernel_text(text, KERNEL, "en", tcp_info) == (
+        "one RTT: 50.9 ms; the filler's not measured in this run; "
+        "the server's not measured in this run"
+    )
+    assert kernel_text("{rtt:client}", KERNEL, "zh") == "本次运行未测得"
+
+
+def test_the_handshake_lab_names_the_rtt_its_client_measured() -> None:
+    """The accept step quotes the client's srtt (placeholder); nothing else does yet."""
+    lab = load_lab(builtin_dir() / "handshake.toml")
+    cited = [s.id for s in lab.steps if "{rtt:client}" in s.explain.en + s.explain.zh]
+    assert cited == ["accept"]
+
+
 LAB = """
 schema = 1
 name = "x"
@@ -38,7 +56,16 @@ explain = "{text}"
 
 @pytest.mark.parametrize(
     "text",
-    ["{sysctl:net.ipv4.tcp_fin_timeout", "{sysctl:../../etc}", "{sysctl:NET.IPV4.X}", "{sysctl:}"],
+    [
+        "{sysctl:net.ipv4.tcp_fin_timeout",
+        "{sysctl:../../etc}",
+        "{sysctl:NET.IPV4.X}",
+        "{sysctl:}",
+        "{rtt:client",
+        "{rtt:}",
+        "{rtt:Client}",
+        "{rtt:a.b.c}",
+    ],
 )
 def test_a_malformed_placeholder_is_refused_at_load(text: str) -> None:
     with pytest.raises(LabInvalidError, match="placeholder"):

@@ -358,12 +358,37 @@ STUB_VAGRANT = textwrap.dedent(
       "ssh client -c handshake-lab list --json")
         printf '{"labs": [{"name": "close"}, {"name": "reset"}]}\\r\\n'; exit 0 ;;
       *"hslab-peer-run 'reset' --loop 'uvloop'"*) echo "kernel disagrees"; exit 3 ;;
+      *"handshake-lab sweep handshake --delay 0,50,200 --json"*)
+        printf '%s\r\n' "$STUB_SWEEP"; exit "${STUB_SWEEP_RC:-0}" ;;
       *hslab-peer-run*) echo "kernel agrees"; exit 0 ;;
     esac
     echo "stub vagrant: unexpected call: $*" >&2
     exit 99
     """
 )
+
+
+def sweep_doc(answers: tuple[float, float, float] = (0.1, 50.2, 200.3)) -> str:
+    """A sweep's JSON (render.sweep.sweep_json) with the client's SYN_SENT answering after
+    ``answers`` ms at +0, +50 and +200 ms, the kernel's srtt one ms above each."""
+    runs = [
+        {
+            "delay_ms": delay,
+            "loss_pct": 0.0,
+            "passed": True,
+            "measured": {"client": {"rtt_ms": answer + 1, "rttvar_ms": 1.0, "rto_ms": 250.0}},
+            "states": [
+                {
+                    "side": "client",
+                    "state": "SYN_SENT",
+                    "duration_ms": 1000 + answer,
+                    "answer_ms": answer,
+                }
+            ],
+        }
+        for delay, answer in zip((0.0, 50.0, 200.0), answers, strict=True)
+    ]
+    return json.dumps({"format": "hslab-sweep/1", "lab": "handshake", "runs": runs})
 
 
 def _run_all(
@@ -379,6 +404,7 @@ def _run_all(
     log.touch()
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     env |= {"PATH": f"{stub_dir}:{env.get('PATH', '/usr/bin:/bin')}", "STUB_LOG": str(log)}
+    env |= {"STUB_SWEEP": sweep_doc()}
     env |= extra_env or {}
     out = subprocess.run(
         ["bash", str(work / "vagrant" / "run-all-labs.sh"), *args],
@@ -403,7 +429,8 @@ def test_run_all_labs_runs_every_lab_on_both_loops_and_fails_on_any_failure(
     summary = out.stdout[out.stdout.index("== summary") :]
     assert re.search(r"^close\s+pass\s+pass\s*$", summary, re.M), summary
     assert re.search(r"^reset\s+pass\s+FAIL\(3\)\s*$", summary, re.M), summary
-    assert "3/4 runs passed" in summary
+    assert "sweep: pass" in summary
+    assert "4/5 runs passed" in summary
     logs = tmp_path / "tree" / ".vagrant" / "hslab-results"
     assert (logs / "reset.uvloop.log").read_text().strip() == "kernel disagrees"
 
@@ -412,6 +439,29 @@ def test_run_all_labs_passes_when_every_run_passes(tmp_path: Path) -> None:
     out, calls = _run_all(tmp_path, "--no-up", extra_env={"HSLAB_LOOPS": "asyncio"})
     assert out.returncode == 0, out.stdout + out.stderr
     assert "up" not in calls
+    assert "sweep +200 ms: client SYN_SENT" in out.stdout
+    assert "3/3 runs passed" in out.stdout
+
+
+def test_run_all_labs_fails_when_syn_sent_does_not_follow_the_rtt(tmp_path: Path) -> None:
+    """The sweep ran and every run agreed, but the answer at +200 ms is not one RTT."""
+    out, _ = _run_all(
+        tmp_path,
+        "--no-up",
+        extra_env={"HSLAB_LOOPS": "asyncio", "STUB_SWEEP": sweep_doc((0.1, 50.2, 20.0))},
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "sweep PROBLEM: +200 ms: answer 20 ms is shorter than the delay" in out.stdout
+    assert "sweep: FAIL(0)" in out.stdout
+    assert "2/3 runs passed" in out.stdout
+
+
+def test_run_all_labs_skips_the_sweep_when_told(tmp_path: Path) -> None:
+    out, calls = _run_all(
+        tmp_path, "--no-up", extra_env={"HSLAB_LOOPS": "asyncio", "HSLAB_SWEEP": "0"}
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert not any("sweep" in c for c in calls)
     assert "2/2 runs passed" in out.stdout
 
 
