@@ -32,8 +32,12 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def _lines(stdout: str) -> dict[str, str]:
     """doctor's lines by name: 'ok  ::1       usable...' -> {'::1': 'ok usable...'}."""
-    out = {}
+    out: dict[str, str] = {}
+    name = ""
     for line in stdout.splitlines():
+        if line.startswith(" ") and name:  # a long line, wrapped: its continuation
+            out[name] += f" {line.strip()}"
+            continue
         mark, name, *rest = line.split(maxsplit=2)
         out[name] = f"{mark} {' '.join(rest)}"
     return out
