@@ -240,6 +240,8 @@ def segment_records(
                 "rel_ack": entry.rel_ack if entry else None,
                 "len": p.payload_len,
                 "win": p.window,
+                "tsval": p.options.timestamps[0] if p.options.timestamps else None,
+                "tsecr": p.options.timestamps[1] if p.options.timestamps else None,
                 "label": entry.label if entry else p.segment.flags_text,
                 "conv": index,
                 "sender": entry.sender if entry else None,

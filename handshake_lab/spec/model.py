@@ -337,6 +337,18 @@ ACTIONS: Mapping[str, ActionSpec] = {
         },
         "send a raw SYN no socket owns (an old duplicate); netns topology only",
     ),
+    "reconnect": ActionSpec(
+        frozenset({"client"}),
+        {"port": _PORT},
+        "connect again from the address and port of this client's last (closed) connection: "
+        "a new SYN for the same 4-tuple",
+    ),
+    "old_syn": ActionSpec(
+        frozenset({"client"}),
+        {},
+        "send a late copy of the SYN that opened this client's last connection (as the "
+        "server's listener saved it), from the client's address and port; netns-local only",
+    ),
 }
 
 HOLD_KINDS: tuple[str, ...] = (
@@ -350,8 +362,8 @@ HOLD_KINDS: tuple[str, ...] = (
     "drop_all",
 )
 TOPOLOGIES: tuple[str, ...] = ("loopback", "netns")
-NETNS_ONLY_ACTIONS = frozenset({"sysctl", "stale_syn"})
-ONE_PROCESS_ACTIONS = frozenset({"close_both"})
+NETNS_ONLY_ACTIONS = frozenset({"sysctl", "stale_syn", "old_syn"})
+ONE_PROCESS_ACTIONS = frozenset({"close_both", "old_syn"})
 """Actions that touch both ends at one instant: only where both live in this process."""
 
 STEP_SETS: Mapping[str, str] = {
