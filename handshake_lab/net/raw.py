@@ -98,8 +98,10 @@ def tcp_header_of(packet: bytes) -> bytes:
         start, proto = 40, packet[6] if len(packet) > 6 else -1
     else:
         raise ValueError(f"IP version {version}")
-    if proto != socket.IPPROTO_TCP or len(packet) < start + 20:
+    if proto != socket.IPPROTO_TCP:
         raise ValueError("not a TCP packet (or one with IPv6 extension headers)")
+    if len(packet) < start + 20:
+        raise ValueError("truncated TCP header")
     end = start + (packet[start + 12] >> 4) * 4
     if end < start + 20 or len(packet) < end:
         raise ValueError("truncated TCP header")

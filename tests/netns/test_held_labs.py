@@ -26,6 +26,7 @@ from handshake_lab.placement.place import place
 from handshake_lab.render.kernel_text import kernel_text
 from handshake_lab.spec.loader import builtin_dir, load_lab
 from handshake_lab.spec.model import ABSENT, Lab, cited_sysctls
+from handshake_lab.tcp.segments import seq_diff
 from tests import needs
 from tests.integration.labrun import Recorded
 
@@ -484,3 +485,77 @@ def test_keepalive_probes_then_etimedout_and_user_timeout(loop_name: str) -> Non
         "14": lambda r: len("are you there?") == 14 == sent[0]["len"],
     }
     assert_numbers_hold(run, checks, cited=set())
+
+
+def test_time_wait_syn_newer_syn_reopens_and_old_duplicate_gets_ack_then_rst(
+    loop_name: str,
+) -> None:
+    run = run_held("time-wait-syn", loop_name)
+    steps = run.recorded.steps
+
+    def one(step_id: str, flags: str, sender: str) -> Segment:
+        found = flagged(run.segments(step_id), flags, sender=sender)
+        assert len(found) == 1, (step_id, flags, sender, run.segments(step_id))
+        return found[0]
+
+    # The server closed first: TIME_WAIT is the server's, on its listening port, timer <= 60 s.
+    assert run.state("client-closes", "server") == "TIME_WAIT"
+    timer = side(run, "client-closes", "server").timer
+    assert timer is not None
+    assert timer["name"] == "timewait", timer
+    assert 0 < float(timer["remaining"]) <= 60, timer
+    server_fin = one("server-closes", "FIN,ACK", "server")
+    client_fin = one("client-closes", "FIN,ACK", "client")
+    # The reconnect: same 4-tuple, a newer TSval and a higher seq than TIME_WAIT remembers...
+    syn = one("reconnect", "SYN", "client")
+    synack = one("reconnect", "SYN,ACK", "server")
+    assert (syn["src"], syn["dst"]) == (client_fin["src"], client_fin["dst"])
+    assert syn["tsval"] is not None
+    assert client_fin["tsval"] is not None
+    assert seq_diff(syn["tsval"], client_fin["tsval"]) > 0
+    assert seq_diff(syn["seq"], client_fin["seq"] + 1) > 0
+    # ... answered at once by SYN-ACK, whose ISN is the old snd_nxt + 65537.
+    assert synack["ack"] == (syn["seq"] + 1) % 2**32
+    assert synack["seq"] == (server_fin["seq"] + 1 + 65537) % 2**32
+    assert run.state("reconnect", "server") == "ESTABLISHED"
+    assert run.fact("reopen-counted", "Tcp.PassiveOpens") == 2
+    assert run.fact("reopen-counted", "TcpExt.PAWSTimewait") == 0
+    # The late SYN is the second connection's own SYN, numbers and all.
+    second_fin = one("client-closes-again", "FIN,ACK", "client")
+    for sid in ("old-syn-guarded", "old-syn-assassinates"):
+        seq, tsval = run.fact(sid, "seq"), run.fact(sid, "tsval")
+        assert (seq, tsval) == (syn["seq"], syn["tsval"]), sid
+        late = one(sid, "SYN", "client")
+        assert (late["seq"], late["tsval"], late["src"]) == (seq, tsval, syn["src"])
+        # TIME_WAIT answers with an ACK of the old connection: ack = seq + 2 (SYN and FIN),
+        # echoing the TSval of the client's FIN; the client's kernel resets it at seq + 2.
+        ack = one(sid, "ACK", "server")
+        assert ack["ack"] == (seq + 2) % 2**32 == (second_fin["seq"] + 1) % 2**32
+        assert ack["tsecr"] == second_fin["tsval"]
+        rst = one(sid, "RST", "client")
+        assert rst["seq"] == (seq + 2) % 2**32
+        assert not [s for s in run.segments(sid) if "SYN" in s["flags"] and s["from"] == "server"]
+    # tcp_rfc1337 = 1 ignores the RST (for the whole second); the default 0 obeys it.
+    assert steps["rfc1337-on"].args == {"key": "net.ipv4.tcp_rfc1337", "value": 1}
+    assert steps["old-syn-guarded"].observed_ms is not None
+    assert run.state("old-syn-guarded", "server") == "TIME_WAIT"
+    assert steps["rfc1337-off"].args == {"key": "net.ipv4.tcp_rfc1337", "value": 0}
+    assert run.recorded.header.kernel["net.ipv4.tcp_rfc1337"] == "0"
+    assert run.state("old-syn-assassinates", "server") == ABSENT
+    assert run.fact("old-syns-counted", "TcpExt.PAWSTimewait") == 2
+    assert run.fact("old-syns-counted", "Tcp.PassiveOpens") == 2
+    checks: dict[str, Check] = {
+        "0": lambda r: (
+            r.fact("reopen-counted", "TcpExt.PAWSTimewait") == 0
+            and r.recorded.steps["rfc1337-off"].args["value"] == 0
+        ),
+        "1": lambda r: r.recorded.steps["rfc1337-on"].args["value"] == 1,
+        "2": lambda r: (
+            r.fact("reopen-counted", "Tcp.PassiveOpens") == 2
+            and r.fact("old-syns-counted", "TcpExt.PAWSTimewait") == 2
+            and ack["ack"] == (r.fact("old-syn-assassinates", "seq") + 2) % 2**32
+        ),
+        "60": lambda r: 0 < float(timer["remaining"]) <= 60,
+        "65537": lambda r: synack["seq"] == (server_fin["seq"] + 1 + 65537) % 2**32,
+    }
+    assert_numbers_hold(run, checks, cited={"1122", "6191", "1337", "7323"})

@@ -37,6 +37,7 @@ EXPECTED_LABS = {
     "orphaned-fin-wait2",
     "linger",
     "keepalive",
+    "time-wait-syn",
 }
 # Labs whose lesson needs nftables holds, raw SYNs or namespace sysctls (root).
 NETNS_ONLY_LABS = {
