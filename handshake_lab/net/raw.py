@@ -12,7 +12,8 @@ header exactly as the server's listener saved it (TCP_SAVE_SYN), options include
 the checksum computed anew.
 
 Hand-written rather than taken from a packet library (scapy) because it is one 20-byte header
-and a checksum; ``tests/unit/test_raw_segment.py`` checks it against the capture decoder.
+and a checksum; ``tests/unit/test_ipv6.py`` and ``tests/unit/test_raw_resend.py`` check
+it against the capture decoder and the pseudo-header sum.
 """
 
 from __future__ import annotations
