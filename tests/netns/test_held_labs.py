@@ -498,6 +498,11 @@ def test_time_wait_syn_newer_syn_reopens_and_old_duplicate_gets_ack_then_rst(
         assert len(found) == 1, (step_id, flags, sender, run.segments(step_id))
         return found[0]
 
+    # Timestamps on (the namespace's default): every segment carries them but the RSTs a kernel
+    # sends for a connection it does not have.
+    assert run.recorded.header.kernel["net.ipv4.tcp_timestamps"] == "1"
+    every = run.segments()
+    assert all((s["tsval"] is None) == ("RST" in s["flags"]) for s in every), every
     # The server closed first: TIME_WAIT is the server's, on its listening port, timer <= 60 s.
     assert run.state("client-closes", "server") == "TIME_WAIT"
     timer = side(run, "client-closes", "server").timer
