@@ -499,10 +499,14 @@ def test_time_wait_syn_newer_syn_reopens_and_old_duplicate_gets_ack_then_rst(
         return found[0]
 
     # Timestamps on (the namespace's default): every segment carries them but the RSTs a kernel
-    # sends for a connection it does not have.
+    # sends for a connection it does not have; once the client turns them off, none does.
     assert run.recorded.header.kernel["net.ipv4.tcp_timestamps"] == "1"
-    every = run.segments()
-    assert all((s["tsval"] is None) == ("RST" in s["flags"]) for s in every), every
+    ids = list(steps)
+    with_ts = run.segments(*ids[: ids.index("timestamps-off")])
+    assert all((s["tsval"] is None) == ("RST" in s["flags"]) for s in with_ts), with_ts
+    without = run.segments(*ids[ids.index("timestamps-off") :])
+    assert without
+    assert all(s["tsval"] is None and s["tsecr"] is None for s in without), without
     # The server closed first: TIME_WAIT is the server's, on its listening port, timer <= 60 s.
     assert run.state("client-closes", "server") == "TIME_WAIT"
     timer = side(run, "client-closes", "server").timer
@@ -549,10 +553,22 @@ def test_time_wait_syn_newer_syn_reopens_and_old_duplicate_gets_ack_then_rst(
     assert run.state("old-syn-assassinates", "server") == ABSENT
     assert run.fact("old-syns-counted", "TcpExt.PAWSTimewait") == 2
     assert run.fact("old-syns-counted", "Tcp.PassiveOpens") == 2
+    # Without timestamps only the sequence number decides: the clock-driven ISN is newer.
+    assert steps["timestamps-off"].args == {"key": "net.ipv4.tcp_timestamps", "value": 0}
+    assert run.state("client-closes-plain", "server") == "TIME_WAIT"
+    plain_fin = one("server-closes-plain", "FIN,ACK", "server")
+    plain_client_fin = one("client-closes-plain", "FIN,ACK", "client")
+    syn3 = one("reconnect-plain", "SYN", "client")
+    synack3 = one("reconnect-plain", "SYN,ACK", "server")
+    assert syn3["src"] == syn["src"]
+    assert seq_diff(syn3["seq"], plain_client_fin["seq"] + 1) > 0
+    assert synack3["seq"] == (plain_fin["seq"] + 1 + 65537) % 2**32
+    assert run.state("reconnect-plain", "server") == "ESTABLISHED"
     checks: dict[str, Check] = {
         "0": lambda r: (
             r.fact("reopen-counted", "TcpExt.PAWSTimewait") == 0
             and r.recorded.steps["rfc1337-off"].args["value"] == 0
+            and r.recorded.steps["timestamps-off"].args["value"] == 0
         ),
         "1": lambda r: r.recorded.steps["rfc1337-on"].args["value"] == 1,
         "2": lambda r: (
@@ -561,6 +577,9 @@ def test_time_wait_syn_newer_syn_reopens_and_old_duplicate_gets_ack_then_rst(
             and ack["ack"] == (r.fact("old-syn-assassinates", "seq") + 2) % 2**32
         ),
         "60": lambda r: 0 < float(timer["remaining"]) <= 60,
-        "65537": lambda r: synack["seq"] == (server_fin["seq"] + 1 + 65537) % 2**32,
+        "65537": lambda r: (
+            synack["seq"] == (server_fin["seq"] + 1 + 65537) % 2**32
+            and synack3["seq"] == (plain_fin["seq"] + 1 + 65537) % 2**32
+        ),
     }
-    assert_numbers_hold(run, checks, cited={"1122", "6191", "1337", "7323"})
+    assert_numbers_hold(run, checks, cited={"1122", "6191", "1337", "7323", "6528"})
