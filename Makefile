@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean vm-check schema
+.PHONY: demo test lint typecheck pytest bench matrix clean vm-check schema
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -52,6 +52,12 @@ schema:
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/run.py
+
+# Every built-in lab x loop x placement x IP version through the CLI, as a table (bench/matrix.py):
+# ~15 minutes, two runs side by side; root for the namespace placements. MATRIX_ARGS narrows it.
+MATRIX_ARGS ?=
+matrix: $(VENV)/.installed
+	$(BIN)/python bench/matrix.py $(MATRIX_ARGS)
 
 # Two real VMs (vagrant/vm-check.sh): boots, runs every lab on both loops across them, destroys
 # them. Minutes, root, a VM provider; never part of `make test`.

@@ -280,8 +280,20 @@ class RemoteServer:
         return _int(result, "port", self.peer)
 
     async def listen(
-        self, slot: str, port: int, *, backlog: int, reuse_address: bool | None, accept: bool
+        self,
+        slot: str,
+        port: int,
+        *,
+        backlog: int,
+        reuse_address: bool | None,
+        accept: bool,
+        bind: str | None = None,
+        v6only: bool | None = None,
     ) -> tuple[str, dict[str, int]]:
+        if bind is not None or v6only is not None:
+            # An agent serves one address of one family; placement refuses ip = "dual" labs
+            # there before step 1, so this only guards the protocol.
+            return "EAFNOSUPPORT", {}
         result = await self._call(
             "listen",
             {

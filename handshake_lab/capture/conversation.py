@@ -289,6 +289,20 @@ def check_handshake(packets: Iterable[Packet], four_tuple: FourTuple | None = No
         None,
     )
     if synack_i is None:
+        refusal = next(
+            (
+                e.packet
+                for e in entries[syn_i + 1 :]
+                if e.sender == "server" and Flags.RST in e.packet.flags
+            ),
+            None,
+        )
+        if refusal is not None and Flags.ACK in refusal.flags and refusal.ack == seq_add(j, 1):
+            # Nothing listened: RFC 9293 3.10.7.1, a SYN to a CLOSED port gets <SEQ=0><ACK=j+1>
+            # <CTL=RST,ACK>. A refused connection, not a missing SYN-ACK.
+            detail = f"SYN answered by RST,ACK ack={refusal.ack}, j+1: refused, nothing listened"
+            checks.append(Check("handshake.refused", True, detail))
+            return checks
         checks.append(Check("handshake.synack_ack", False, "no SYN-ACK from the server"))
         return checks
     synack = entries[synack_i].packet

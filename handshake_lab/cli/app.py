@@ -375,7 +375,7 @@ def run(
             peer=peer,
             token_file=token_file,
             argv=command_line,
-            ip=ip_version(ip, six),
+            ip=ip_version(ip, six) if ip is not None or six else None,
         ),
     )
     raise typer.Exit(int(status))
@@ -573,9 +573,10 @@ def doctor(
             "--pid", min=1, help="With --cleanup: only the leftovers of the run with this pid."
         ),
     ] = None,
+    lang: LangOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Report what this machine offers (ss, psutil, uvloop, root, netns, nft, tracefs)."""
+    """Report what this machine offers (ss, psutil, uvloop, root, netns, nft, tracefs, IPv6)."""
     from handshake_lab.cli.doctor import cleanup_command, doctor_report  # noqa: PLC0415
 
     if dry_run and not cleanup:
@@ -583,7 +584,10 @@ def doctor(
     if pid is not None and not cleanup:
         raise typer.BadParameter("--pid goes with --cleanup", param_hint="--pid")
     status = guarded(
-        debug, (lambda: cleanup_command(dry_run, pid=pid)) if cleanup else doctor_report
+        debug,
+        (lambda: cleanup_command(dry_run, pid=pid))
+        if cleanup
+        else (lambda: doctor_report(resolve(lang))),
     )
     raise typer.Exit(int(status))
 

@@ -14,9 +14,11 @@ import typer
 
 from handshake_lab import tools
 from handshake_lab.errors import ExitStatus, HandshakeLabError
+from handshake_lab.i18n.doctor import doctor_text
 from handshake_lab.observe.trace import trace_capability
 from handshake_lab.render.text import output_width, wrap
 from handshake_lab.topo.caps import netns_route, nft_available
+from handshake_lab.topo.ipv6 import ipv6_findings, read_ipv6_facts
 from handshake_lab.topo.registry import cleanup_leftovers
 
 
@@ -26,7 +28,8 @@ def _line(ok: bool, name: str, detail: str) -> None:
         typer.echo(line)
 
 
-def doctor_report() -> ExitStatus:
+def doctor_report(lang: str = "en") -> ExitStatus:
+    """Every line: ok or --, a name, what it means. The IPv6 lines are in ``lang``."""
     ss = tools.find("ss")
     _line(ss is not None, "ss", ss or "not found - labs cannot run: apt install iproute2")
     _line(True, "psutil", str(psutil.__version__))  # a dependency: the import proves it
@@ -52,6 +55,9 @@ def doctor_report() -> ExitStatus:
 
     ok, reason = trace_capability()
     _line(ok, "tracefs", reason if ok else f"{reason} - no transition stream; polling only")
+    for finding in ipv6_findings(read_ipv6_facts()):
+        text = doctor_text(finding.key, lang, finding.values)
+        _line(finding.ok is not False, finding.name, text)
     return ExitStatus.OK if ss is not None else ExitStatus.MISSING_DEPENDENCY
 
 

@@ -24,7 +24,7 @@ from handshake_lab.lab.session import RunRequest, execute
 from handshake_lab.observe.defaults import default_observers
 from handshake_lab.outputs import check_output, write_output
 from handshake_lab.placement import Topology
-from handshake_lab.placement.place import step_set
+from handshake_lab.placement.place import dual_refusal, step_set
 from handshake_lab.record.codec import read_run
 from handshake_lab.record.run import RunRecord
 from handshake_lab.render.html import render_html
@@ -33,7 +33,7 @@ from handshake_lab.render.table import TableRenderer
 from handshake_lab.render.text import make_console
 from handshake_lab.signals import sigterm_as_interrupt
 from handshake_lab.spec.loader import find_lab
-from handshake_lab.spec.model import STEP_SETS, Step
+from handshake_lab.spec.model import DUAL_STACK, STEP_SETS, Lab, Step
 from handshake_lab.topo import userns
 from handshake_lab.topo.caps import user_namespaces_work
 from handshake_lab.topo.vmhold import refusal as vm_refusal
@@ -54,18 +54,18 @@ def make_ask(lang: str) -> Ask:
     """Ask each question on the terminal; unknown state spellings are asked again."""
 
     async def ask(step: Step, questions: list[Question]) -> None:
-        sys.stderr.write(f"\n-- predict step {step.index}: {step.actor}: {step.action}\n")
+        head = label("q_predict", lang).format(i=step.index, actor=step.actor, action=step.action)
+        sys.stderr.write(f"\n{head}\n")
         for q in questions:
             while True:
-                sys.stderr.write(f"   {q.text} ")
+                sys.stderr.write(f"   {q.shown(lang)} ")
                 sys.stderr.flush()
                 line = (await asyncio.to_thread(sys.stdin.readline)).strip()
                 if q.kind != "state" or normalise_state_answer(line) is not None:
                     q.answer = line
                     break
-                sys.stderr.write("   (a state name such as SYN_SENT, FIN-WAIT-2 or ABSENT)\n")
+                sys.stderr.write(f"   {label('q_state_hint', lang)}\n")
 
-    del lang
     return ask
 
 
@@ -133,9 +133,11 @@ def run_lab_command(
     html: Path | None = None,
     browser: bool = False,
     argv: list[str] | None = None,
-    ip: int = 4,
+    ip: int | None = None,
 ) -> ExitStatus:
+    """``ip``: 4 or 6 as --ip gave it, None when not given (4, or both for a dual lab)."""
     lab = find_lab(name)
+    ip = lab_ip(lab, ip)
     for output in (pcap, save, html):
         if output is not None:
             check_output(output)  # a path that cannot be written fails now, not at the end
@@ -149,6 +151,8 @@ def run_lab_command(
     chosen = Topology.REMOTE if peer is not None else topology or Topology(lab.topologies[0])
     if ip == 6 and chosen is Topology.REMOTE:
         raise UsageError("--peer runs on IPv4 only; --ip 6 needs a --topology")
+    if ip == DUAL_STACK and chosen in (Topology.REMOTE, Topology.NETNS_AGENT):
+        raise UsageError(dual_refusal(lab.name, chosen))
     steps_of = step_set(chosen)
     if STEP_SETS[steps_of] not in lab.topologies:
         raise UsageError(
@@ -201,6 +205,20 @@ def run_lab_command(
     if html is not None:
         write_html(html, record, lang)
     return record.exit_status()
+
+
+def lab_ip(lab: Lab, ip: int | None) -> int:
+    """The IP version of the run: ``--ip`` (default 4), or both families for a lab that says
+    ``ip = "dual"``, whose steps name each socket's family: there ``--ip`` would choose
+    nothing, and a record saying "IPv6" of a run that used both would not be true."""
+    if not lab.dual:
+        return 4 if ip is None else ip
+    if ip is not None:
+        raise UsageError(
+            f"lab {lab.name} uses IPv4 and IPv6 together in every run (its steps name each "
+            "socket's family): leave out --ip/-6"
+        )
+    return DUAL_STACK
 
 
 VIEWER_WAIT_S = 60.0

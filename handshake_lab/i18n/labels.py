@@ -64,6 +64,23 @@ LABELS: dict[str, dict[str, str]] = {
         "q_ack_fin": "the FIN will carry seq={name}: what ack will the peer send?",
         "q_ack_data": "the data starts at seq=s and is n bytes: what ack will the peer send?",
         "q_ack_when": "(asked when segments are captured: root, or --topology netns)",
+        "q_ack_data_live": (
+            "the data starts at seq=s={s} and is n={n} bytes: what ack will the peer send?"
+        ),
+        "q_predict": "-- predict step {i}: {actor}: {action}",
+        "note": "note",
+        "packets": "packets",
+        "kernel_version": "kernel",
+        "trace_stream": "transitions",
+        "note_trace_blind": (
+            "the transition stream never reports TIME_WAIT (the timewait mini-socket that takes "
+            "over is traced as -> CLOSE) nor request sockets (a server's SYN_RECV before the "
+            "handshake completes); the transitions shown are reconciled with ss and psutil, "
+            "which see both"
+        ),
+        "q_state_hint": "(a state name such as SYN_SENT, FIN-WAIT-2 or ABSENT)",
+        "q_graded": "quiz {key}: you said {answer}, kernel said {truth}",
+        "q_total": "quiz: {correct}/{asked} predictions right ({score}%)",
     },
     "zh": {
         "step": "步骤",
@@ -123,6 +140,20 @@ LABELS: dict[str, dict[str, str]] = {
         "q_ack_fin": "这个 FIN 的序号是 seq={name}：对端会回复什么 ack？",
         "q_ack_data": "数据从 seq=s 开始，长 n 字节：对端会回复什么 ack？",
         "q_ack_when": "（抓到报文段时才会问：root，或 --topology netns）",
+        "q_ack_data_live": "数据从 seq=s={s} 开始，长 n={n} 字节：对端会回复什么 ack？",
+        "q_predict": "-- 预测第 {i} 步：{actor}：{action}",
+        "note": "注意",
+        "packets": "报文",
+        "kernel_version": "内核",
+        "trace_stream": "状态转换",
+        "note_trace_blind": (
+            "状态转换流从不报告 TIME_WAIT（接替原套接字的 timewait 迷你套接字被跟踪为 -> CLOSE），"
+            "也不报告请求套接字（握手完成前服务器端的 SYN_RECV）；下面列出的转换已与 ss 和 psutil "
+            "对照过，这两者都看得到它们"
+        ),
+        "q_state_hint": "（请填状态名，如 SYN_SENT、FIN-WAIT-2 或 ABSENT）",
+        "q_graded": "预测 {key}：你答 {answer}，内核为 {truth}",
+        "q_total": "预测：{asked} 个中答对 {correct} 个（{score}%）",
     },
 }
 

@@ -25,6 +25,7 @@ from handshake_lab.capture.conversation import (
 from handshake_lab.capture.decode import Packet
 from handshake_lab.capture.sniffer import Sniffer, default_socket_factory
 from handshake_lab.errors import HandshakeLabError
+from handshake_lab.i18n.labels import label
 from handshake_lab.observe.base import Address
 from handshake_lab.observe.trace import TraceEvent, TraceFollower, trace_capability
 from handshake_lab.placement.placed import Placed
@@ -35,11 +36,8 @@ from handshake_lab.topo.netns import in_netns
 from handshake_lab.topo.registry import KernelObject, RunRegistry, new_run_id
 
 SocketFactory = Callable[[], Any]
-TRACE_BLIND_SPOTS = (
-    "the transition stream never reports TIME_WAIT (the timewait mini-socket that takes over "
-    "is traced as -> CLOSE) nor request sockets (a server's SYN_RECV before the handshake "
-    "completes); the transitions shown are reconciled with ss and psutil, which see both"
-)
+TRACE_BLIND_SPOTS = label("note_trace_blind", "en")
+"""The record keeps notes in English; the table shows this one in the run's language."""
 
 
 class Evidence:
@@ -202,9 +200,11 @@ def name_endpoints(
         if tup is None:
             continue
         local, remote = tup
-        if remote is None:  # a listener: its address names the server end
+        if remote is None or side.startswith("server"):
+            # A listener's address names the server end; so does each server end's own (a
+            # listener on a wildcard, ::, accepts on the address the client connected to).
             names.setdefault((local.host, local.port), "server")
-        elif not side.startswith(("server", "listener")):
+        elif not side.startswith("listener"):
             names[(local.host, local.port)] = side
     return names
 
@@ -240,8 +240,7 @@ def segment_records(
                 "rel_ack": entry.rel_ack if entry else None,
                 "len": p.payload_len,
                 "win": p.window,
-                "tsval": p.options.timestamps[0] if p.options.timestamps else None,
-                "tsecr": p.options.timestamps[1] if p.options.timestamps else None,
+                "options": p.options.describe(),
                 "label": entry.label if entry else p.segment.flags_text,
                 "conv": index,
                 "sender": entry.sender if entry else None,

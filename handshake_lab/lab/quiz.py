@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from handshake_lab.errors import AnswersInvalidError, LabInvalidError
+from handshake_lab.i18n.labels import LABELS, label
+from handshake_lab.i18n.lang import pick
 from handshake_lab.spec.loader import read_data_file
 from handshake_lab.spec.model import ABSENT, OUTCOMES, Lab, Step
 from handshake_lab.spec.source import SourceMap, toml_error_line
@@ -31,15 +33,28 @@ EXPR_RE = re.compile(r"^\s*[+-]?\s*(\w+)(\s*[+-]\s*\w+)*\s*$")
 TERM_RE = re.compile(r"([+-]?)\s*(\w+)")
 
 
+def _asked(key: str, **values: object) -> dict[str, str]:
+    """A question in every language (``i18n.labels``), its values filled in."""
+    return {lang: label(key, lang).format(**values) for lang in LABELS}
+
+
 @dataclass
 class Question:
     key: str  # side name, "outcome", or "ack"
-    text: str
+    texts: dict[str, str]  # the question in each language; the record keeps English
     kind: str  # "state" | "outcome" | "number"
     names: dict[str, int] = field(default_factory=dict)  # variables an answer may use
     answer: str | None = None
     truth: str | None = None
     correct: bool | None = None
+
+    @property
+    def text(self) -> str:
+        return self.texts["en"]
+
+    def shown(self, lang: str) -> str:
+        """The question as the student reads it, in the run's language."""
+        return self.texts.get(pick(lang), self.text)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -224,18 +239,16 @@ class Quiz:
         qs: list[Question] = []
         for side in step.expect:
             where = f" ({tuples[side]})" if side in tuples else ""
-            qs.append(Question(side, f"{side}{where}: which state after this step?", "state"))
+            qs.append(Question(side, _asked("q_state", side=f"{side}{where}"), "state"))
         if step.outcome is not None and step.outcome != "ok":
             # Only outcomes worth predicting: an errno, EOF, data, a pending connect.
-            qs.append(
-                Question("outcome", "what will the call return (ok, EOF, an errno...)?", "outcome")
-            )
+            qs.append(Question("outcome", _asked("q_outcome"), "outcome"))
         fin = "u" if "u" in numbers else "w" if "w" in numbers else None
         if fin is not None:
             qs.append(
                 Question(
                     "ack",
-                    f"the FIN will carry seq={fin}={numbers[fin]}: what ack will the peer send?",
+                    _asked("q_ack_fin", name=f"{fin}={numbers[fin]}"),
                     "number",
                     {fin: numbers[fin]},
                 )
@@ -244,8 +257,7 @@ class Quiz:
             qs.append(
                 Question(
                     "ack",
-                    f"the data starts at seq=s={numbers['s']} and is n={numbers['n']} bytes: "
-                    "what ack will the peer send?",
+                    _asked("q_ack_data_live", s=numbers["s"], n=numbers["n"]),
                     "number",
                     {"s": numbers["s"], "n": numbers["n"]},
                 )

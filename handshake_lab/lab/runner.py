@@ -34,6 +34,7 @@ from handshake_lab.lab.timeline import reconcile as reconcile_timeline
 from handshake_lab.net.loops import loop_version
 from handshake_lab.net.raw import syn_numbers, tcp_header_of
 from handshake_lab.net.sides import (
+    WILDCARD6,
     ClientSide,
     LocalClients,
     LocalServer,
@@ -75,6 +76,9 @@ RELEASE_LEAD = 0.6
 calls on a loaded machine (``_apply_holds``)."""
 POLL_INTERVAL = 0.005
 STAY_POLL_INTERVAL = 0.05
+SYN_FATES = ("TcpExt.ListenDrops", "TcpExt.SyncookiesSent")
+"""The counters of a listener's namespace that count a SYN it made no request socket for:
+dropped (a full queue, for any reason), or answered with a SYN cookie."""
 NON_ERROR_OUTCOMES = frozenset({"ok", "pending", "data", "EOF"})
 SERVER, CLIENT = "server", "client"
 UNEXPECTED_ERROR = "the lab did not expect an error"
@@ -99,6 +103,9 @@ class RunOptions:
     port: int | None = None
     step_set: str | None = None
     """The lab's step set to run; None: the topology's own (``Topology.step_set``)."""
+    host6: str | None = None
+    """The server's IPv6 address in a run of both families (``ip = "dual"``); ``host`` is
+    then its IPv4 one. ``connect`` with ``family = 6`` goes here."""
 
     def __post_init__(self) -> None:
         # Accept the enum's value too ("netns"), as callers outside the CLI pass it.
@@ -125,12 +132,19 @@ class LabRun:
         started: StepStarted | None = None,
     ) -> None:
         """Without ``server``/``clients`` both live here on loopback and share ``observers``."""
+        if lab.dual and options.host6 is None:
+            raise ValueError(f"lab {lab.name} uses both families: RunOptions needs host6")
         self.lab = lab
         self.options = options
         self.emit = emit
         self.pause = pause
         self.ports: dict[str, int] = {}
-        self.server: ServerSide = server or LocalServer(options.host, observers, echo=lab.echo)
+        self.server: ServerSide = server or LocalServer(
+            options.host,
+            observers,
+            echo=lab.echo,
+            port_host=WILDCARD6 if options.host6 else None,  # both families: a port free in both
+        )
         self.clients: ClientSide = clients or LocalClients(options.host, lab.clients, observers)
         # On loopback both sides read the same table: read it once per poll.
         self.shared_table = (
@@ -153,16 +167,20 @@ class LabRun:
         self._known: dict[Key, str] = {}  # each socket's last state (lab.timeline)
         self._counts: dict[str, int] = {}  # each hold's nft counter, last read
         self._marked: dict[str, int] = {}  # how many captured segments each hold marked
+        self._bound: dict[str, str] = {}  # slot -> the wildcard its listener was bound to
 
     # -- ports ------------------------------------------------------------------------------
 
     async def _allocate_ports(self) -> None:
         if self.options.port is not None:
             self.ports[MAIN_PORT] = await self.server.reserve_port(self.options.port, ())
+        aliases = self.lab.port_aliases()  # a second listener on another slot's port
         for slot in self.lab.ports:
-            if slot not in self.ports:
+            if slot not in self.ports and slot not in aliases:
                 taken = tuple(self.ports.values())
                 self.ports[slot] = await self.server.reserve_port(None, taken)
+        for slot, same in aliases.items():
+            self.ports[slot] = self.ports[same]
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -200,7 +218,7 @@ class LabRun:
                 intro=lab.intro.as_dict() if lab.intro else None,
                 loop=self.options.loop,
                 topology=self.options.topology.value,
-                host=self.server.host,
+                host=" ".join(h for h in (self.server.host, self.options.host6) if h),
                 ports=dict(self.ports),
                 observers=self.server.observer_names(),
                 steps=len(self.steps),
@@ -558,12 +576,18 @@ class LabRun:
         args = step.args
         slot = str(args.get("port", MAIN_PORT))
         reuse = args.get("reuse_address", False)
+        bind = str(args.get("bind", "server"))
+        v6only = args.get("v6only", "default")
+        if bind != "server":
+            self._bound[slot] = bind  # the side's 4-tuple: the wildcard, also if bind fails
         outcome, facts = await self.server.listen(
             slot,
             self.ports[slot],
             backlog=int(args.get("backlog", 16)),
             reuse_address=None if reuse == "default" else bool(reuse),
             accept=bool(args.get("accept", True)),
+            bind=None if bind == "server" else bind,
+            v6only=None if v6only == "default" else bool(v6only),
         )
         return outcome, None, dict(facts)
 
@@ -601,7 +625,13 @@ class LabRun:
         return await close_together(server, clients, name, step.timeout), None, {}
 
     def _server_address(self, step: Step) -> Address:
-        return Address(self.server.host, self.ports[str(step.args.get("port", MAIN_PORT))])
+        """The server's address (of the step's ``family`` in a dual lab) on the step's slot."""
+        host = self.server.host
+        if step.args.get("family") == 6:
+            if self.options.host6 is None:
+                raise ValueError("family = 6 in a run without an IPv6 server address")
+            host = self.options.host6
+        return Address(host, self.ports[str(step.args.get("port", MAIN_PORT))])
 
     async def _act_connect(self, step: Step) -> ActResult:
         outcome = await self.clients.connect(
@@ -668,6 +698,50 @@ class LabRun:
             facts["tsval"] = tsval
         return await clients.old_syn(step.actor, tup[1], header), None, facts
 
+    async def _act_syn_flood(self, step: Step) -> ActResult:
+        """COUNT raw SYNs from ports no socket owns, then a bounded wait until the server's
+        kernel has dealt with every one: each SYN becomes a request socket (SYN_RECV), or is
+        dropped (ListenDrops), or answered with a cookie (SyncookiesSent), nothing else. Fact
+        ``syn_recv`` is the number of request sockets on the port as the table then shows."""
+        server = self._server_address(step)
+        count = int(step.args.get("count", 10))
+        requests_before = await self._syn_recv(server.port)
+        counters_before = await self._fate_counters()
+        seqs = [secrets.randbits(32) for _ in range(count)]
+        outcome, ports = await self.clients.syn_flood(step.actor, server, seqs)
+        if outcome != "ok":
+            return outcome, None, {"sent": 0}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + step.timeout
+        while True:
+            requests = await self._syn_recv(server.port)
+            counters = await self._fate_counters()
+            dealt = (requests if requests is not None else 0) - (requests_before or 0)
+            dealt += sum(counters[k] - counters_before[k] for k in SYN_FATES)
+            if (requests is not None and dealt >= count) or loop.time() >= deadline:
+                break
+            await asyncio.sleep(POLL_INTERVAL)
+        return "ok", None, {"sent": len(ports), "syn_recv": requests}
+
+    async def _syn_recv(self, port: int) -> int | None:
+        """Request sockets (SYN_RECV) on the server's ``port``, as ss counts them (else the
+        first source); None while the sources disagree."""
+        table = await self.server.snapshot([port])
+        counts = {
+            source: sum(
+                1 for r in records if r.state is TcpState.SYN_RECV and r.local.port == port
+            )
+            for source, records in table.items()
+        }
+        if len(set(counts.values())) > 1:
+            return None
+        return counts.get("ss", next(iter(counts.values()), 0))
+
+    async def _fate_counters(self) -> dict[str, int]:
+        counters = await self._side_for(SERVER).ns_op("counters", {})
+        assert isinstance(counters, dict)
+        return {key: int(counters.get(key, 0)) for key in SYN_FATES}
+
     # -- observation ------------------------------------------------------------------------
 
     def _tuples(self) -> dict[str, tuple[str, tuple[Address, Address | None] | None]]:
@@ -675,7 +749,8 @@ class LabRun:
         host = self.server.host
         tuples: dict[str, tuple[str, tuple[Address, Address | None] | None]] = {}
         for slot in self.lab.ports:
-            tuples[listener_side(slot)] = (SERVER, (Address(host, self.ports[slot]), None))
+            bound = self._bound.get(slot, host)
+            tuples[listener_side(slot)] = (SERVER, (Address(bound, self.ports[slot]), None))
         for name in self.lab.clients:
             tup = self.clients.tuple_of(name)
             if tup is None:
@@ -810,6 +885,7 @@ ACTIONS_TABLE: Mapping[str, ActHandler] = {
     "stale_syn": LabRun._act_stale_syn,
     "reconnect": LabRun._act_reconnect,
     "old_syn": LabRun._act_old_syn,
+    "syn_flood": LabRun._act_syn_flood,
     "close_both": LabRun._act_close_both,
 }
 """Every action a lab file may name (``spec.model.ACTIONS``, same keys: tested) -> the method
@@ -860,4 +936,5 @@ def _side_observation(side: str, r: Reconciled | None) -> SideObservation:
         timer=timer,
         pid=r.pid,
         note=r.note,
+        mapped=r.local.mapped,
     )

@@ -24,7 +24,7 @@ from handshake_lab.net.loops import loop_factory
 from handshake_lab.observe.defaults import default_observers
 from handshake_lab.outputs import write_output
 from handshake_lab.placement import Topology
-from handshake_lab.placement.place import place, step_set
+from handshake_lab.placement.place import ip_for, place, step_set
 from handshake_lab.record.run import Recorder, RunRecord
 from handshake_lab.signals import TERMINATING, sigterm_as_interrupt
 from handshake_lab.spec.model import Lab
@@ -45,8 +45,8 @@ class RunRequest:
     pcap: Path | None = None
     quiz: Quiz | None = None
     ip: int = 4
-    """The IP version of the lab's sockets: 4 (127.0.0.1, 198.18.0.0/24) or 6 (::1,
-    fd00:198:18::/64)."""
+    """The IP version of the lab's sockets: 4 (127.0.0.1, 198.18.0.0/24), 6 (::1,
+    2001:db8:198:18::/64), or ``spec.model.DUAL_STACK`` for a lab of both (``ip = "dual"``)."""
 
 
 def execute(
@@ -79,6 +79,7 @@ def drive(
     terminating signals cancelling it, remove everything, and return the record."""
     factory = loop_factory(request.loop)
     recorder = Recorder(emit)
+    ip = ip_for(request.lab, request.ip)  # both families for a dual lab
     # Outside the event loop (building and removing namespaces) SIGTERM, SIGHUP and SIGQUIT
     # raise KeyboardInterrupt, so the same cleanup runs as for Ctrl-C.
     with (
@@ -86,11 +87,11 @@ def drive(
         place(
             request.topology,
             request.lab,
-            partial(default_observers, request.ip),
+            partial(default_observers, ip),
             loop=request.loop,
             peer=request.peer,
             token_file=request.token_file,
-            ip=request.ip,
+            ip=ip,
         ) as ends,
     ):
         evidence = evidence_for(
@@ -101,6 +102,7 @@ def drive(
             topology=request.topology,
             port=request.port,
             host=ends.host,
+            host6=ends.host6,
             step_set=step_set(request.topology),
         )
         runner = LabRun(

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from handshake_lab.net.waits import cancel_and_wait, wait_for
-from handshake_lab.observe.base import Address, family_of
+from handshake_lab.observe.base import MAPPED_PREFIX, Address, family_of
 
 READ_CHUNK = 65536
 FILL_CHUNK = 65536
@@ -74,8 +74,9 @@ def address_of(sockaddr: object) -> Address:
     if not isinstance(sockaddr, tuple) or len(sockaddr) < 2:
         raise ValueError(f"not an inet socket address: {sockaddr!r}")
     host = str(sockaddr[0])
-    if host.startswith("::ffff:"):
-        host = host.removeprefix("::ffff:")
+    if host.startswith(MAPPED_PREFIX):
+        # An IPv6 socket's IPv4 peer: the same 4-tuple as the IPv4 end's (observe.base).
+        return Address(host.removeprefix(MAPPED_PREFIX), int(sockaddr[1]), mapped=True)
     return Address(host, int(sockaddr[1]))
 
 
@@ -374,6 +375,13 @@ class Listener:
     def reuse_address(self) -> int:
         return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
 
+    def facts(self) -> dict[str, int]:
+        """What ``listen`` reports: SO_REUSEADDR in effect, and IPV6_V6ONLY for an IPv6 one."""
+        facts = {"so_reuseaddr": self.reuse_address}
+        if self.sock.family == socket.AF_INET6:
+            facts["v6only"] = self.sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+        return facts
+
 
 class EchoServer:
     """The server side of a lab: listeners by port slot, accepted connections by peer."""
@@ -397,15 +405,20 @@ class EchoServer:
         backlog: int,
         reuse_address: bool | None,
         accept: bool,
+        host: str | None = None,
+        v6only: bool | None = None,
     ) -> tuple[str, dict[str, int]]:
-        """Open a listener on ``port``. ``reuse_address=None`` means the loop's default."""
+        """Open a listener on ``port`` at ``host`` (default: the server's address; ``::`` or
+        ``0.0.0.0`` for a wildcard). ``reuse_address=None`` means the loop's default;
+        ``v6only=None`` leaves IPV6_V6ONLY to the kernel's default (net.ipv6.bindv6only)."""
         if slot in self.listeners:
             return "EALREADY", {}
+        bind_host = host or self.host
         if reuse_address is None:
             # Let asyncio/uvloop choose, to show what they choose.
             try:
                 server = await asyncio.start_server(
-                    self._on_connection, self.host, port, backlog=backlog
+                    self._on_connection, bind_host, port, backlog=backlog
                 )
             except OSError as exc:
                 return errno_name(exc), {}
@@ -417,12 +430,16 @@ class EchoServer:
                 backlog=backlog,
             )
             self.listeners[slot] = listener
-            return "ok", {"so_reuseaddr": listener.reuse_address}
-        sock = socket.socket(family_of(self.host), socket.SOCK_STREAM)
+            return "ok", listener.facts()
+        sock = socket.socket(family_of(bind_host), socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(reuse_address))
+            if v6only is not None:
+                # Before bind(): the option decides which ports bind() must find free (the
+                # IPv4 one too when off), and Linux refuses to change it on a bound socket.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
             sock.setsockopt(socket.IPPROTO_TCP, TCP_SAVE_SYN, 1)
-            sock.bind((self.host, port))
+            sock.bind((bind_host, port))
             sock.listen(backlog)
         except OSError as exc:
             sock.close()
@@ -432,7 +449,7 @@ class EchoServer:
         self.listeners[slot] = listener
         if accept:
             await self._serve(listener)
-        return "ok", {"so_reuseaddr": listener.reuse_address}
+        return "ok", listener.facts()
 
     async def accept(self, slot: str) -> str:
         listener = self.listeners.get(slot)

@@ -1,4 +1,4 @@
-"""A raw TCP segment for the stale-SYN lab: a SYN that no socket on the sender owns.
+"""Raw TCP segments for the stale-SYN and SYN-flood labs: SYNs that no socket on the sender owns.
 
 RFC 9293 section 3.5 explains the three-way handshake by an old duplicate SYN arriving at a
 listener: the listener answers SYN-ACK, the supposed sender's kernel has no such connection and
@@ -6,6 +6,10 @@ answers RST, and the listener drops the half-open connection. To show that on a 
 send such a SYN ourselves with a raw socket (``SOCK_RAW``/``IPPROTO_TCP``: the kernel adds the IP
 header, we supply the TCP header and its checksum). Raw sockets need CAP_NET_RAW, which the lab
 has inside its own namespaces.
+
+A SYN flood is the same segment many times, each from its own port: the listener makes a
+request socket (SYN_RECV) for each until its SYN queue is full, and the SYN-ACKs go to ports
+where nobody waits for them.
 
 The TIME_WAIT lab sends a late copy of a connection's own SYN (``resend_segment``): the TCP
 header exactly as the server's listener saved it (TCP_SAVE_SYN), options included, with only
@@ -21,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+from collections.abc import Sequence
 
 from handshake_lab.tcp.segments import Flags
 
@@ -73,17 +78,42 @@ def with_checksum(src: str, dst: str, header: bytes) -> bytes:
     return header[:16] + struct.pack("!H", csum) + header[18:]
 
 
-def send_raw_syn(src: str, dst: str, sport: int, dport: int, seq: int) -> None:
-    """Send one SYN from ``src:sport`` to ``dst:dport`` through a raw socket (CAP_NET_RAW).
+def syn_segments(
+    src: str, dst: str, sports: Sequence[int], dport: int, seqs: Sequence[int]
+) -> list[bytes]:
+    """One SYN per source port (with the matching sequence number), to ``dst:dport``."""
+    pairs = zip(sports, seqs, strict=True)  # one sequence number per port, or ValueError
+    return [tcp_segment(src, dst, sport, dport, seq=seq) for sport, seq in pairs]
+
+
+def send_raw_syns(
+    src: str, dst: str, sports: Sequence[int], dport: int, seqs: Sequence[int]
+) -> None:
+    """Send a SYN from each ``src:sport`` to ``dst:dport`` through one raw socket (CAP_NET_RAW).
     The kernel writes the IP header (v4 or v6); the checksum is ours, for both: an IPv6 raw
     socket computes none unless IPV6_CHECKSUM asks it to."""
-    send_raw(src, dst, tcp_segment(src, dst, sport, dport, seq=seq))
+    send_raw(src, dst, syn_segments(src, dst, sports, dport, seqs))
+
+
+def send_raw(src: str, dst: str, segments: Sequence[bytes]) -> None:
+    """Send TCP ``segments`` (headers and checksums ready) from ``src`` to ``dst`` through one
+    raw socket."""
+    family = socket.AF_INET6 if ":" in src else socket.AF_INET
+    with socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_TCP) as raw:
+        raw.bind((src, 0))
+        for segment in segments:
+            raw.sendto(segment, (dst, 0))
+
+
+def send_raw_syn(src: str, dst: str, sport: int, dport: int, seq: int) -> None:
+    """Send one SYN from ``src:sport`` to ``dst:dport`` (see ``send_raw_syns``)."""
+    send_raw_syns(src, dst, [sport], dport, [seq])
 
 
 def resend_segment(src: str, dst: str, header: bytes) -> None:
     """Send ``header`` (a TCP header as once received, options included) again from ``src``
     to ``dst``, its checksum computed anew (a saved copy may hold a partial one)."""
-    send_raw(src, dst, with_checksum(src, dst, header))
+    send_raw(src, dst, [with_checksum(src, dst, header)])
 
 
 def tcp_header_of(packet: bytes) -> bytes:
@@ -128,11 +158,3 @@ def syn_numbers(header: bytes) -> tuple[int, int | None]:
             return seq, tsval
         i += options[i + 1]
     return seq, None
-
-
-def send_raw(src: str, dst: str, segment: bytes) -> None:
-    """Send a TCP ``segment`` (header and checksum ready) from ``src`` to ``dst``."""
-    family = socket.AF_INET6 if ":" in src else socket.AF_INET
-    with socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_TCP) as raw:
-        raw.bind((src, 0))
-        raw.sendto(segment, (dst, 0))

@@ -25,7 +25,7 @@ from typing import Protocol
 
 from handshake_lab.errors import MissingDependencyError, NetworkError
 from handshake_lab.net.endpoints import Client, EchoServer, Stream, errno_name
-from handshake_lab.net.raw import resend_segment, send_raw_syn
+from handshake_lab.net.raw import resend_segment, send_raw_syns
 from handshake_lab.net.waits import wait_for
 from handshake_lab.observe.base import Address, Observer, SocketRecord, family_of
 from handshake_lab.observe.scoped import needs_main_thread
@@ -46,7 +46,15 @@ class ServerSide(Protocol):
     async def reserve_port(self, port: int | None, taken: Collection[int]) -> int: ...
 
     async def listen(
-        self, slot: str, port: int, *, backlog: int, reuse_address: bool | None, accept: bool
+        self,
+        slot: str,
+        port: int,
+        *,
+        backlog: int,
+        reuse_address: bool | None,
+        accept: bool,
+        bind: str | None = None,
+        v6only: bool | None = None,
     ) -> tuple[str, dict[str, int]]: ...
 
     async def accept(self, slot: str) -> str: ...
@@ -105,12 +113,29 @@ class ClientSide(Protocol):
 
     async def reconnect(self, name: str, server: Address, timeout: float) -> str: ...
 
+    async def syn_flood(
+        self, name: str, server: Address, seqs: Sequence[int]
+    ) -> tuple[str, list[int]]: ...
+
     async def ns_op(self, op: str, args: Mapping[str, object]) -> object: ...
+
+
+WILDCARD6 = "::"
+"""Where a lab of both families (``ip = "dual"``) looks for its ports: bound on ``::`` with
+IPV6_V6ONLY off, a port is free on every IPv4 and IPv6 address of the namespace at once."""
+
+
+def _probe(host: str) -> socket.socket:
+    probe = socket.socket(family_of(host), socket.SOCK_STREAM)
+    if host == WILDCARD6:
+        # Both families whatever net.ipv6.bindv6only says; the probe changes no setting.
+        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    return probe
 
 
 def free_port(host: str) -> int:
     """A port nothing is bound to right now (the kernel picks it)."""
-    with socket.socket(family_of(host), socket.SOCK_STREAM) as probe:
+    with _probe(host) as probe:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
@@ -118,7 +143,7 @@ def free_port(host: str) -> int:
 
 def check_port_free(host: str, port: int) -> None:
     """Fail early, with a clear line, if ``--port`` cannot be used."""
-    with socket.socket(family_of(host), socket.SOCK_STREAM) as probe:
+    with _probe(host) as probe:
         try:
             probe.bind((host, port))
         except PermissionError as exc:
@@ -326,29 +351,46 @@ class LocalServer(_LocalEnd):
         netns: str | None = None,
         fast_observers: Sequence[Observer] = (),
         vm_ops: VmOps | None = None,
+        port_host: str | None = None,
     ) -> None:
         super().__init__(host, observers, scope, netns, fast_observers, vm_ops)
         self.server = EchoServer(host, echo=echo)
+        # Where a port must be free: the server's address, or every address (WILDCARD6).
+        self.port_host = port_host or host
 
     async def reserve_port(self, port: int | None, taken: Collection[int]) -> int:
         """``port`` if it can be bound here (else ``NetworkError``), or a free one."""
         with self.scope():
             if port is not None:
-                check_port_free(self.host, port)
+                check_port_free(self.port_host, port)
                 return port
-            chosen = free_port(self.host)
+            chosen = free_port(self.port_host)
             while chosen in taken:
-                chosen = free_port(self.host)
+                chosen = free_port(self.port_host)
             return chosen
 
     async def listen(
-        self, slot: str, port: int, *, backlog: int, reuse_address: bool | None, accept: bool
+        self,
+        slot: str,
+        port: int,
+        *,
+        backlog: int,
+        reuse_address: bool | None,
+        accept: bool,
+        bind: str | None = None,
+        v6only: bool | None = None,
     ) -> tuple[str, dict[str, int]]:
         # The thread stays in the namespace across the awaits of start_server: the runner runs
         # one step at a time, so no other socket is created meanwhile on this thread.
         with self.scope():
             return await self.server.listen(
-                slot, port, backlog=backlog, reuse_address=reuse_address, accept=accept
+                slot,
+                port,
+                backlog=backlog,
+                reuse_address=reuse_address,
+                accept=accept,
+                host=bind,
+                v6only=v6only,
             )
 
     async def accept(self, slot: str) -> str:
@@ -474,23 +516,41 @@ class LocalClients(_LocalEnd):
 
     async def stale_syn(self, name: str, server: Address, seq: int) -> str:
         """A SYN from a port no socket here owns: the kernel will answer the SYN-ACK with RST."""
+        outcome, _ports = await self.syn_flood(name, server, [seq])
+        return outcome
+
+    async def syn_flood(
+        self, name: str, server: Address, seqs: Sequence[int]
+    ) -> tuple[str, list[int]]:
+        """A SYN from each of ``len(seqs)`` ports that no socket here owns, with those
+        sequence numbers: a SYN flood (one SYN: an old duplicate). The ports are free ones the
+        kernel picks, all held at once while picking so that they differ, then let go. The
+        client ``name`` stands for the first of them. Returns (outcome, the ports used)."""
         client = self.clients[name]
         with self.scope():
-            probe = socket.socket(family_of(self.host), socket.SOCK_STREAM)
-            probe.bind((self.host, 0))
-            sport = probe.getsockname()[1]
-            probe.close()
+            probes: list[socket.socket] = []
             try:
-                send_raw_syn(self.host, server.host, sport, server.port, seq)
+                for _ in seqs:
+                    probe = socket.socket(family_of(self.host), socket.SOCK_STREAM)
+                    probes.append(probe)
+                    probe.bind((self.host, 0))
+                ports = [int(p.getsockname()[1]) for p in probes]
+            except OSError as exc:
+                return errno_name(exc), []
+            finally:
+                for probe in probes:
+                    probe.close()
+            try:
+                send_raw_syns(self.host, server.host, ports, server.port, seqs)
             except PermissionError as exc:
                 raise MissingDependencyError(
                     "a raw SYN needs CAP_NET_RAW: run as root with --topology netns"
                 ) from exc
             except OSError as exc:
-                return errno_name(exc)
-        client.local = Address(self.host, sport)
+                return errno_name(exc), []
+        client.local = Address(self.host, ports[0])
         client.remote = server
-        return "ok"
+        return "ok", ports
 
     async def reconnect(self, name: str, server: Address, timeout: float) -> str:
         """A new socket bound to the address and port client ``name`` had, connected to

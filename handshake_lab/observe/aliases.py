@@ -127,8 +127,22 @@ def normalise_host(host: str) -> str:
     return str(ip)
 
 
+def is_mapped(host: str) -> bool:
+    """True for an IPv4-mapped IPv6 address in any spelling (``::ffff:127.0.0.1``,
+    ``::FFFF:7f00:1``); False for anything else, including text that is no address."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None
+
+
 def address(host: str, port: int) -> Address:
-    """An ``Address`` with a normalised host; ``ValueError`` for a bad host or port."""
+    """An ``Address`` with a normalised host; ``ValueError`` for a bad host or port.
+
+    The one normaliser every source goes through (ss, psutil, the agent; netlink builds the
+    same from bytes): an IPv4-mapped host becomes its IPv4 address with ``mapped`` set, so the
+    4-tuples of all sources match and the views can still print what the kernel said."""
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} out of range 0..65535")
-    return Address(normalise_host(host), port)
+    return Address(normalise_host(host), port, mapped=is_mapped(host))

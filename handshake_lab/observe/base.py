@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from handshake_lab.tcp.states import TcpState
@@ -18,15 +18,42 @@ from handshake_lab.tcp.states import TcpState
 
 @dataclass(frozen=True, slots=True, order=True)
 class Address:
-    """One end of a 4-tuple. ``host`` is normalised: IPv4-mapped IPv6 becomes plain IPv4."""
+    """One end of a 4-tuple. ``host`` is normalised: IPv4-mapped IPv6 becomes plain IPv4.
+
+    ``mapped`` remembers that the source spelled it IPv4-mapped (``::ffff:127.0.0.1``): the end
+    of an IPv6 socket that talks IPv4 (a dual-stack listener's connection from an IPv4 client).
+    It takes no part in comparing, hashing or ``str``: the 4-tuple is the same connection
+    whatever family the socket on this end has, so sources and the wire (where the segments
+    are plain IPv4) match by it. ``shown`` is the spelling ss and psutil print.
+    """
 
     host: str
     port: int
+    mapped: bool = field(default=False, compare=False)
 
     def __str__(self) -> str:
         if ":" in self.host:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
+
+    @property
+    def shown(self) -> str:
+        """As ss prints it: ``[::ffff:127.0.0.1]:P`` for a mapped end, else ``str``."""
+        return mapped_text(str(self), mapped=self.mapped)
+
+
+MAPPED_PREFIX = "::ffff:"
+"""How ss, psutil and Python spell an IPv4-mapped IPv6 address (RFC 4291 2.5.5.2)."""
+
+
+def mapped_text(endpoint: str, *, mapped: bool) -> str:
+    """``127.0.0.1:80`` as the end of an IPv6 socket prints it, ``[::ffff:127.0.0.1]:80``, when
+    ``mapped``; anything else unchanged. The one place a view turns the normalised 4-tuple of
+    the record back into the kernel's spelling."""
+    if not mapped or endpoint.startswith("["):
+        return endpoint
+    host, _, port = endpoint.rpartition(":")
+    return f"[{MAPPED_PREFIX}{host}]:{port}"
 
 
 def family_of(host: str) -> socket.AddressFamily:

@@ -197,6 +197,11 @@ def _host(family: int, raw: bytes) -> str:
     return str(ipaddress.IPv6Address(raw))
 
 
+def _is_mapped(family: int, raw: bytes) -> bool:
+    """An AF_INET6 socket's IPv4-mapped address (``Address.mapped``, as ``aliases.address``)."""
+    return family == socket.AF_INET6 and raw[:12] == _V4_MAPPED
+
+
 class Decoder:
     """Turns netlink datagrams into records; ``done`` once the answer to ``seq`` is complete.
 
@@ -289,14 +294,14 @@ class Decoder:
         local = cache.get((family, src, sport))
         if local is None:
             local = cache[family, src, sport] = _new_address(
-                self._host(family, src), socket.ntohs(sport)
+                self._host(family, src), socket.ntohs(sport), _is_mapped(family, src)
             )
         remote = None
         if dport:
             remote = cache.get((family, dst, dport))
             if remote is None:
                 remote = cache[family, dst, dport] = _new_address(
-                    self._host(family, dst), socket.ntohs(dport)
+                    self._host(family, dst), socket.ntohs(dport), _is_mapped(family, dst)
                 )
         return _new_record(
             SOURCE,
@@ -344,7 +349,7 @@ _RECORD_SETTERS = _slot_setters(
         *("send_q", "uid", "inode", "cookie"),
     ),
 )
-_ADDRESS_SETTERS = _slot_setters(Address, ("host", "port"))
+_ADDRESS_SETTERS = _slot_setters(Address, ("host", "port", "mapped"))
 _TIMER_SETTERS = _slot_setters(Timer, ("name", "remaining", "count"))
 
 
@@ -386,14 +391,15 @@ def _new_record(  # the fields, positionally, as the constructor takes them
     return record
 
 
-def _new_address(host: str, port: int) -> Address:
-    """``Address(host, port)``, through the slot setters when it can."""
+def _new_address(host: str, port: int, mapped: bool = False) -> Address:
+    """``Address(host, port, mapped)``, through the slot setters when it can."""
     if not _ADDRESS_SETTERS:
-        return Address(host, port)
+        return Address(host, port, mapped)
     address: Address = object.__new__(Address)
-    set_host, set_port = _ADDRESS_SETTERS
+    set_host, set_port, set_mapped = _ADDRESS_SETTERS
     set_host(address, host)
     set_port(address, port)
+    set_mapped(address, mapped)
     return address
 
 

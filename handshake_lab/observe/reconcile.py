@@ -138,7 +138,9 @@ def _reconcile_key(
             else SourceView(state=record.state, raw=record.raw_state, record=record)
         )
     seen = [view.record for view in views.values() if view.record is not None]
-    local, remote = key
+    # A source's own Address objects: equal to the key's, and they keep ``mapped`` (the socket
+    # is an IPv6 one talking IPv4), which the key asked for by the other end cannot know.
+    local, remote = (seen[0].local, seen[0].remote) if seen else key
     return Reconciled(
         local=local,
         remote=remote,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 
 from handshake_lab.errors import MissingDependencyError
-from handshake_lab.net.sides import LocalClients, LocalServer, ServerSide
+from handshake_lab.net.sides import WILDCARD6, LocalClients, LocalServer, ServerSide
 from handshake_lab.observe.base import Observer
 from handshake_lab.observe.defaults import fast_observers
 from handshake_lab.observe.scoped import ScopedObserver
@@ -76,6 +76,7 @@ def namespaces(
                     scope=scope_of(pair.server_ns),
                     netns=pair.server_ns,
                     fast_observers=fast_observers(pair.server_ns),
+                    port_host=WILDCARD6 if pair.server_addr6 else None,
                 )
             )
         clients = LocalClients(
@@ -99,5 +100,7 @@ def namespaces(
                     client_ns=pair.client_ns,
                     client_veth=pair.client_veth,
                     client_addr=pair.client_addr,
+                    client_addr6=pair.client_addr6,
                 ),
+                host6=pair.server_addr6,
             )

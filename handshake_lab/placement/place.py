@@ -14,7 +14,7 @@ from handshake_lab.placement.netns import namespaces
 from handshake_lab.placement.placed import Placed
 from handshake_lab.placement.remote import remote, remote_step_set
 from handshake_lab.placement.topology import Topology
-from handshake_lab.spec.model import Lab
+from handshake_lab.spec.model import DUAL_STACK, Lab
 
 ObserverFactory = Callable[[], list[Observer]]
 
@@ -23,6 +23,25 @@ def step_set(topology: Topology) -> str:
     """Which of a lab's step sets a placement runs (``Topology.step_set``, and for ``--peer``
     the namespace steps where both ends are provisioned lab VMs: ``remote.remote_step_set``)."""
     return remote_step_set() if topology is Topology.REMOTE else topology.step_set
+
+
+def ip_for(lab: Lab, ip: int) -> int:
+    """The IP version a run of ``lab`` places and observes: ``ip``, or both families
+    (``DUAL_STACK``) for a lab that says ``ip = "dual"``, whose steps name each socket's
+    family (``--ip 6`` for it is refused: the CLI says so before, in its own words)."""
+    if not lab.dual:
+        return ip
+    if ip == 6:
+        raise UsageError(f"lab {lab.name} uses IPv4 and IPv6 together: not --ip 6")
+    return DUAL_STACK
+
+
+def dual_refusal(name: str, topology: Topology) -> str:
+    """Why a lab of both families (``ip = "dual"``) does not run at an agent."""
+    return (
+        f"lab {name} uses IPv4 and IPv6 together, which an agent's server (one address) "
+        f"cannot: it runs with --topology loopback or netns, not {topology.option}"
+    )
 
 
 @contextmanager
@@ -37,12 +56,16 @@ def place(
     sysctls: Mapping[str, Mapping[str, str | int]] | None = None,
     ip: int = 4,
 ) -> Iterator[Placed]:
-    """Yield the lab's two ends for ``topology`` on IP version ``ip`` (4 or 6); remove whatever
-    was created on exit. IPv6 runs on loopback and in the tool's own namespaces only."""
-    if ip not in (4, 6):
-        raise ValueError(f"IP version must be 4 or 6, not {ip!r}")
+    """Yield the lab's two ends for ``topology`` on IP version ``ip`` (4 or 6; both for a
+    dual lab, ``ip_for``); remove whatever was created on exit. IPv6 runs on loopback and in
+    the tool's own namespaces only."""
+    ip = ip_for(lab, ip)
+    if ip not in (4, 6, DUAL_STACK):
+        raise ValueError(f"IP version must be 4, 6 or {DUAL_STACK} (both), not {ip!r}")
     if ip == 6 and topology is Topology.REMOTE:
         raise UsageError("--peer runs on IPv4 only; --ip 6 needs a --topology")
+    if ip == DUAL_STACK and topology in (Topology.REMOTE, Topology.NETNS_AGENT):
+        raise UsageError(dual_refusal(lab.name, topology))
     if topology is Topology.LOOPBACK:
         yield loopback(lab, make_observers, ip)
     elif topology is Topology.REMOTE:

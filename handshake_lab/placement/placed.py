@@ -26,6 +26,7 @@ class NetnsDetails:
     client_ns: str
     client_veth: str
     client_addr: str
+    client_addr6: str | None = None  # a run of both families: the client's IPv6 address too
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,9 @@ class Placed:
     host: str = LOOPBACK_HOST
     netns: NetnsDetails | None = None
     shared_table: bool = False
+    host6: str | None = None
+    """The server's IPv6 address in a run of both families (``ip = "dual"``: ``host`` is
+    then the IPv4 one); None in a run of one family."""
 
     @property
     def run_id(self) -> str | None:
@@ -56,10 +60,12 @@ class Placed:
     @property
     def capture(self) -> CaptureTarget:
         """In namespaces: the client's veth (both directions cross it). Elsewhere: lo."""
+        servers = {self.host} | ({self.host6} if self.host6 else set())
         if self.netns is not None:
+            clients = {self.netns.client_addr, self.netns.client_addr6} - {None}
             return CaptureTarget(
                 self.netns.client_veth,
                 self.netns.client_ns,
-                frozenset({self.host, self.netns.client_addr}),
+                frozenset({*servers, *(c for c in clients if c)}),
             )
-        return CaptureTarget("lo", None, frozenset({self.host}))
+        return CaptureTarget("lo", None, frozenset(servers))

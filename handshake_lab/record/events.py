@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from handshake_lab.observe.base import mapped_text
+
 Texts = dict[str, str]
 """A text in each language it exists in (``{"en": ..., "zh": ...}``)."""
 
@@ -39,6 +41,20 @@ class SideObservation:
     timer: dict[str, Any] | None = None  # {"name", "remaining", "count"} from ss
     pid: int | None = None
     note: str | None = None
+    mapped: bool = False
+    """The socket is an IPv6 one talking IPv4: ss and psutil print its ``local`` and ``remote``
+    as ``[::ffff:a.b.c.d]:port``. They stay plain IPv4 here, the 4-tuple every view matches
+    with the segments (which cross as IPv4); ``observe.base.mapped_text`` spells them back."""
+
+    def tuple_text(self) -> str | None:
+        """The 4-tuple as ss prints it: ``L > R``, ``L *`` for a listener, mapped ends as
+        ``[::ffff:a.b.c.d]:port``; None when there is no socket. What every view shows."""
+        if not self.local:
+            return None
+        local = mapped_text(self.local, mapped=self.mapped)
+        if not self.remote:
+            return f"{local} *"
+        return f"{local} > {mapped_text(self.remote, mapped=self.mapped)}"
 
 
 @dataclass(frozen=True, slots=True)

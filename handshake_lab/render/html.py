@@ -200,6 +200,8 @@ LADDER_W = 640
 TOP = 58
 ROW = 15
 ARROW_ROW = 27
+DROP_NOTE_ROW = 14
+"""Extra room below a dropped segment's arrow: its "dropped: HOLD" note sits there."""
 SLANT = 8
 PAUSE_MS = 20.0
 """A pause at least this long between two rows is written beside the time axis."""
@@ -223,12 +225,14 @@ def _ladder_svg(
     keys: list[tuple[float, int, int]] = [(s.seg["t_ms"], 0, s.index) for s in segs]
     keys += sorted({(st.t_ms, 1, 0) for st in states})
     keys.sort()
+    dropped = {s.index for s in segs if s.seg.get("dropped")}
     y_of_seg: dict[int, float] = {}
     y_of_time: dict[float, float] = {}
     pauses: list[tuple[float, float]] = []
     y = float(TOP)
     prev_t: float | None = None
     last_arrow_y = -100.0
+    arrow_gap = float(ARROW_ROW)
     for t, kind, index in keys:
         if prev_t is not None:
             if t == prev_t and kind == 1:
@@ -237,7 +241,7 @@ def _ladder_svg(
             prev_y = y
             y += ROW + _gap_extra(t - prev_t)
             if kind == 0:
-                y = max(y, last_arrow_y + ARROW_ROW)
+                y = max(y, last_arrow_y + arrow_gap)
             if t - prev_t >= PAUSE_MS:
                 y = max(y, prev_y + 2 * ROW + 8)  # room for the pause's own label
                 pauses.append(((prev_y + y) / 2, t - prev_t))
@@ -245,6 +249,7 @@ def _ladder_svg(
         if kind == 0:
             y_of_seg[index] = y
             last_arrow_y = y
+            arrow_gap = ARROW_ROW + (DROP_NOTE_ROW if index in dropped else 0)
             y_of_time.setdefault(t, y)
         else:
             y_of_time.setdefault(t, y)
@@ -707,8 +712,9 @@ def _observation_row(side: str, want: str | None, obs: SideObservation, w: _Word
         for name, value in obs.sources.items()
     )
     where: list[str] = []
-    if obs.local:
-        where.append(f"{obs.local} > {obs.remote}" if obs.remote else f"{obs.local} *")
+    arrow = obs.tuple_text()
+    if arrow:
+        where.append(arrow)
     elif not obs.sources:
         where.append(w("no_socket"))
     if obs.timer:
@@ -759,6 +765,7 @@ def _step_article(
             obs.timer,
             obs.pid,
             obs.note,
+            obs.mapped,
         )
         rows.append(_observation_row(side, step.expected.get(side), ordered, w))
     table = (

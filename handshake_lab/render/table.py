@@ -15,6 +15,7 @@ from rich.text import Text
 
 from handshake_lab.i18n.labels import label
 from handshake_lab.i18n.lang import in_lang
+from handshake_lab.lab.evidence import TRACE_BLIND_SPOTS
 from handshake_lab.record.events import Event, LabResult, LabStarted, SideObservation, StepReport
 from handshake_lab.record.run import RunRecord
 from handshake_lab.render.kernel_text import filler
@@ -96,15 +97,18 @@ class TableRenderer:
             indent=0,
         )
         self._say(
-            f"{self._l('observers')} {', '.join(ev.observers)} | kernel "
+            f"{self._l('observers')} {', '.join(ev.observers)} | {self._l('kernel_version')} "
             f"{ev.versions.get('kernel', '?')}",
             indent=0,
         )
         for note in ev.notes:
-            self._lines(wrap(note, self.prose, first="note: ", indent="  "), "yellow")
+            shown = self._l("note_trace_blind") if note == TRACE_BLIND_SPOTS else note
+            first = f"{self._l('note')}: "
+            self._lines(wrap(shown, self.prose, first=first, indent="  "), "yellow")
         if ev.evidence:
             self._say(
-                f"packets: {ev.evidence.get('capture')} | transitions: {ev.evidence.get('trace')}",
+                f"{self._l('packets')}: {ev.evidence.get('capture')} | "
+                f"{self._l('trace_stream')}: {ev.evidence.get('trace')}",
                 indent=0,
             )
         if ev.intro:
@@ -155,6 +159,8 @@ class TableRenderer:
             self._say(line, "yellow")
         for seg in ev.segments:
             line = f"{seg['t_ms']:>9.3f} ms  {seg['from']} > {seg['to']}  {seg['label']}"
+            if "SYN" in str(seg["flags"]).split(",") and seg.get("options"):
+                line += f"  [{seg['options']}]"  # what the handshake negotiates
             if seg.get("dropped"):
                 line += f"  {self._l('dropped_by')} {seg.get('hold')}"
             self._say(line, "blue")
@@ -173,7 +179,7 @@ class TableRenderer:
                 mark, style = "[--]", "dim"
             else:
                 mark, style = ("[ok]", "green") if qa["correct"] else ("[xx]", "bold red")
-            line = f"{mark} quiz {qa['key']}: you said {qa['answer']}, kernel said {qa['truth']}"
+            line = f"{mark} {self._l('q_graded').format(**qa)}"
             self._say(line, style)
         if ev.agrees:
             self._say(f"[ok] {self._l('agrees')}", "green")
@@ -199,8 +205,8 @@ class TableRenderer:
         timer = format_timer(obs.timer)
         if timer:
             out.append(f"  {timer}", style="yellow")
-        if obs.local:
-            arrow = f"{obs.local} > {obs.remote}" if obs.remote else f"{obs.local} *"
+        arrow = obs.tuple_text()
+        if arrow:
             out.append("\n" + arrow, style="dim")
         if obs.state in ORPHAN_STATES and obs.pid is None and "psutil" in obs.sources:
             # Say it rather than leave a blank: no process owns it any more, the kernel does.
@@ -227,9 +233,7 @@ class TableRenderer:
         c.print()
         if ev.quiz is not None:
             q = ev.quiz
-            self._say(
-                f"quiz: {q['correct']}/{q['asked']} predictions right ({q['score']}%)", indent=0
-            )
+            self._say(self._l("q_total").format(**q), indent=0)
         for check in ev.checks:
             mark = "[ok]" if check["ok"] else "[!!]"
             style = "green" if check["ok"] else "bold red"

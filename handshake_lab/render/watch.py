@@ -70,7 +70,7 @@ def iso_time(wall: float) -> str:
 
 
 def peer_text(remote: Address | None) -> str:
-    return "*" if remote is None else str(remote)
+    return "*" if remote is None else remote.shown
 
 
 def state_text(state: TcpState | None) -> str:
@@ -131,7 +131,7 @@ def describe_filter(watch_filter: WatchFilter) -> str:
 
 def transition_line(event: Transition, wall: float, name_of: NameOf) -> str:
     """One plain line for one transition (see the module docstring)."""
-    head = f"{clock_text(wall)} {event.local} > {peer_text(event.remote)} "
+    head = f"{clock_text(wall)} {event.local.shown} > {peer_text(event.remote)} "
     if event.initial:
         line = head + f"{state_text(event.new)} (at start)"
     else:
@@ -147,7 +147,7 @@ def short_transition_line(event: Transition, wall: float) -> str:
     """The live view's log line: ``HH:MM:SS LOCAL > REMOTE OLD -> NEW (1.234 s)``, where the
     time is the time spent in OLD; 78 columns for IPv4 endpoints."""
     line = (
-        f"{clock_text(wall)[:8]} {event.local} > {peer_text(event.remote)} "
+        f"{clock_text(wall)[:8]} {event.local.shown} > {peer_text(event.remote)} "
         f"{state_text(event.old)} -> {state_text(event.new)}"
     )
     if event.in_old is not None:
@@ -168,8 +168,8 @@ def transition_json(event: Transition, wall: float, name_of: NameOf) -> dict[str
         "time": iso_time(wall),
         "kind": event.kind,
         "initial": event.initial,
-        "local": str(event.local),
-        "remote": None if event.remote is None else str(event.remote),
+        "local": event.local.shown,
+        "remote": None if event.remote is None else event.remote.shown,
         "old": state_text(event.old),
         "new": state_text(event.new),
         "in_old_s": None if event.in_old is None else round(event.in_old, 3),
@@ -185,8 +185,8 @@ def socket_json(entry: Tracked, now: float, name_of: NameOf) -> dict[str, Any]:
     return {
         "schema": JSON_SCHEMA,
         "event": "socket",
-        "local": str(record.local),
-        "remote": None if record.remote is None else str(record.remote),
+        "local": record.local.shown,
+        "remote": None if record.remote is None else record.remote.shown,
         "state": entry.state.name,
         "in_state_s": round(now - entry.since, 3),
         "in_state_lower_bound": entry.since_start,
@@ -338,7 +338,7 @@ def socket_table(
         fresh = entry.changed_at is not None and now - entry.changed_at <= highlight_s
         rows.append(
             (
-                str(record.local),
+                record.local.shown,
                 peer_text(record.remote),
                 Text(entry.state.name, style="bold yellow" if fresh else ""),
                 since,

@@ -25,11 +25,14 @@ from handshake_lab.spec.model import (
     ACTIONS,
     COURSE_KEYS,
     DEFAULT_TIMEOUT,
+    DUAL_ONLY_ARGS,
     HOLD_KINDS,
+    LAB_IP,
     LEVELS,
     MAIN_PORT,
     MAX_TIMEOUT,
     NETNS_ONLY_ACTIONS,
+    NOT_DUAL_ACTIONS,
     ONE_PROCESS_ACTIONS,
     ONLY,
     OUTCOMES,
@@ -78,6 +81,7 @@ TOP_KEYS = frozenset(
         "topologies",
         "sysctls",
         "course",
+        "ip",
         "step",
     }
 )
@@ -341,6 +345,14 @@ def _build(ctx: _Ctx, doc: dict[str, Any], path: Path) -> Lab:
         ctx.errors.append(
             ctx.fail("sysctls apply inside the lab's namespaces: set topologies = ['netns']")
         )
+    lab_ip = doc.get("ip", "any")
+    if lab_ip not in LAB_IP:
+        ctx.errors.append(
+            _at(ctx, "ip").fail(
+                f"ip must be 'any' (the run's --ip) or 'dual' (both families), not {lab_ip!r}"
+            )
+        )
+        lab_ip = "any"
     steps_raw = doc.get("step")
     _at(ctx, "step")
     if steps_raw is not None and not isinstance(steps_raw, list):
@@ -376,6 +388,7 @@ def _build(ctx: _Ctx, doc: dict[str, Any], path: Path) -> Lab:
         try:
             step = _step(ctx, raw, index, clients, sides, ports)
             _across_steps(ctx, step, topologies, seen, holds_seen)
+            _families(ctx, step, lab_ip == "dual", ports)
         except LabInvalidError as exc:
             ctx.errors.append(exc)
             continue
@@ -400,7 +413,53 @@ def _build(ctx: _Ctx, doc: dict[str, Any], path: Path) -> Lab:
         topologies=topologies,
         sysctls=sysctls,
         course=course,
+        ip=str(lab_ip),
     )
+
+
+def _families(ctx: _Ctx, step: Step, dual: bool, ports: list[str]) -> None:
+    """The address-family arguments of one step against the lab's ``ip``: a socket of a
+    family the run does not read would be invisible to its observers (one family per run
+    unless ``ip = "dual"``), and a dual lab must say the family of every socket it opens."""
+    base = ctx.at
+    args = step.args
+
+    def fail(key: str, message: str) -> LabInvalidError:
+        return ctx.fail(message, (*base, "args", key) if key in args else (*base, "action"))
+
+    if step.action in NOT_DUAL_ACTIONS and dual:
+        raise fail("", f"{step.action} uses the run's one address: not in an ip = 'dual' lab")
+    for action, key in DUAL_ONLY_ARGS.items():
+        if step.action != action:
+            continue
+        if key in args and not dual:
+            raise fail(key, f"{key} needs ip = 'dual' at the top of the lab (both families)")
+        if key not in args and dual:
+            raise fail(key, f"in an ip = 'dual' lab, {action} must say {key} = 4 or 6")
+    if step.action != "listen":
+        return
+    bind = str(args.get("bind", "server"))
+    if bind != "server" and not dual:
+        raise fail("bind", f"bind = {bind!r} needs ip = 'dual' at the top of the lab")
+    if bind == "server" and dual:
+        raise fail("bind", "in an ip = 'dual' lab, listen must say bind = '::' or '0.0.0.0'")
+    v6only = args.get("v6only", "default")
+    if v6only != "default" and bind != "::":
+        raise fail("v6only", "v6only is an IPv6 socket option: it needs bind = '::'")
+    if v6only != "default" and args.get("reuse_address") == "default":
+        raise fail(
+            "v6only",
+            "v6only needs reuse_address = true or false (with 'default' the loop binds the "
+            "socket before it could be set)",
+        )
+    same = args.get("same_port_as")
+    if same is None:
+        return
+    slot = str(args.get("port", MAIN_PORT))
+    if slot == MAIN_PORT:
+        raise fail("same_port_as", "same_port_as needs a slot of its own: port = 'NAME'")
+    if same == slot or same not in ports:
+        raise fail("same_port_as", f"same_port_as {same!r} is not another port slot of the lab")
 
 
 def _name(ctx: _Ctx, raw: object) -> str:

@@ -50,6 +50,10 @@ MAX_KEEPALIVE = 3600
 """The longest keepalive idle time or interval a lab may set (seconds)."""
 MAX_USER_TIMEOUT = 600_000
 """The longest TCP_USER_TIMEOUT a lab may set (milliseconds)."""
+MAX_SYN_FLOOD = 256
+"""The most raw SYNs one ``syn_flood`` step may send: enough to overflow any backlog a lab
+sets (the listen backlog is at most 4096, but a lab that wants a full queue listens small),
+few enough that the SYN-ACKs they draw stay readable in the capture."""
 
 
 SYSCTL_PLACEHOLDER = re.compile(r"\{sysctl:(net(?:\.[a-z0-9_]+){2,})\}")
@@ -68,9 +72,16 @@ KERNEL_FIGURES: tuple[str, ...] = (
     "net.ipv4.tcp_keepalive_probes",
     "net.ipv4.tcp_retries2",
     "net.ipv4.tcp_orphan_retries",
+    "net.ipv4.tcp_timestamps",
+    "net.ipv4.tcp_rfc1337",
+    "net.ipv6.bindv6only",
 )
 """The timer sysctls every run records (``LabStarted.kernel``), whether or not its texts cite
-them: a grader can see what the student's kernel used."""
+them: a grader can see what the student's kernel used. Also tcp_timestamps, not a timer but
+what decides which options a connection keeps (a SYN cookie keeps window scaling and SACK
+only through timestamps: the syn-flood lab turns them off in its client's namespace), and
+net.ipv6.bindv6only: whether an IPv6 listener on :: takes IPv4 clients by default (the
+dual-stack lab)."""
 
 
 def cited_sysctls(texts: Iterable[str]) -> list[str]:
@@ -144,6 +155,22 @@ _PORT = ArgSpec(
     (str,), MAIN_PORT, help="port slot name; 'main' is --port, any other name gets a free port"
 )
 
+BIND_CHOICES: tuple[str, ...] = ("server", "::", "0.0.0.0")
+"""A listener's address: the server's own (127.0.0.1, ::1, 198.18.0.1...: the run's IP
+version), or the IPv6 or IPv4 wildcard (a lab of both families, ``ip = "dual"``)."""
+IP_FAMILIES: tuple[int, ...] = (4, 6)
+LAB_IP: tuple[str, ...] = ("any", "dual")
+"""A lab's ``ip``: ``any`` (its sockets are all of the run's IP version, ``--ip``) or ``dual``
+(each listen and connect names its family; ``--ip`` means nothing to it and is refused)."""
+DUAL_STACK = 46
+"""The IP "version" of a run of an ``ip = "dual"`` lab: both families at once (127.0.0.1 and
+::1; in namespaces 198.18.0.x and 2001:db8:198:18::x), every observer reading both."""
+DUAL_ONLY_ARGS: Mapping[str, str] = {"connect": "family"}
+"""Arguments a lab may give only with ``ip = "dual"`` (a socket of the other family would be
+invisible to a one-family run's observers): and there they are required."""
+NOT_DUAL_ACTIONS = frozenset({"churn", "self_connect", "stale_syn"})
+"""Actions that use the run's one server or client address, so have no place in a dual lab."""
+
 ACTIONS: Mapping[str, ActionSpec] = {
     "listen": ActionSpec(
         frozenset({"server"}),
@@ -158,6 +185,23 @@ ACTIONS: Mapping[str, ActionSpec] = {
             ),
             "accept": ArgSpec(
                 (bool,), True, help="serve (accept) at once; false keeps the accept queue full"
+            ),
+            "bind": ArgSpec(
+                (str,),
+                None,  # "server"; not filled in, so the records of other labs stay as they were
+                choices=BIND_CHOICES,
+                help="the address to bind: the server's own, or a wildcard (ip = 'dual' labs)",
+            ),
+            "v6only": ArgSpec(
+                (bool, str),
+                None,  # "default"
+                choices=(True, False, "default"),
+                help="IPV6_V6ONLY on a bind = '::' listener; 'default': net.ipv6.bindv6only",
+            ),
+            "same_port_as": ArgSpec(
+                (str,),
+                None,
+                help="bind the port of this other slot: a second listener on one port",
             ),
         },
         "open a listening socket",
@@ -181,6 +225,13 @@ ACTIONS: Mapping[str, ActionSpec] = {
                 (bool,),
                 False,
                 help="retry every 50 ms while connect() fails (EADDRNOTAVAIL...), up to timeout",
+            ),
+            "family": ArgSpec(
+                (int,),
+                None,
+                choices=IP_FAMILIES,
+                help="4 or 6: an IPv4 or IPv6 socket to the server's address of that family "
+                "(ip = 'dual' labs only, where it is required)",
             ),
         },
         "connect to the server (127.0.0.1 on the port slot)",
@@ -349,6 +400,17 @@ ACTIONS: Mapping[str, ActionSpec] = {
         "send a late copy of the SYN that opened this client's last connection (as the "
         "server's listener saved it), from the client's address and port; netns-local only",
     ),
+    "syn_flood": ActionSpec(
+        frozenset({"client"}),
+        {
+            "port": _PORT,
+            "count": ArgSpec(
+                (int,), 10, minimum=1, maximum=MAX_SYN_FLOOD, help="how many SYNs to send"
+            ),
+        },
+        "send COUNT raw SYNs, each from its own port that no socket owns (a SYN flood); "
+        "facts sent, syn_recv; netns topology only",
+    ),
 }
 
 HOLD_KINDS: tuple[str, ...] = (
@@ -362,7 +424,7 @@ HOLD_KINDS: tuple[str, ...] = (
     "drop_all",
 )
 TOPOLOGIES: tuple[str, ...] = ("loopback", "netns")
-NETNS_ONLY_ACTIONS = frozenset({"sysctl", "stale_syn", "old_syn"})
+NETNS_ONLY_ACTIONS = frozenset({"sysctl", "stale_syn", "syn_flood", "old_syn"})
 ONE_PROCESS_ACTIONS = frozenset({"close_both", "old_syn"})
 """Actions that touch both ends at one instant: only where both live in this process."""
 
@@ -464,6 +526,20 @@ class Lab:
     topologies: tuple[str, ...] = TOPOLOGIES
     sysctls: Mapping[str, Mapping[str, str | int]] = field(default_factory=dict)
     course: Course | None = None
+    ip: str = "any"  # LAB_IP: "dual" labs name each socket's family themselves
+
+    @property
+    def dual(self) -> bool:
+        """Both IP families in every run (``ip = "dual"``): ``--ip`` does not apply."""
+        return self.ip == "dual"
+
+    def port_aliases(self) -> dict[str, str]:
+        """Slot -> the slot whose port it binds too (``listen``'s ``same_port_as``)."""
+        return {
+            str(s.args.get("port", MAIN_PORT)): str(s.args["same_port_as"])
+            for s in self.steps
+            if s.action == "listen" and "same_port_as" in s.args
+        }
 
     def texts(self) -> list[str]:
         """Every text of the lab, in every language (intro, then each step's explanation)."""

@@ -17,7 +17,8 @@ prefix (RFC 3849), which no network is ever assigned, so unlike a ULA (fd00::/8,
 routers hand out) it cannot coincide with a LAN this machine is on; and it never leaves our
 namespaces anyway. They are added ``nodad``: usable at once, no 1-2 s of duplicate address
 detection (the link-local addresses the kernel adds itself still run DAD; the lab never uses
-them).
+them). With ``ip=DUAL_STACK`` (a lab of both families, ``ip = "dual"``) each veth end gets
+both: 198.18.0.x/24 and 2001:db8:198:18::x/64.
 
 The veth ends are created directly inside the namespaces (``ip link add A netns S type veth
 peer name B netns C``), so no interface ever exists in the host namespace, not even briefly.
@@ -48,6 +49,7 @@ from typing import Self
 from handshake_lab import tools
 from handshake_lab.errors import MissingDependencyError, NetworkError
 from handshake_lab.signals import raise_if_interrupted
+from handshake_lab.spec.model import DUAL_STACK
 from handshake_lab.topo.netns import in_netns, netns_path
 from handshake_lab.topo.registry import (
     COMMAND_TIMEOUT,
@@ -210,8 +212,8 @@ class NetnsPair(AbstractContextManager["NetnsPair"]):
         registry_dir: Path | None = None,
         ip: int = 4,
     ) -> None:
-        if ip not in (4, 6):
-            raise ValueError(f"IP version must be 4 or 6, not {ip!r}")
+        if ip not in (4, 6, DUAL_STACK):
+            raise ValueError(f"IP version must be 4, 6 or {DUAL_STACK} (both), not {ip!r}")
         self.ip = ip
         self.run_id = run_id or new_run_id()
         self.server_ns = object_name(self.run_id, "srv")
@@ -221,6 +223,9 @@ class NetnsPair(AbstractContextManager["NetnsPair"]):
         self.server_addr = SERVER_ADDR6 if ip == 6 else SERVER_ADDR
         self.client_addr = CLIENT_ADDR6 if ip == 6 else CLIENT_ADDR
         self.prefix_len = PREFIX_LEN6 if ip == 6 else PREFIX_LEN
+        # Both families (a dual-stack lab): the IPv4 addresses above, and these as well.
+        self.server_addr6 = SERVER_ADDR6 if ip == DUAL_STACK else None
+        self.client_addr6 = CLIENT_ADDR6 if ip == DUAL_STACK else None
         self._sysctls = {
             self.server_ns: {**(sysctls or {}), **(server_sysctls or {})},
             self.client_ns: {**(sysctls or {}), **(client_sysctls or {})},
@@ -255,14 +260,16 @@ class NetnsPair(AbstractContextManager["NetnsPair"]):
                 f"peer name {self.client_veth} netns {self.client_ns}\n",
             )
             nodad = " nodad" if self.ip == 6 else ""
-            for ns, veth, addr in (
-                (self.server_ns, self.server_veth, self.server_addr),
-                (self.client_ns, self.client_veth, self.client_addr),
+            for ns, veth, addr, addr6 in (
+                (self.server_ns, self.server_veth, self.server_addr, self.server_addr6),
+                (self.client_ns, self.client_veth, self.client_addr, self.client_addr6),
             ):
+                extra = f"addr add {addr6}/{PREFIX_LEN6} dev {veth} nodad\n" if addr6 else ""
                 _ip(
                     ["-n", ns],
                     "link set lo up\n"
                     f"addr add {addr}/{self.prefix_len} dev {veth}{nodad}\n"
+                    f"{extra}"
                     f"link set {veth} up\n",
                 )
             for ns, values in self._sysctls.items():

@@ -64,7 +64,8 @@ def run_lab(
     recorded = Recorded()
     runner = LabRun(
         lab,
-        RunOptions(loop=loop, port=port),
+        # A lab of both families (ip = "dual") connects to ::1 as well as to 127.0.0.1.
+        RunOptions(loop=loop, port=port, host6="::1" if lab.dual else None),
         observers if observers is not None else [SsObserver(), PsutilObserver()],
         recorded,
     )

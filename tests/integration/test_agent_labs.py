@@ -61,11 +61,9 @@ def states(recorded: Recorded, lab: Lab) -> dict[str, dict[str, str]]:
 
 
 def loopback_labs() -> list[str]:
-    return [
-        name
-        for name in builtin_names()
-        if "loopback" in load_lab(builtin_dir() / f"{name}.toml").topologies
-    ]
+    """The loopback labs an agent can serve: not a dual-stack lab (one address per agent)."""
+    labs = [load_lab(builtin_dir() / f"{name}.toml") for name in builtin_names()]
+    return [lab.name for lab in labs if "loopback" in lab.topologies and not lab.dual]
 
 
 @pytest.mark.parametrize("name", loopback_labs())

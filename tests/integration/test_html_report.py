@@ -261,3 +261,34 @@ def test_a_disagreement_is_drawn_in_its_own_colour(tmp_path: Path, browser: Any)
         stroke("g.node rect"),
     }
     assert console_errors(browser) == []
+
+
+OVERLAPS_JS = """
+const out = [];
+for (const svg of document.querySelectorAll('svg.ladder')) {
+  const boxes = [...svg.querySelectorAll('text')].filter(t => t.textContent.trim())
+    .map(t => { const b = t.getBBox(); return [t.textContent, b.x, b.y, b.width, b.height]; });
+  for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+    const [ta, ax, ay, aw, ah] = boxes[i], [tb, bx, by, bw, bh] = boxes[j];
+    const ox = Math.min(ax + aw, bx + bw) - Math.max(ax, bx);
+    const oy = Math.min(ay + ah, by + bh) - Math.max(ay, by);
+    if (ox > 1 && oy > 1) out.push([ta, tb]);
+  }
+}
+return out;"""
+
+
+def test_no_two_ladder_labels_overlap_with_many_dropped_resends(
+    tmp_path: Path, browser: Any
+) -> None:
+    """A saved simultaneous-close run (netns, both FINs and their resends dropped in turn): each
+    dropped arrow's note sits below it, and the next arrow's label must not land on it."""
+    saved = Path(__file__).parents[1] / "unit" / "data" / "runs" / "simultaneous-close.netns.jsonl"
+    assert sum(1 for s in read_run(saved).segments() if s.get("dropped")) >= 6
+    html = tmp_path / "sc.html"
+    for lang in ("en", "zh"):
+        proc = cli("report", str(saved), "-o", str(html), "--lang", lang)
+        assert proc.returncode == 0, proc.stderr
+        browser.get(file_url(html))
+        assert browser.find_elements("css selector", "svg.ladder text")
+        assert browser.execute_script(OVERLAPS_JS) == [], lang

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from handshake_lab.errors import UsageError
 from handshake_lab.lab.session import RunRequest, execute
 from handshake_lab.placement import Topology
 from handshake_lab.spec.loader import builtin_dir, builtin_names, load_lab
@@ -36,7 +37,9 @@ HOST = {Topology.LOOPBACK: "::1", Topology.NETNS: SERVER_ADDR6}
 
 
 def _cases(topology: Topology) -> list[object]:
-    labs = [lab for lab in LABS if topology.step_set in lab.topologies]
+    # A dual-stack lab (ip = "dual") uses both families in every run and refuses --ip 6:
+    # test_a_dual_stack_lab_refuses_ip_6_in_one_line checks that, its own tests its runs.
+    labs = [lab for lab in LABS if topology.step_set in lab.topologies and not lab.dual]
     marks = [pytest.mark.root] if topology is Topology.NETNS else []
     return [
         pytest.param(lab.name, LOOPS[i % 2], id=f"{lab.name}-{LOOPS[i % 2]}", marks=marks)
@@ -112,6 +115,34 @@ def test_run_dash_6_prints_brackets_and_show_and_report_draw_it(tmp_path: Path) 
     html = page.read_text(encoding="utf-8")
     assert "[::1]:" in html
     assert "127.0.0.1" not in html
+
+
+DUAL_LABS = [lab.name for lab in LABS if lab.dual]
+
+
+def test_the_matrix_leaves_out_only_the_labs_that_use_both_families() -> None:
+    assert DUAL_LABS == ["dual-stack"]
+    for topology in (Topology.LOOPBACK, Topology.NETNS):
+        matrix = {p.values[0] for p in _cases(topology)}  # type: ignore[attr-defined]
+        declared = {lab.name for lab in LABS if topology.step_set in lab.topologies}
+        assert matrix == declared - set(DUAL_LABS)
+
+
+@pytest.mark.parametrize("name", DUAL_LABS)
+@pytest.mark.parametrize("option", [["-6"], ["--ip", "6"], ["--ip", "4"]])
+def test_a_dual_stack_lab_refuses_ip_in_one_line(name: str, option: list[str]) -> None:
+    """Its steps name each socket's family: --ip would choose nothing, and a record saying
+    "IPv6" (or "IPv4") of a run of both would not be true. Refused before step 1."""
+    done = _cli("run", name, *option)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"handshake-lab: lab {name} uses IPv4 and IPv6 together in every run (its steps name "
+        "each socket's family): leave out --ip/-6"
+    ), done.stderr
+    assert "Step 1" not in done.stdout
+    lab = load_lab(builtin_dir() / f"{name}.toml")
+    with pytest.raises(UsageError, match="not --ip 6"):  # the API refuses it too
+        execute(RunRequest(lab=lab, topology=Topology.LOOPBACK, ip=6), Recorded())
 
 
 def test_dash_6_and_ip_4_together_is_a_usage_error() -> None:

@@ -205,6 +205,17 @@ def test_backend_reports_ipv6_loopback_and_v4_mapped_ends_normalised(
     )
     assert mapped is not None
     assert mapped.local == Address("127.0.0.1", port4)
+    # ...and says it was spelled ::ffff: (ss, psutil and netlink alike), which the views print;
+    # the client's own end, an IPv4 socket, is not.
+    assert mapped.local.mapped
+    assert mapped.remote is not None
+    assert mapped.remote.mapped
+    assert mapped.local.shown == f"[::ffff:127.0.0.1]:{port4}"
+    own = wait_for_state(
+        observer, port4, addr(client4), Address("127.0.0.1", port4), TcpState.ESTABLISHED
+    )
+    assert own is not None
+    assert not own.local.mapped
     listener = wait_for_state(observer, port4, Address("::", port4), None, TcpState.LISTEN)
     assert listener is not None
 

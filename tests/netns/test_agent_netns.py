@@ -88,11 +88,10 @@ def client_side(pair: NetnsPair, lab: Lab) -> LocalClients:
 
 
 def netns_labs() -> list[str]:
-    return [
-        name
-        for name in builtin_names()
-        if "netns" in load_lab(builtin_dir() / f"{name}.toml").topologies
-    ]
+    """The namespace labs an agent can serve: not a dual-stack lab (one address per agent; the
+    CLI refuses it there, tests/integration/test_dual_stack_lab.py)."""
+    labs = [load_lab(builtin_dir() / f"{name}.toml") for name in builtin_names()]
+    return [lab.name for lab in labs if "netns" in lab.topologies and not lab.dual]
 
 
 @pytest.mark.parametrize("name", netns_labs())
@@ -139,9 +138,14 @@ def test_lab_runs_across_the_veth_with_the_server_side_in_an_agent(
                     assert observed.local.startswith("198.18.0.")
                     assert observed.sources["psutil"] == expected.name, (name, step.id)
         assert recorded.result.passed, name
-        # Nothing of the lab is left in the server's namespace but TIME_WAITs.
+        # Nothing of the lab is left in the server's namespace but TIME_WAITs, and the
+        # request sockets of a lab's SYN flood: the kernel's, not the agent's, dropped at
+        # their next SYN-ACK timer now that their listener is closed.
+        left = {"TIME-WAIT"}
+        if any(step.action == "syn_flood" for step in lab.steps):
+            left.add("SYN-RECV")
         for lab_port in recorded.header.ports.values():
-            assert raw_states(pair.server_ns, lab_port) <= {"TIME-WAIT"}
+            assert raw_states(pair.server_ns, lab_port) <= left
 
 
 def test_a_hold_in_the_agents_namespace_keeps_a_client_in_syn_sent(

@@ -487,6 +487,127 @@ def test_keepalive_probes_then_etimedout_and_user_timeout(loop_name: str) -> Non
     assert_numbers_hold(run, checks, cited=set())
 
 
+def test_syn_flood_fills_the_syn_queue_then_cookies_let_clients_in(loop_name: str) -> None:
+    run = run_held("syn-flood", loop_name)
+    steps = run.recorded.steps
+
+    def arg(step_id: str, key: str) -> Any:
+        return steps[step_id].args[key]
+
+    # What the lab set: in the server's namespace (step args), in the client's (the header).
+    assert (arg("small-syn-backlog", "key"), arg("small-syn-backlog", "value")) == (
+        "net.ipv4.tcp_max_syn_backlog",
+        8,
+    )
+    cookies = [arg(s, "value") for s in ("cookies-off", "cookies-on", "cookies-always")]
+    assert cookies == [0, 1, 2]
+    assert arg("listen", "backlog") == arg("listen-alt", "backlog") == 8
+    assert run.recorded.header.kernel["net.ipv4.tcp_timestamps"] == "0"
+    every = run.segments()
+
+    def answered(syn: Segment) -> list[Segment]:
+        return [
+            s
+            for s in every
+            if s["flags"] == "SYN,ACK" and s["dst"] == syn["src"] and s["ack"] == syn["seq"] + 1
+        ]
+
+    # The flood: 12 SYNs from 12 ports; the first 7 get a request and a SYN-ACK, 5 nothing.
+    flood = [s for s in run.segments("flood") if s["flags"] == "SYN"]
+    assert len(flood) == 12 == run.fact("flood", "sent")
+    assert len({s["src"] for s in flood}) == 12
+    assert [bool(answered(s)) for s in flood] == [True] * 7 + [False] * 5, flood
+    assert run.fact("flood", "syn_recv") == 7
+    assert run.state("flood", "server.ghost") == "SYN_RECV"
+    # The client's kernel answered every SYN-ACK on the main port with RST; all were dropped.
+    main = run.recorded.header.ports["main"]
+    rsts = [s for s in every if "RST" in s["flags"].split(",") and s["dst"].endswith(f":{main}")]
+    assert rsts
+    assert all(s["dropped"] and s["hold"] == "ghost-rst" for s in rsts), rsts
+    assert not [s for s in rsts if s["from"] in {"client", "second"}]
+    assert len(rsts) == steps["always-counted"].holds["ghost-rst"]["dropped"]
+    # The real client: SYN after SYN with no answer while cookies are off.
+    client_syns = [s for s in every if s["from"] == "client" and s["flags"] == "SYN"]
+    held = [s for s in client_syns if s in run.segments("client-held")]
+    assert len(held) >= 2
+    assert not [s for s in run.segments("client-held") if s["to"] == "client"]
+    assert steps["client-held"].settle_ms >= 1300
+    assert run.state("client-held", "server") == ABSENT
+    drops = run.fact("drops-counted", "TcpExt.ListenDrops")
+    assert 5 + 2 <= drops <= 5 + len(client_syns) - 1, (drops, client_syns)
+    assert run.fact("drops-counted", "TcpExt.TCPReqQFullDrop") == 0
+    # Cookies on: the client's next SYN gets an ordinary SYN-ACK, options and all.
+    last = client_syns[-1]
+    assert last in run.segments("cookies-on")
+    assert len({s["seq"] for s in client_syns}) == 1  # the same SYN, resent
+    (ordinary,) = answered(last)
+    assert {"ws", "sack_perm"} <= option_names(ordinary), ordinary
+    assert run.state("cookies-on", "server") == "ESTABLISHED"
+    # More SYNs: 2 fill the queue to 9, every one of the 6 is answered (4 by cookies).
+    again = [s for s in run.segments("flood-again") if s["flags"] == "SYN"]
+    assert len(again) == 6 == run.fact("flood-again", "sent")
+    assert all(answered(s) for s in again), again
+    assert run.fact("flood-again", "syn_recv") == 9
+    # The cookie SYN-ACKs lose the options the client offered (it sends no timestamps).
+    for name, step_id in (("second", "cookie-client"), ("third", "third-connects")):
+        (syn,) = [s for s in run.segments(step_id) if s["from"] == name and s["flags"] == "SYN"]
+        assert {"mss", "ws", "sack_perm"} <= option_names(syn), syn
+        (cookie,) = answered(syn)
+        assert option_names(cookie) == {"mss"}, cookie
+        assert run.state(step_id, name) == "ESTABLISHED"
+    counted = run.recorded.steps["cookies-counted"].facts
+    assert counted["TcpExt.SyncookiesSent"] == counted["TcpExt.TCPReqQFullDoCookies"] == 5
+    assert counted["TcpExt.SyncookiesRecv"] == 1
+    assert counted["TcpExt.SyncookiesFailed"] == counted["TcpExt.TCPReqQFullDrop"] == 0
+    # Every SYN of the client's but the last was dropped, and nothing since cookies went on.
+    assert counted["TcpExt.ListenDrops"] == 5 + len(client_syns) - 1, client_syns
+    # tcp_syncookies = 2: an empty queue, and still no request socket, only cookies.
+    empty = [s for s in run.segments("flood-empty") if s["flags"] == "SYN"]
+    assert len(empty) == 4 == run.fact("flood-empty", "sent")
+    assert all(answered(s) for s in empty)
+    assert run.fact("flood-empty", "syn_recv") == 0
+    their_rsts = [s for s in run.segments("flood-empty") if "RST" in s["flags"].split(",")]
+    assert len(their_rsts) == 4
+    assert not [s for s in their_rsts if s["dropped"]]
+    assert run.state("flood-empty", "server.ghost3") == ABSENT
+    always = run.recorded.steps["always-counted"].facts
+    assert always["TcpExt.SyncookiesSent"] == always["TcpExt.TCPReqQFullDoCookies"] == 10
+    assert always["TcpExt.SyncookiesRecv"] == 2
+    # The wire checks name the 5 SYNs that never got an answer.
+    assert run.checks()["handshake.synack_ack"].count(False) == 5
+    checks: dict[str, Check] = {
+        "12": lambda r: r.fact("flood", "sent") == 12 == len(flood),
+        "7": lambda r: r.fact("flood", "syn_recv") == 7 == 8 - 1,
+        "5": lambda r: 12 - 7 == 5 == counted["TcpExt.SyncookiesSent"],
+        "8": lambda r: arg("small-syn-backlog", "value") == arg("listen", "backlog") == 8,
+        "9": lambda r: r.fact("flood-again", "syn_recv") == 9 == arg("listen", "backlog") + 1,
+        "4": lambda r: (
+            r.fact("flood-empty", "sent") == 4 == 6 - (9 - 7) == len(empty) and 8 // 4 == 2
+        ),
+        "2": lambda r: (
+            arg("cookies-always", "value") == 2 == always["TcpExt.SyncookiesRecv"] == 9 - 7
+            and len(held) >= 2
+        ),
+        "6": lambda r: r.fact("flood-again", "sent") == 6,
+        "1": lambda r: (
+            arg("cookies-on", "value") == 1 == counted["TcpExt.SyncookiesRecv"]
+            and counted["TcpExt.SyncookiesSent"] - 4 == 1
+        ),
+        "0": lambda r: (
+            arg("cookies-off", "value") == 0 == r.fact("flood-empty", "syn_recv")
+            and counted["TcpExt.TCPReqQFullDrop"] == counted["TcpExt.SyncookiesFailed"] == 0
+        ),
+        "10": lambda r: always["TcpExt.SyncookiesSent"] == 10,
+        "1.3": lambda r: r.recorded.steps["client-held"].settle_ms >= 1300,
+    }
+    assert_numbers_hold(run, checks, cited=set())
+
+
+def option_names(segment: Segment) -> set[str]:
+    """``"mss=1460 ws=10 sack_perm"`` -> ``{"mss", "ws", "sack_perm"}``."""
+    return {word.split("=", 1)[0] for word in str(segment.get("options", "")).split()}
+
+
 def test_time_wait_syn_newer_syn_reopens_and_old_duplicate_gets_ack_then_rst(
     loop_name: str,
 ) -> None:
@@ -503,10 +624,10 @@ def test_time_wait_syn_newer_syn_reopens_and_old_duplicate_gets_ack_then_rst(
     assert run.recorded.header.kernel["net.ipv4.tcp_timestamps"] == "1"
     ids = list(steps)
     with_ts = run.segments(*ids[: ids.index("timestamps-off")])
-    assert all((s["tsval"] is None) == ("RST" in s["flags"]) for s in with_ts), with_ts
+    assert all((ts_of(s) is None) == ("RST" in s["flags"]) for s in with_ts), with_ts
     without = run.segments(*ids[ids.index("timestamps-off") :])
     assert without
-    assert all(s["tsval"] is None and s["tsecr"] is None for s in without), without
+    assert not [s for s in without if ts_of(s) is not None], without
     # The server closed first: TIME_WAIT is the server's, on its listening port, timer <= 60 s.
     assert run.state("client-closes", "server") == "TIME_WAIT"
     timer = side(run, "client-closes", "server").timer
@@ -519,9 +640,10 @@ def test_time_wait_syn_newer_syn_reopens_and_old_duplicate_gets_ack_then_rst(
     syn = one("reconnect", "SYN", "client")
     synack = one("reconnect", "SYN,ACK", "server")
     assert (syn["src"], syn["dst"]) == (client_fin["src"], client_fin["dst"])
-    assert syn["tsval"] is not None
-    assert client_fin["tsval"] is not None
-    assert seq_diff(syn["tsval"], client_fin["tsval"]) > 0
+    syn_ts, fin_ts = ts_of(syn), ts_of(client_fin)
+    assert syn_ts is not None
+    assert fin_ts is not None
+    assert seq_diff(syn_ts[0], fin_ts[0]) > 0
     assert seq_diff(syn["seq"], client_fin["seq"] + 1) > 0
     # ... answered at once by SYN-ACK, whose ISN is the old snd_nxt + 65537.
     assert synack["ack"] == (syn["seq"] + 1) % 2**32
@@ -531,16 +653,20 @@ def test_time_wait_syn_newer_syn_reopens_and_old_duplicate_gets_ack_then_rst(
     assert run.fact("reopen-counted", "TcpExt.PAWSTimewait") == 0
     # The late SYN is the second connection's own SYN, numbers and all.
     second_fin = one("client-closes-again", "FIN,ACK", "client")
+    second_fin_ts = ts_of(second_fin)
+    assert second_fin_ts is not None
     for sid in ("old-syn-guarded", "old-syn-assassinates"):
         seq, tsval = run.fact(sid, "seq"), run.fact(sid, "tsval")
-        assert (seq, tsval) == (syn["seq"], syn["tsval"]), sid
+        assert (seq, tsval) == (syn["seq"], syn_ts[0]), sid
         late = one(sid, "SYN", "client")
-        assert (late["seq"], late["tsval"], late["src"]) == (seq, tsval, syn["src"])
+        assert (late["seq"], ts_of(late), late["src"]) == (seq, syn_ts, syn["src"])
         # TIME_WAIT answers with an ACK of the old connection: ack = seq + 2 (SYN and FIN),
         # echoing the TSval of the client's FIN; the client's kernel resets it at seq + 2.
         ack = one(sid, "ACK", "server")
         assert ack["ack"] == (seq + 2) % 2**32 == (second_fin["seq"] + 1) % 2**32
-        assert ack["tsecr"] == second_fin["tsval"]
+        ack_ts = ts_of(ack)
+        assert ack_ts is not None
+        assert ack_ts[1] == second_fin_ts[0]
         rst = one(sid, "RST", "client")
         assert rst["seq"] == (seq + 2) % 2**32
         assert not [s for s in run.segments(sid) if "SYN" in s["flags"] and s["from"] == "server"]
@@ -583,3 +709,9 @@ def test_time_wait_syn_newer_syn_reopens_and_old_duplicate_gets_ack_then_rst(
         ),
     }
     assert_numbers_hold(run, checks, cited={"1122", "6191", "1337", "7323", "6528"})
+
+
+def ts_of(segment: Segment) -> tuple[int, int] | None:
+    """The timestamps option of a segment, ``(TSval, TSecr)``, from its options text."""
+    found = re.search(r"(?<!\S)ts=(\d+)/(\d+)", str(segment.get("options", "")))
+    return (int(found.group(1)), int(found.group(2))) if found else None

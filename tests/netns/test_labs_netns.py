@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from functools import partial
 
 import pytest
 
@@ -12,7 +13,7 @@ from handshake_lab.lab.runner import LabRun, RunOptions
 from handshake_lab.net.loops import loop_factory
 from handshake_lab.observe.defaults import default_observers
 from handshake_lab.placement import Topology
-from handshake_lab.placement.place import place
+from handshake_lab.placement.place import ip_for, place
 from handshake_lab.spec.loader import builtin_dir, builtin_names, load_lab
 from handshake_lab.spec.model import ABSENT
 from tests.integration.labrun import Recorded, assert_fits_the_terminal
@@ -29,14 +30,16 @@ def hslab_namespaces() -> list[str]:
 def test_builtin_lab_agrees_with_the_kernel_in_namespaces(name: str, loop_name: str) -> None:
     lab = load_lab(builtin_dir() / f"{name}.toml")
     recorded = Recorded()
-    with place(Topology.NETNS, lab, default_observers) as ends:
+    # A dual-stack lab's observers read both families (ip_for); the others read IPv4.
+    observers = partial(default_observers, ip_for(lab, 4))
+    with place(Topology.NETNS, lab, observers) as ends:
         assert ends.host.startswith("198.18.")
         assert ends.netns is not None
         namespaces = {ends.netns.server_ns, ends.netns.client_ns}
         assert namespaces <= set(hslab_namespaces())
         runner = LabRun(
             lab,
-            RunOptions(loop=loop_name, topology=Topology.NETNS, host=ends.host),
+            RunOptions(loop=loop_name, topology=Topology.NETNS, host=ends.host, host6=ends.host6),
             ends.observers,
             recorded,
             server=ends.server,
@@ -53,7 +56,11 @@ def test_builtin_lab_agrees_with_the_kernel_in_namespaces(name: str, loop_name: 
             assert observed.state == (expected.name if expected else ABSENT), (step.id, side)
             if expected is not None:
                 assert observed.local is not None
-                assert observed.local.startswith("198.18.0."), (step.id, side)
+                # Ours only: 198.18.0.0/24; a dual-stack lab also 2001:db8:198:18::/64 and
+                # the wildcards it listens on (inside the server's namespace).
+                dual = ("[2001:db8:198:18::", "[::]:", "0.0.0.0:")
+                ours = ("198.18.0.", *dual) if lab.dual else ("198.18.0.",)
+                assert observed.local.startswith(ours), (step.id, side)
                 # psutil sees the namespace's sockets (it must be read on the main thread).
                 assert observed.sources["psutil"] == expected.name, (step.id, side)
     assert recorded.result.passed

@@ -37,6 +37,8 @@ EXPECTED_LABS = {
     "orphaned-fin-wait2",
     "linger",
     "keepalive",
+    "syn-flood",
+    "dual-stack",
     "time-wait-syn",
 }
 # Labs whose lesson needs nftables holds, raw SYNs or namespace sysctls (root).
@@ -47,6 +49,7 @@ NETNS_ONLY_LABS = {
     "port-exhaustion",
     "orphaned-fin-wait2",
     "keepalive",
+    "syn-flood",
 }
 CJK = re.compile(r"[\u4e00-\u9fff]")
 # States that last microseconds on loopback: a poll cannot be expected to catch them.

@@ -209,6 +209,17 @@ def test_handshake_check_fails_when_the_ack_is_off() -> None:
     assert not {c.name: c.ok for c in check_handshake(doctored)}["handshake.ack_ack"]
 
 
+def test_a_syn_answered_by_rst_ack_j_plus_1_is_a_refused_connection() -> None:
+    refused = [session()[0], pkt(S, C, "RST,ACK", 0, J + 1, t=0.000_05)]
+    assert [(c.name, c.ok) for c in check_handshake(refused)] == [
+        ("handshake.syn", True),
+        ("handshake.refused", True),
+    ]
+    # A RST that acknowledges something else is no answer to this SYN: still no SYN-ACK.
+    stray = [session()[0], pkt(S, C, "RST,ACK", 0, J + 7, t=0.000_05)]
+    assert {c.name: c.ok for c in check_handshake(stray)}["handshake.synack_ack"] is False
+
+
 @pytest.mark.parametrize(
     ("packets", "failed"),
     [

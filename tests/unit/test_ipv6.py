@@ -18,6 +18,7 @@ from handshake_lab.observe.base import Address, family_of
 from handshake_lab.observe.fake import parse_address
 from handshake_lab.observe.ss import ss_command
 from handshake_lab.placement.placed import loopback_host
+from handshake_lab.spec.model import DUAL_STACK
 from handshake_lab.topo.pair import (
     CLIENT_ADDR,
     CLIENT_ADDR6,
@@ -70,7 +71,12 @@ def test_loopback_and_namespace_addresses_per_ip_version() -> None:
     assert (v6.server_addr, v6.client_addr, v6.prefix_len) == (SERVER_ADDR6, CLIENT_ADDR6, 64)
     # Documentation prefix (RFC 3849): never a routed or a LAN address.
     assert all(a.startswith("2001:db8:") for a in (SERVER_ADDR6, CLIENT_ADDR6))
-    with pytest.raises(ValueError, match="4 or 6"):
+    assert (v4.server_addr6, v6.server_addr6) == (None, None)
+    # A dual-stack lab's pair: the IPv4 addresses, and the IPv6 ones beside them.
+    both = NetnsPair(ip=DUAL_STACK)
+    assert (both.server_addr, both.client_addr, both.prefix_len) == (SERVER_ADDR, CLIENT_ADDR, 24)
+    assert (both.server_addr6, both.client_addr6) == (SERVER_ADDR6, CLIENT_ADDR6)
+    with pytest.raises(ValueError, match="4, 6 or 46"):
         NetnsPair(ip=5)
 
 

@@ -1,0 +1,97 @@
+"""The words of ``doctor``'s IPv6 lines (``topo.ipv6`` decides which), in English and Chinese.
+
+Each entry is a template filled with the finding's values (``{which}``, ``{error}``...)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from handshake_lab.i18n.lang import pick
+
+DOCTOR_TEXTS: dict[str, dict[str, str]] = {
+    "kernel_ok": {
+        "en": "IPv6 in the kernel (/proc/sys/net/ipv6)",
+        "zh": "内核支持 IPv6（/proc/sys/net/ipv6 存在）",
+    },
+    "kernel_missing": {
+        "en": "no IPv6 in this kernel (no /proc/sys/net/ipv6: booted with ipv6.disable=1, "
+        "or built without it)",
+        "zh": "这个内核没有 IPv6（没有 /proc/sys/net/ipv6：启动参数带了 "
+        "ipv6.disable=1，或者编译时就没有）",
+    },
+    "lo_ok": {
+        "en": "usable on loopback (a socket bound to it)",
+        "zh": "环回上可用（套接字已成功绑定到它）",
+    },
+    "lo_disabled": {
+        "en": "IPv6 is switched off here (net.ipv6.conf.{which}.disable_ipv6 = 1): no ::1",
+        "zh": "这里关闭了 IPv6（net.ipv6.conf.{which}.disable_ipv6 = 1）：没有 ::1",
+    },
+    "lo_error": {
+        "en": "cannot bind ::1 ({error})",
+        "zh": "无法绑定 ::1（{error}）",
+    },
+    "v6only_0": {
+        "en": "net.ipv6.bindv6only = 0, Linux's default: an IPv6 listener on :: takes "
+        "IPv4 clients too, as ::ffff:a.b.c.d (lab dual-stack shows it)",
+        "zh": "net.ipv6.bindv6only = 0，这是 Linux 的默认值：监听 :: 的 IPv6 "
+        "套接字也接受 IPv4 客户端，对端显示为 ::ffff:a.b.c.d（见实验 dual-stack）",
+    },
+    "v6only_1": {
+        "en": "net.ipv6.bindv6only = {value}: IPv6 listeners take IPv6 only unless a "
+        "program turns IPV6_V6ONLY off; lab dual-stack sets the option itself and runs the same",
+        "zh": "net.ipv6.bindv6only = {value}：除非程序自己关闭 IPV6_V6ONLY，"
+        "IPv6 监听套接字只接 IPv6；实验 dual-stack 自己设置这个选项，结果不受影响",
+    },
+    "netns_ok": {
+        "en": "a new network namespace has IPv6 (disable_ipv6 = 0 there, ::1 bound): the "
+        "labs' namespaces get 2001:db8:198:18::1 and ::2",
+        "zh": "新的网络命名空间有 IPv6（那里 disable_ipv6 = 0，::1 绑定成功）："
+        "实验的命名空间可以使用 2001:db8:198:18::1 和 ::2",
+    },
+    "netns_disabled": {
+        "en": "a new network namespace starts with IPv6 off "
+        "(net.ipv6.conf.default.disable_ipv6 = 1 there, e.g. the boot option "
+        "ipv6.disable_ipv6=1): no IPv6 in the labs' namespaces",
+        "zh": "新的网络命名空间一开始就关闭了 IPv6（那里 "
+        "net.ipv6.conf.default.disable_ipv6 = 1，例如启动参数 ipv6.disable_ipv6=1）："
+        "实验的命名空间里没有 IPv6",
+    },
+    "netns_error": {
+        "en": "a new network namespace cannot bind ::1 ({error}): no IPv6 in the labs' namespaces",
+        "zh": "新的网络命名空间无法绑定 ::1（{error}）：实验的命名空间里没有 IPv6",
+    },
+    "netns_unknown": {
+        "en": "IPv6 in a new namespace not checked: {why}",
+        "zh": "没有检查新命名空间里的 IPv6：{why}",
+    },
+    "six_all": {
+        "en": "-6 labs run on loopback and in namespaces; so does lab dual-stack",
+        "zh": "-6 实验在环回和命名空间中都能运行；实验 dual-stack 也一样",
+    },
+    "six_loopback": {
+        "en": "-6 labs and lab dual-stack run on loopback only, not in namespaces",
+        "zh": "-6 实验和实验 dual-stack 只能在环回上运行，不能在命名空间中运行",
+    },
+    "six_loopback_unknown": {
+        "en": "-6 labs and lab dual-stack run on loopback; namespaces: see netns6",
+        "zh": "-6 实验和实验 dual-stack 能在环回上运行；命名空间：见 netns6 一行",
+    },
+    "six_netns": {
+        "en": "-6 labs and lab dual-stack run in namespaces only (--topology netns), "
+        "not on loopback",
+        "zh": "-6 实验和实验 dual-stack 只能在命名空间中运行（--topology netns），"
+        "不能在环回上运行",
+    },
+    "six_none": {
+        "en": "-6 labs and lab dual-stack cannot run here (refused before step 1); IPv4 "
+        "labs are not affected",
+        "zh": "这里无法运行 -6 实验和实验 dual-stack（第 1 步之前就会被拒绝）；IPv4 实验不受影响",
+    },
+}
+
+
+def doctor_text(key: str, lang: str, values: Mapping[str, str] | None = None) -> str:
+    """The text of finding ``key`` in ``lang`` (English where the language lacks it)."""
+    texts = DOCTOR_TEXTS[key]
+    return texts.get(pick(lang), texts["en"]).format(**(values or {}))
