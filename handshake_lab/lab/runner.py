@@ -32,6 +32,7 @@ from handshake_lab.lab.quiz import Question, Quiz
 from handshake_lab.lab.timeline import Key
 from handshake_lab.lab.timeline import reconcile as reconcile_timeline
 from handshake_lab.net.loops import loop_version
+from handshake_lab.net.raw import syn_numbers, tcp_header_of
 from handshake_lab.net.sides import (
     WILDCARD6,
     ClientSide,
@@ -709,6 +710,34 @@ class LabRun:
         outcome = await self.clients.stale_syn(step.actor, self._server_address(step), seq)
         return outcome, None, {"seq": seq}
 
+    async def _act_reconnect(self, step: Step) -> ActResult:
+        outcome = await self.clients.reconnect(
+            step.actor, self._server_address(step), step.timeout
+        )
+        return outcome, None, {}
+
+    async def _act_old_syn(self, step: Step) -> ActResult:
+        """A late copy of the SYN that opened the client's last connection: the TCP header as
+        the server's listener saved it (TCP_SAVE_SYN), sent again from the client's address
+        and port. Facts: its seq and (if it had the option) tsval."""
+        server, clients = self.server, self.clients
+        if not (isinstance(server, LocalServer) and isinstance(clients, LocalClients)):
+            # The loader keeps old_syn out of the steps an agent runs (only = netns-local).
+            return "EOPNOTSUPP", None, {}
+        tup = clients.tuple_of(step.actor)
+        stream = None if tup is None else server.server.connections.get(tup[0])
+        if tup is None or stream is None or stream.saved_syn is None:
+            return "ENODATA", None, {}
+        try:
+            header = tcp_header_of(stream.saved_syn)
+        except ValueError:
+            return "ENODATA", None, {}
+        seq, tsval = syn_numbers(header)
+        facts: dict[str, object] = {"seq": seq}
+        if tsval is not None:
+            facts["tsval"] = tsval
+        return await clients.old_syn(step.actor, tup[1], header), None, facts
+
     async def _act_syn_flood(self, step: Step) -> ActResult:
         """COUNT raw SYNs from ports no socket owns, then a bounded wait until the server's
         kernel has dealt with every one: each SYN becomes a request socket (SYN_RECV), or is
@@ -909,6 +938,8 @@ ACTIONS_TABLE: Mapping[str, ActHandler] = {
     "churn": LabRun._act_churn,
     "self_connect": LabRun._act_self_connect,
     "stale_syn": LabRun._act_stale_syn,
+    "reconnect": LabRun._act_reconnect,
+    "old_syn": LabRun._act_old_syn,
     "syn_flood": LabRun._act_syn_flood,
     "forge": LabRun._act_forge,
     "close_both": LabRun._act_close_both,

@@ -22,6 +22,9 @@ Choices that matter for what the kernel shows:
   in a program that never reads); ``read_all`` reads again, everything, until EOF or an error.
 * ``fill`` writes straight to the kernel (not through the transport's buffer) until the write
   would block, so what is unsent sits in the kernel's send queue where SO_LINGER acts on it.
+* Listeners the lab opens itself keep each connection's SYN (TCP_SAVE_SYN); the server reads
+  it at accept (``Stream.saved_syn``), so a lab can later send a late copy of it (the
+  TIME_WAIT lab's old duplicate). Nothing on the wire changes.
 * A close with SO_LINGER {on, N > 0} blocks in the kernel for up to N s, even on a
   non-blocking socket (Linux ignores O_NONBLOCK there). The last reference to the socket is
   therefore closed in a worker thread: the loop, and the runner's reads of the kernel, go on.
@@ -52,6 +55,9 @@ FILL_LIMIT = 64 * 1024 * 1024
 """``fill`` stops here even if the kernel still takes data (its buffers are far smaller)."""
 SIOCOUTQ = termios.TIOCOUTQ  # the socket's unacknowledged bytes (linux/sockios.h)
 SIOCINQ = termios.FIONREAD  # the socket's unread bytes
+TCP_SAVE_SYN = 27  # linux/tcp.h: a listener keeps each connection's SYN (IP and TCP headers)
+TCP_SAVED_SYN = 28  # ... which getsockopt on the accepted socket returns, once
+SAVED_SYN_MAX = 512
 
 
 def errno_name(exc: BaseException) -> str:
@@ -90,6 +96,7 @@ class Stream:
     linger: int | None = None  # SO_LINGER seconds set by ``set_linger`` (None: off)
     reading: bool = True
     on_eof: Callable[[Stream], None] | None = None
+    saved_syn: bytes | None = None  # the SYN that opened it, as the listener saved it
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
 
@@ -431,6 +438,7 @@ class EchoServer:
                 # Before bind(): the option decides which ports bind() must find free (the
                 # IPv4 one too when off), and Linux refuses to change it on a bound socket.
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_SAVE_SYN, 1)
             sock.bind((bind_host, port))
             sock.listen(backlog)
         except OSError as exc:
@@ -473,6 +481,13 @@ class EchoServer:
     ) -> None:
         peer = address_of(writer.get_extra_info("peername"))
         stream = Stream(reader, writer, echo=self.echo, on_eof=self._eof)
+        raw = writer.get_extra_info("socket")
+        if raw is not None:
+            # OSError: a listener the loop made (reuse_address="default") saved no SYN.
+            with contextlib.suppress(OSError):
+                stream.saved_syn = (
+                    raw.getsockopt(socket.IPPROTO_TCP, TCP_SAVED_SYN, SAVED_SYN_MAX) or None
+                )
         self.connections[peer] = stream
         stream.start()
         async with self._accepted:

@@ -26,7 +26,7 @@ from typing import Protocol
 from handshake_lab.errors import MissingDependencyError, NetworkError
 from handshake_lab.net.endpoints import Client, EchoServer, Stream, errno_name
 from handshake_lab.net.forge import Expected, WireTap, expected_by, send_segments
-from handshake_lab.net.raw import send_raw_syns
+from handshake_lab.net.raw import resend_segment, send_raw_syns
 from handshake_lab.net.waits import wait_for
 from handshake_lab.observe.base import Address, Observer, SocketRecord, family_of
 from handshake_lab.observe.scoped import needs_main_thread
@@ -115,6 +115,8 @@ class ClientSide(Protocol):
     async def self_connect(self, name: str, port: int, timeout: float) -> str: ...
 
     async def stale_syn(self, name: str, server: Address, seq: int) -> str: ...
+
+    async def reconnect(self, name: str, server: Address, timeout: float) -> str: ...
 
     async def syn_flood(
         self, name: str, server: Address, seqs: Sequence[int]
@@ -609,6 +611,42 @@ class LocalClients(_LocalEnd):
         if expected.window is not None:
             facts["window"] = expected.window
         return "ok", facts
+
+    async def reconnect(self, name: str, server: Address, timeout: float) -> str:
+        """A new socket bound to the address and port client ``name`` had, connected to
+        ``server`` again: a new SYN for the very 4-tuple of its last connection. The old
+        socket must be closed; nothing here holds its port (the passive closer keeps no
+        TIME_WAIT), so no SO_REUSEADDR is needed."""
+        old = self.clients[name]
+        old.refresh_local()
+        if old.local is None:
+            return "ENOTCONN"
+        local = old.local
+        await old.close_all()
+        client = Client(name, server.host)
+        self.clients[name] = client
+        with self.scope():
+            return await client.connect(
+                server.port, wait=True, timeout=timeout, bind=(local.host, local.port)
+            )
+
+    async def old_syn(self, name: str, server: Address, header: bytes) -> str:
+        """Send ``header`` (the TCP header of a SYN client ``name`` once sent) again from
+        its address, through a raw socket: a late duplicate of that SYN."""
+        client = self.clients[name]
+        client.refresh_local()
+        if client.local is None:
+            return "ENOTCONN"
+        with self.scope():
+            try:
+                resend_segment(client.local.host, server.host, header)
+            except PermissionError as exc:
+                raise MissingDependencyError(
+                    "a raw SYN needs CAP_NET_RAW: run as root with --topology netns"
+                ) from exc
+            except OSError as exc:
+                return errno_name(exc)
+        return "ok"
 
 
 async def _wait_eof(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:

@@ -18,8 +18,8 @@ from handshake_lab.record.events import Event, LabResult, LabStarted, StepReport
 
 End = Literal["client", "server"]
 OWNER_SLACK_MS = 5.0
-"""A transition this much before a conversation's first segment still belongs to it (connect()
-is traced just before its SYN is captured)."""
+"""A traced transition this much before a conversation's first segment still belongs to it
+(connect() is traced just before its SYN is captured); one seen in the table gets no slack."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +131,11 @@ class RunRecord:
             key = (str(tr.get("local")), str(tr.get("remote")))
             # A 4-tuple reused by a later connection (a SYN into TIME_WAIT): a transition
             # belongs to the latest of its conversations that had begun by then.
+            # A move seen in the table happened at or before it was seen: no slack for it (a
+            # TIME_WAIT read a few ms before the reconnecting SYN is the old connection's).
+            slack = 0.0 if tr.get("source") == "table" else OWNER_SLACK_MS
             owners = [i for i in sorted(grouped) if key in ends[i]]
-            begun = [i for i in owners if grouped[i][0]["t_ms"] <= tr["t_ms"] + OWNER_SLACK_MS]
+            begun = [i for i in owners if grouped[i][0]["t_ms"] <= tr["t_ms"] + slack]
             owner = begun[-1] if begun else (owners[0] if owners else None)
             if owner is not None:
                 states[owner].append((float(tr["t_ms"]), ends[owner][key], str(tr["new"])))

@@ -77,6 +77,7 @@ KERNEL_FIGURES: tuple[str, ...] = (
     "net.ipv4.tcp_retries2",
     "net.ipv4.tcp_orphan_retries",
     "net.ipv4.tcp_timestamps",
+    "net.ipv4.tcp_rfc1337",
     "net.ipv6.bindv6only",
     "net.ipv4.tcp_invalid_ratelimit",
     "net.ipv4.tcp_challenge_ack_limit",
@@ -393,6 +394,18 @@ ACTIONS: Mapping[str, ActionSpec] = {
         },
         "send a raw SYN no socket owns (an old duplicate); netns topology only",
     ),
+    "reconnect": ActionSpec(
+        frozenset({"client"}),
+        {"port": _PORT},
+        "connect again from the address and port of this client's last (closed) connection: "
+        "a new SYN for the same 4-tuple",
+    ),
+    "old_syn": ActionSpec(
+        frozenset({"client"}),
+        {},
+        "send a late copy of the SYN that opened this client's last connection (as the "
+        "server's listener saved it), from the client's address and port; netns-local only",
+    ),
     "syn_flood": ActionSpec(
         frozenset({"client"}),
         {
@@ -433,8 +446,8 @@ HOLD_KINDS: tuple[str, ...] = (
     "drop_all",
 )
 TOPOLOGIES: tuple[str, ...] = ("loopback", "netns")
-NETNS_ONLY_ACTIONS = frozenset({"sysctl", "stale_syn", "syn_flood", "forge"})
-ONE_PROCESS_ACTIONS = frozenset({"close_both"})
+NETNS_ONLY_ACTIONS = frozenset({"sysctl", "stale_syn", "syn_flood", "forge", "old_syn"})
+ONE_PROCESS_ACTIONS = frozenset({"close_both", "old_syn"})
 """Actions that touch both ends at one instant: only where both live in this process."""
 
 STEP_SETS: Mapping[str, str] = {

@@ -44,6 +44,8 @@ TSHARK_FIELDS = (
     "tcp.flags",
     "tcp.len",
     "tcp.window_size_value",
+    "tcp.options.timestamp.tsval",
+    "tcp.options.timestamp.tsecr",
 )
 
 
@@ -175,11 +177,16 @@ def test_tshark_reads_our_pcap_field_for_field(listener: socket.socket, tmp_path
 
     assert len(rows) == len(packets)
     for row, p in zip(rows, packets, strict=True):
-        sport, dport, seq, ack, flags, length, window = row
+        sport, dport, seq, ack, flags, length, window, tsval, tsecr = row
         assert (int(sport), int(dport)) == (p.src_port, p.dst_port)
         assert (int(seq), int(ack)) == (p.seq, p.ack)
         assert int(flags, 16) == int(p.flags)
         assert (int(length), int(window)) == (p.payload_len, p.window)
+        # The timestamps option (the TIME_WAIT lab's TSval/TSecr), empty when absent.
+        want = p.options.timestamps
+        assert ((int(tsval), int(tsecr)) if tsval else None) == want
+    if Path("/proc/sys/net/ipv4/tcp_timestamps").read_text().strip() == "1":
+        assert all(p.options.timestamps for p in packets)  # so the comparison compared
 
 
 _TCPDUMP_LINE = re.compile(

@@ -27,6 +27,7 @@ from handshake_lab.placement.place import place
 from handshake_lab.render.kernel_text import kernel_text
 from handshake_lab.spec.loader import builtin_dir, load_lab
 from handshake_lab.spec.model import ABSENT, Lab, cited_sysctls
+from handshake_lab.tcp.segments import seq_diff
 from tests import needs
 from tests.integration.labrun import Recorded
 
@@ -742,3 +743,112 @@ def test_rst_validation_drops_challenges_and_only_the_exact_rst_resets(
         "2147483647": lambda r: kernel["net.ipv4.tcp_challenge_ack_limit"] == "2147483647",
     }
     assert_numbers_hold(run, checks, cited={"793", "5961", "9293"})
+
+
+def test_time_wait_syn_newer_syn_reopens_and_old_duplicate_gets_ack_then_rst(
+    loop_name: str,
+) -> None:
+    run = run_held("time-wait-syn", loop_name)
+    steps = run.recorded.steps
+
+    def one(step_id: str, flags: str, sender: str) -> Segment:
+        found = flagged(run.segments(step_id), flags, sender=sender)
+        assert len(found) == 1, (step_id, flags, sender, run.segments(step_id))
+        return found[0]
+
+    # Timestamps on (the namespace's default): every segment carries them but the RSTs a kernel
+    # sends for a connection it does not have; once the client turns them off, none does.
+    assert run.recorded.header.kernel["net.ipv4.tcp_timestamps"] == "1"
+    ids = list(steps)
+    with_ts = run.segments(*ids[: ids.index("timestamps-off")])
+    assert all((ts_of(s) is None) == ("RST" in s["flags"]) for s in with_ts), with_ts
+    without = run.segments(*ids[ids.index("timestamps-off") :])
+    assert without
+    assert not [s for s in without if ts_of(s) is not None], without
+    # The server closed first: TIME_WAIT is the server's, on its listening port, timer <= 60 s.
+    assert run.state("client-closes", "server") == "TIME_WAIT"
+    timer = side(run, "client-closes", "server").timer
+    assert timer is not None
+    assert timer["name"] == "timewait", timer
+    assert 0 < float(timer["remaining"]) <= 60, timer
+    server_fin = one("server-closes", "FIN,ACK", "server")
+    client_fin = one("client-closes", "FIN,ACK", "client")
+    # The reconnect: same 4-tuple, a newer TSval and a higher seq than TIME_WAIT remembers...
+    syn = one("reconnect", "SYN", "client")
+    synack = one("reconnect", "SYN,ACK", "server")
+    assert (syn["src"], syn["dst"]) == (client_fin["src"], client_fin["dst"])
+    syn_ts, fin_ts = ts_of(syn), ts_of(client_fin)
+    assert syn_ts is not None
+    assert fin_ts is not None
+    assert seq_diff(syn_ts[0], fin_ts[0]) > 0
+    assert seq_diff(syn["seq"], client_fin["seq"] + 1) > 0
+    # ... answered at once by SYN-ACK, whose ISN is the old snd_nxt + 65537.
+    assert synack["ack"] == (syn["seq"] + 1) % 2**32
+    assert synack["seq"] == (server_fin["seq"] + 1 + 65537) % 2**32
+    assert run.state("reconnect", "server") == "ESTABLISHED"
+    assert run.fact("reopen-counted", "Tcp.PassiveOpens") == 2
+    assert run.fact("reopen-counted", "TcpExt.PAWSTimewait") == 0
+    # The late SYN is the second connection's own SYN, numbers and all.
+    second_fin = one("client-closes-again", "FIN,ACK", "client")
+    second_fin_ts = ts_of(second_fin)
+    assert second_fin_ts is not None
+    for sid in ("old-syn-guarded", "old-syn-assassinates"):
+        seq, tsval = run.fact(sid, "seq"), run.fact(sid, "tsval")
+        assert (seq, tsval) == (syn["seq"], syn_ts[0]), sid
+        late = one(sid, "SYN", "client")
+        assert (late["seq"], ts_of(late), late["src"]) == (seq, syn_ts, syn["src"])
+        # TIME_WAIT answers with an ACK of the old connection: ack = seq + 2 (SYN and FIN),
+        # echoing the TSval of the client's FIN; the client's kernel resets it at seq + 2.
+        ack = one(sid, "ACK", "server")
+        assert ack["ack"] == (seq + 2) % 2**32 == (second_fin["seq"] + 1) % 2**32
+        ack_ts = ts_of(ack)
+        assert ack_ts is not None
+        assert ack_ts[1] == second_fin_ts[0]
+        rst = one(sid, "RST", "client")
+        assert rst["seq"] == (seq + 2) % 2**32
+        assert not [s for s in run.segments(sid) if "SYN" in s["flags"] and s["from"] == "server"]
+    # tcp_rfc1337 = 1 ignores the RST (for the whole second); the default 0 obeys it.
+    assert steps["rfc1337-on"].args == {"key": "net.ipv4.tcp_rfc1337", "value": 1}
+    assert steps["old-syn-guarded"].observed_ms is not None
+    assert run.state("old-syn-guarded", "server") == "TIME_WAIT"
+    assert steps["rfc1337-off"].args == {"key": "net.ipv4.tcp_rfc1337", "value": 0}
+    assert run.recorded.header.kernel["net.ipv4.tcp_rfc1337"] == "0"
+    assert run.state("old-syn-assassinates", "server") == ABSENT
+    assert run.fact("old-syns-counted", "TcpExt.PAWSTimewait") == 2
+    assert run.fact("old-syns-counted", "Tcp.PassiveOpens") == 2
+    # Without timestamps only the sequence number decides: the clock-driven ISN is newer.
+    assert steps["timestamps-off"].args == {"key": "net.ipv4.tcp_timestamps", "value": 0}
+    assert run.state("client-closes-plain", "server") == "TIME_WAIT"
+    plain_fin = one("server-closes-plain", "FIN,ACK", "server")
+    plain_client_fin = one("client-closes-plain", "FIN,ACK", "client")
+    syn3 = one("reconnect-plain", "SYN", "client")
+    synack3 = one("reconnect-plain", "SYN,ACK", "server")
+    assert syn3["src"] == syn["src"]
+    assert seq_diff(syn3["seq"], plain_client_fin["seq"] + 1) > 0
+    assert synack3["seq"] == (plain_fin["seq"] + 1 + 65537) % 2**32
+    assert run.state("reconnect-plain", "server") == "ESTABLISHED"
+    checks: dict[str, Check] = {
+        "0": lambda r: (
+            r.fact("reopen-counted", "TcpExt.PAWSTimewait") == 0
+            and r.recorded.steps["rfc1337-off"].args["value"] == 0
+            and r.recorded.steps["timestamps-off"].args["value"] == 0
+        ),
+        "1": lambda r: r.recorded.steps["rfc1337-on"].args["value"] == 1,
+        "2": lambda r: (
+            r.fact("reopen-counted", "Tcp.PassiveOpens") == 2
+            and r.fact("old-syns-counted", "TcpExt.PAWSTimewait") == 2
+            and ack["ack"] == (r.fact("old-syn-assassinates", "seq") + 2) % 2**32
+        ),
+        "60": lambda r: 0 < float(timer["remaining"]) <= 60,
+        "65537": lambda r: (
+            synack["seq"] == (server_fin["seq"] + 1 + 65537) % 2**32
+            and synack3["seq"] == (plain_fin["seq"] + 1 + 65537) % 2**32
+        ),
+    }
+    assert_numbers_hold(run, checks, cited={"1122", "6191", "1337", "7323", "6528"})
+
+
+def ts_of(segment: Segment) -> tuple[int, int] | None:
+    """The timestamps option of a segment, ``(TSval, TSecr)``, from its options text."""
+    found = re.search(r"(?<!\S)ts=(\d+)/(\d+)", str(segment.get("options", "")))
+    return (int(found.group(1)), int(found.group(2))) if found else None

@@ -40,6 +40,7 @@ EXPECTED_LABS = {
     "syn-flood",
     "dual-stack",
     "rst-validation",
+    "time-wait-syn",
 }
 # Labs whose lesson needs nftables holds, raw SYNs or namespace sysctls (root).
 NETNS_ONLY_LABS = {
@@ -605,3 +606,25 @@ def test_every_rfc_state_is_held_for_ss_and_psutil_at_some_step_of_some_lab() ->
     rfc = {t.name for t in TcpState if t is not TcpState.NEW_SYN_RECV and t is not TcpState.CLOSE}
     assert len(rfc | {"ABSENT"}) == 11  # RFC 9293's eleven, CLOSED being "no socket"
     assert rfc | {"ABSENT"} <= expected, sorted(rfc | {"ABSENT"} - expected)
+
+
+def test_time_wait_syn_reopens_on_both_topologies_and_sends_old_syns_only_in_namespaces() -> None:
+    loaded = lab("time-wait-syn")
+    # The server closes first, so the TIME_WAIT the new SYN meets is the server's.
+    assert step("time-wait-syn", "server-closes").actor == "server"
+    assert step("time-wait-syn", "client-closes").expect["server"] is TcpState.TIME_WAIT
+    assert step("time-wait-syn", "reconnect").action == "reconnect"
+    assert step("time-wait-syn", "reconnect").expect == {
+        "client": TcpState.ESTABLISHED,
+        "server": TcpState.ESTABLISHED,
+    }
+    assert [s.id for s in loaded.steps_for("loopback") if s.action == "reconnect"] == ["reconnect"]
+    # The raw copies and the server's sysctl and counters: only where both ends are ours.
+    for s in loaded.steps:
+        if s.action in {"old_syn", "sysctl", "counters"}:
+            assert s.only == "netns-local", s.id
+    assert step("time-wait-syn", "old-syn-guarded").expect["server"] is TcpState.TIME_WAIT
+    assert step("time-wait-syn", "old-syn-guarded").stay >= 0.5  # tcp_invalid_ratelimit
+    assert step("time-wait-syn", "old-syn-assassinates").expect["server"] is None
+    assert "assassination" in en("time-wait-syn", "old-syn-assassinates")
+    assert "暗杀" in zh("time-wait-syn", "old-syn-assassinates")

@@ -235,3 +235,20 @@ def test_a_reused_four_tuple_hands_later_transitions_to_the_later_conversation()
     a, b = rec.conversations()
     assert [s for _, _, s in a.states] == ["CLOSE"]
     assert [(end, s) for _, end, s in b.states] == [("client", "SYN_SENT"), ("server", "SYN_RECV")]
+
+
+def test_a_time_wait_seen_just_before_the_reconnecting_syn_stays_with_the_old_conversation() -> (
+    None
+):
+    # time-wait-syn on loopback: the table shows TIME_WAIT 3 ms before the new SYN leaves.
+    first = step(1, [seg(0.0, "client", "SYN", conv=0)], [])
+    seen = {**transition(217.3, S, C, "FIN_WAIT2", "TIME_WAIT"), "source": "table"}
+    second = step(
+        2,
+        [seg(220.6, "client", "SYN", conv=1)],
+        [seen, transition(220.0, C, S, "CLOSE", "SYN_SENT")],
+    )
+    a, b = RunRecord(started(), (first, second), None).conversations()
+    assert [(end, s) for _, end, s in a.states] == [("server", "TIME_WAIT")]
+    # A traced move that close before the SYN is the new connection's (connect() precedes it).
+    assert [(end, s) for _, end, s in b.states] == [("client", "SYN_SENT")]
