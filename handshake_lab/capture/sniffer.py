@@ -25,6 +25,9 @@ Theory of operation
 * The thread waits in ``select()`` on the socket and a wake-up pipe, with a timeout as a second
   guard, so :meth:`Sniffer.stop` returns promptly; on stop it first reads whatever the socket
   still holds, so segments that crossed just before ``stop()`` are not lost.
+* :meth:`Sniffer.flush` wakes the thread through the same pipe and waits until it has read the
+  socket empty once after the call: every frame the kernel queued before ``flush()`` is then
+  in the next :meth:`Sniffer.drain`, however late a busy machine schedules the thread.
 
 A network namespace is chosen by whoever *creates* the socket (a socket stays in the netns it
 was created in), hence ``socket_factory``: ``Sniffer("veth0", socket_factory=lambda: ...)``
@@ -143,6 +146,8 @@ class Sniffer:
         self._cond = threading.Condition()
         self._pending: list[Packet] = []
         self._error: BaseException | None = None
+        self._flush_asked = 0  # flush() calls so far (under _cond)
+        self._flush_done = 0  # the last of them the thread has answered (under _cond)
 
         self.link_type = LinkType.ETHERNET
         self.ignore_outgoing = False
@@ -228,6 +233,27 @@ class Sniffer:
         with self._cond:
             packets, self._pending = self._pending, []
         return packets
+
+    def flush(self, timeout: float = 2.0) -> bool:
+        """Wait until every frame queued on the socket before this call has been read (and is
+        in the next :meth:`drain`). False if the thread did not get there within ``timeout``
+        seconds or is not running: ``drain()`` then returns what it has read."""
+        thread = self._thread
+        if thread is None:
+            return False
+        with self._cond:
+            self._flush_asked += 1
+            wanted = self._flush_asked
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"f")
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._flush_done < wanted:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._error is not None or not thread.is_alive():
+                    return False
+                self._cond.wait(remaining)
+        return True
 
     def wait_for(self, predicate: Callable[[Sequence[Packet]], bool], timeout: float) -> bool:
         """Block until ``predicate(pending)`` is true or ``timeout`` seconds pass.
@@ -354,7 +380,18 @@ class Sniffer:
                 readable, _, _ = select.select(
                     [sock.fileno(), self._wake_r], [], [], self._poll_interval
                 )
-                if sock.fileno() in readable:
+                if self._wake_r in readable:
+                    os.read(self._wake_r, 4096)  # stop() also writes: the flag says which
+                with self._cond:
+                    asked = self._flush_asked
+                if asked > self._flush_done:
+                    # Asked before this read began: what was queued then is read now.
+                    while self._read_batch(sock):
+                        pass
+                    with self._cond:
+                        self._flush_done = asked
+                        self._cond.notify_all()
+                elif sock.fileno() in readable:
                     self._read_batch(sock)
             # Final sweep: frames queued before stop() was called still belong to the step.
             while self._read_batch(sock):
@@ -363,6 +400,7 @@ class Sniffer:
             self._error = exc
         finally:
             with self._cond:
+                self._flush_done = self._flush_asked  # the final sweep read what was queued
                 self._cond.notify_all()
 
     def _read_batch(self, sock: socket.socket) -> bool:

@@ -127,6 +127,7 @@ class Evidence:
             events = list(self._follower.drain())
             self.events.extend(events)
         if self._sniffer is not None:
+            self._sniffer.flush(timeout=0.5)  # what crossed before this call, read or not
             packets = list(self._sniffer.drain())
             self.packets.extend(packets)
         return packets, events

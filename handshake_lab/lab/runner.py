@@ -302,7 +302,13 @@ class LabRun:
             # Before the counters: every drop the capture saw is then counted already.
             segments, transitions = await self._evidence(every_side, observed_at)
         holds = await self._hold_counts(step, facts)
-        self._mark_drops(segments)
+        if self._mark_drops(segments) and self.evidence is not None:
+            # A hold counted drops that are not among the segments read: they crossed after
+            # the capture was read. The capture sees a segment before the hook that drops it,
+            # so one more read, after the counters, holds every drop they count.
+            late = await self._late_segments()
+            self._mark_drops(late)
+            segments += late
         self._mark_forged(segments)
         mismatches = self._mismatches(step, observed, outcome, data, facts)
         if self.quiz is not None and questions:
@@ -505,13 +511,10 @@ class LabRun:
         """The step's segments and its transitions, reconciled with the table (``timeline``)."""
         assert self.evidence is not None
         await asyncio.to_thread(self.evidence.collect)
-        packets = self.evidence.packets[self._reported_packets :]
         events = self.evidence.events[self._reported_events :]
-        self._reported_packets = len(self.evidence.packets)
         self._reported_events = len(self.evidence.events)
+        segments = self._new_segments()
         tuples = {side: tup for side, (_, tup) in self._tuples().items()}
-        names = name_endpoints(tuples)
-        segments = segment_records(packets, self.evidence.packets, names, self.t0)
         keyed: dict[tuple[tuple[str, int], tuple[str, int] | None], str] = {}
         # Server sides first, so a client's own name wins where the two share a 4-tuple
         # (a self-connected socket is its own peer).
@@ -542,7 +545,22 @@ class LabRun:
         )
         return segments, transitions
 
-    def _mark_drops(self, segments: Sequence[dict[str, object]]) -> None:
+    def _new_segments(self) -> list[dict[str, object]]:
+        """The captured segments not reported yet, as the record keeps them."""
+        assert self.evidence is not None
+        packets = self.evidence.packets[self._reported_packets :]
+        self._reported_packets = len(self.evidence.packets)
+        names = name_endpoints({side: tup for side, (_, tup) in self._tuples().items()})
+        return segment_records(packets, self.evidence.packets, names, self.t0)
+
+    async def _late_segments(self) -> list[dict[str, object]]:
+        """The segments captured since the step's evidence was read (its trace events are
+        left for the next step's report)."""
+        assert self.evidence is not None
+        await asyncio.to_thread(self.evidence.collect)
+        return self._new_segments()
+
+    def _mark_drops(self, segments: Sequence[dict[str, object]]) -> bool:
         """Mark the captured segments each hold dropped, as many as its nft counter says.
 
         A capture sees a segment before the receiving end's input hook drops it, so a dropped
@@ -551,7 +569,8 @@ class LabRun:
         the ones it dropped (``nft`` drops the first COUNT matches). A released hold still
         dropped what it met before its release took effect: a step reports the segments that
         came since the last one's report, so some may predate its own release. Holds on the
-        output hook drop before the capture and mark nothing.
+        output hook drop before the capture and mark nothing. Returns whether an input hold's
+        counter still counts more drops than were marked so far.
         """
         for seg in segments:
             seg["dropped"] = False
@@ -575,6 +594,11 @@ class LabRun:
                     seg["dropped"] = True
                     seg["hold"] = hold_id
                     self._marked[hold_id] = self._marked.get(hold_id, 0) + 1
+        return any(
+            self._marked.get(hold_id, 0) < self._counts.get(hold_id, 0)
+            for hold_id, hold in self.holds.items()
+            if hold.hook == "input"
+        )
 
     def _mark_forged(self, segments: Sequence[dict[str, object]]) -> None:
         """Mark the captured segments a forge sent (``"forged": true``): they carry a client's

@@ -274,6 +274,31 @@ def test_drain_returns_only_segments_since_the_previous_drain(listener: socket.s
     assert any(p.payload_len == 3 for p in step2)
 
 
+def test_flush_hands_over_what_crossed_before_it_however_late_the_thread_reads(
+    listener: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A starved capture thread (a loaded machine): each read begins 0.3 s late. A drain()
+    # right after the handshake would then hand over nothing; after flush() it has all three.
+    port = listener.getsockname()[1]
+    sniffer = Sniffer("lo", [port])
+    read_batch = sniffer._read_batch
+
+    def late(sock: socket.socket) -> bool:
+        time.sleep(0.3)
+        return read_batch(sock)
+
+    monkeypatch.setattr(sniffer, "_read_batch", late)
+    with sniffer:
+        client = socket.create_connection(listener.getsockname()[:2], timeout=5)
+        with client:
+            # connect() returned: the SYN, the SYN-ACK and the ACK have crossed lo.
+            assert sniffer.flush(timeout=5)
+            flushed = sniffer.drain()
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    assert [p.flags.text(",") for p in flushed[:3]] == ["SYN", "SYN,ACK", "ACK"]
+    assert not sniffer.flush(timeout=5)  # stopped: nothing to wait for
+
+
 def test_kernel_bpf_filter_keeps_other_ports_out_of_user_space(listener: socket.socket) -> None:
     port = listener.getsockname()[1]
     with _listener() as noise:
