@@ -48,10 +48,15 @@ from typing import cast
 
 from handshake_lab.net.waits import cancel_and_wait, wait_for
 from handshake_lab.observe.base import MAPPED_PREFIX, Address, family_of
+from handshake_lab.observe.tcpinfo import TCPI_MIN_SIZE, TCPI_RTT, TCPI_RTT_AT
 
 READ_CHUNK = 65536
 FILL_CHUNK = 65536
 FILL_LIMIT = 64 * 1024 * 1024
+FILL_QUIET_MIN = 0.2
+FILL_QUIET_RTTS = 3
+"""``fill`` calls the peer's window shut when this long (seconds; or this many smoothed RTTs,
+the longer) freed no room in the send buffer."""
 """``fill`` stops here even if the kernel still takes data (its buffers are far smaller)."""
 SIOCOUTQ = termios.TIOCOUTQ  # the socket's unacknowledged bytes (linux/sockios.h)
 SIOCINQ = termios.FIONREAD  # the socket's unread bytes
@@ -217,20 +222,33 @@ class Stream:
         fd = sock.fileno()
         return fd if fd >= 0 else None
 
-    def fill(self) -> tuple[str, dict[str, int]]:
-        """Write to the kernel until it would block. Facts: bytes ``sent``, ``send_q`` after."""
+    async def fill(self, timeout: float) -> tuple[str, dict[str, int]]:
+        """Write until the kernel accepts no more and nothing drains any more: the peer's window
+        is shut and the rest waits in the send queue. Facts: bytes ``sent``, ``send_q`` after.
+
+        One write-until-EAGAIN is not enough on a slow wire (two VMs, netem): the send buffer
+        fills faster than the link empties it, and a peer whose window is still open takes the
+        rest a moment later (a lingering close then has nothing to wait for). So after each
+        EAGAIN it waits a quiet time (``FILL_QUIET_RTTS`` x the kernel's srtt, at least
+        ``FILL_QUIET_MIN``) and writes again, until a whole quiet time freed no room at all, or
+        ``timeout`` passed."""
         fd = self._fd()
         if fd is None or self.writer.is_closing():
             return "EPIPE", {}
-        chunk = b"x" * FILL_CHUNK
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         sent = 0
-        try:
-            while sent < FILL_LIMIT:
-                sent += os.write(fd, chunk)
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            return errno_name(exc), {"sent": sent}
+        first = True
+        while sent < FILL_LIMIT:
+            try:
+                wrote = _write_until_full(fd, FILL_LIMIT - sent)
+            except OSError as exc:
+                return errno_name(exc), {"sent": sent}
+            sent += wrote
+            if (wrote == 0 and not first) or loop.time() >= deadline:
+                break
+            first = False
+            await asyncio.sleep(min(_quiet_time(fd), max(0.0, deadline - loop.time())))
         try:
             return "ok", {"sent": sent, "send_q": _ioctl_int(fd, SIOCOUTQ)}
         except OSError as exc:
@@ -354,6 +372,36 @@ class Stream:
     async def _stop_reader(self) -> None:
         if self._task is not None and not self._task.done():
             await cancel_and_wait(self._task)
+
+
+def _write_until_full(fd: int, limit: int) -> int:
+    """Write ``FILL_CHUNK`` blocks to non-blocking ``fd`` until EAGAIN (or ``limit``)."""
+    chunk = b"x" * FILL_CHUNK
+    wrote = 0
+    try:
+        while wrote < limit:
+            wrote += os.write(fd, chunk)
+    except BlockingIOError:
+        pass
+    return wrote
+
+
+def _quiet_time(fd: int) -> float:
+    """How long ``fill`` waits for room before it calls the peer's window shut: a few of the
+    kernel's smoothed RTTs (``tcpi_rtt``), so a late ACK on a slow wire is not taken for none."""
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return FILL_QUIET_MIN
+    with sock:
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCPI_MIN_SIZE)
+        except OSError:
+            return FILL_QUIET_MIN
+    if len(info) < TCPI_MIN_SIZE:
+        return FILL_QUIET_MIN
+    srtt_us, _rttvar = cast(tuple[int, int], TCPI_RTT.unpack_from(info, TCPI_RTT_AT))
+    return max(FILL_QUIET_MIN, FILL_QUIET_RTTS * srtt_us / 1e6)
 
 
 def _ioctl_int(fd: int, request: int) -> int:

@@ -215,7 +215,7 @@ async def stream_action(
         outcome, read = await stream.read_all(timeout)
         return outcome, None, {"bytes": read}
     if action == "fill":
-        outcome, facts = stream.fill()
+        outcome, facts = await stream.fill(timeout)
         return outcome, None, facts
     if action == "linger":
         return stream.set_linger(int(str(args["seconds"]))), None, {}

@@ -35,7 +35,7 @@ async def _pair() -> tuple[Stream, Stream, asyncio.Server]:
 async def _lingering_close_keeps_the_loop_running() -> tuple[int, int, str, int, int]:
     client, peer, server = await _pair()
     assert peer.stop_reading() == "ok"
-    outcome, facts = client.fill()
+    outcome, facts = await client.fill(2.0)
     assert outcome == "ok"
     sent = facts["sent"]
     assert client.set_linger(1) == "ok"
@@ -56,6 +56,56 @@ async def _lingering_close_keeps_the_loop_running() -> tuple[int, int, str, int,
     server.close()
     assert outcome == "ok"
     return facts["close_ms"], ticks, read_outcome, read, sent
+
+
+async def _fill_against_a_slow_reader() -> tuple[int, int, int]:
+    """A peer that reads 16 KB every 20 ms for 0.4 s, then stops: fill must go on writing
+    while room keeps appearing, and return only once nothing drains (send_q before and 0.6 s
+    after it returned, and the bytes written)."""
+    stop = asyncio.Event()
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 0.4
+        while loop.time() < until:
+            await reader.read(16384)
+            await asyncio.sleep(0.02)
+        await stop.wait()
+        writer.close()
+
+    server = await asyncio.start_server(on_connection, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    client = Stream(reader, writer)
+    client.start()
+    outcome, facts = await client.fill(5.0)
+    assert outcome == "ok", facts
+    sock = writer.get_extra_info("socket")
+    before = _outq(sock.fileno())
+    await asyncio.sleep(0.6)
+    after = _outq(sock.fileno())
+    stop.set()
+    await client.abort()
+    server.close()
+    return before, after, facts["sent"]
+
+
+def _outq(fd: int) -> int:
+    import fcntl  # noqa: PLC0415
+    import struct  # noqa: PLC0415
+    import termios  # noqa: PLC0415
+
+    raw = fcntl.ioctl(fd, termios.TIOCOUTQ, struct.pack("i", 0))
+    return int(struct.unpack("i", raw)[0])
+
+
+def test_fill_returns_only_once_the_peers_window_stays_shut(loop_name: str) -> None:
+    # One write-until-EAGAIN returned while the peer still took data: the bytes then drained
+    # after fill had said "the rest waits in the send queue" (linger across two VMs).
+    with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
+        before, after, sent = runner.run(_fill_against_a_slow_reader())
+    assert before > 0
+    assert after == before, (before, after, sent)
 
 
 def test_a_lingering_close_blocks_a_thread_not_the_loop(loop_name: str) -> None:
