@@ -60,7 +60,12 @@ labs=()
 while read -r name _; do
   [[ -n $name ]] && labs+=("$name")
 done < <(vagrant ssh client -c 'handshake-lab list --json' </dev/null 2>/dev/null | tr -d '\r' |
-  python3 -c 'import json, sys; print("\n".join(lab["name"] for lab in json.load(sys.stdin)["labs"]))')
+  python3 -c 'import json, sys
+labs = json.load(sys.stdin)["labs"]
+for lab in labs:
+    if lab.get("peer_refusal"):  # refuses --peer by design: named, not run
+        print("not across VMs (by design):", lab["peer_refusal"], file=sys.stderr)
+print("\n".join(lab["name"] for lab in labs if not lab.get("peer_refusal")))')
 if ((${#labs[@]} == 0)); then
   echo "run-all-labs: the client VM listed no labs (is it provisioned? try: vagrant provision)" >&2
   exit 1

@@ -172,8 +172,13 @@ sed 's/^/  /' "$LOGS/vm-state.log" >&2
 if [[ -n ${HSLAB_LABS:-} ]]; then
   read -r -a labs <<<"$HSLAB_LABS"
 else
-  mapfile -t labs < <(sshx client 'handshake-lab list --json' |
-    python3 -c 'import json, sys; print("\n".join(lab["name"] for lab in json.load(sys.stdin)["labs"]))')
+  # Labs that refuse --peer by design (list --json's peer_refusal) are named, not run.
+  listing=$(sshx client 'handshake-lab list --json')
+  mapfile -t labs < <(python3 -c 'import json, sys
+print("\n".join(l["name"] for l in json.load(sys.stdin)["labs"] if not l.get("peer_refusal")))' <<<"$listing")
+  while IFS= read -r line; do [[ -z $line ]] || say "not across VMs (by design): $line"; done < <(
+    python3 -c 'import json, sys
+print("\n".join(l["peer_refusal"] for l in json.load(sys.stdin)["labs"] if l.get("peer_refusal")))' <<<"$listing")
 fi
 ((${#labs[@]})) || { say "the client VM lists no labs"; exit 1; }
 say "${#labs[@]} labs x ${#LOOPS[@]} loops"

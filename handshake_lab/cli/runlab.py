@@ -24,7 +24,7 @@ from handshake_lab.lab.session import RunRequest, execute
 from handshake_lab.observe.defaults import default_observers
 from handshake_lab.outputs import check_output, write_output
 from handshake_lab.placement import Topology
-from handshake_lab.placement.place import dual_refusal, link_refusal, step_set
+from handshake_lab.placement.place import dual_refusal, link_refusal, peer_refusal, step_set
 from handshake_lab.record.codec import read_run
 from handshake_lab.record.run import RunRecord
 from handshake_lab.render.html import render_html
@@ -176,6 +176,9 @@ def run_lab_command(
         raise UsageError("--peer runs on IPv4 only; --ip 6 needs a --topology")
     if ip == DUAL_STACK and chosen in (Topology.REMOTE, Topology.NETNS_AGENT):
         raise UsageError(dual_refusal(lab.name, chosen))
+    refused = peer_refusal(lab) if chosen is Topology.REMOTE else None
+    if refused is not None:
+        raise UsageError(refused)
     link = checked_link(delay, loss, chosen)
     steps_of = step_set(chosen)
     if STEP_SETS[steps_of] not in lab.topologies:

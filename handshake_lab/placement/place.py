@@ -45,6 +45,25 @@ def dual_refusal(name: str, topology: Topology) -> str:
     )
 
 
+def peer_refusal(lab: Lab) -> str | None:
+    """Why ``lab`` does not run across the two lab VMs (``--peer``), by design; None if it does.
+
+    A lab of both families needs two server addresses (``dual_refusal``). A SYN-flood lab
+    shows the SYN-queue reserve running out for a peer the server's kernel has never seen: a
+    lab VM remembers the other from every earlier run (``ip tcp_metrics``: a "proven" peer,
+    ``tcp_peer_is_proven``), and a proven peer keeps that reserve, so the counts would not be
+    the lesson's. Both run with ``--topology netns`` on one VM."""
+    if lab.dual:
+        return dual_refusal(lab.name, Topology.REMOTE)
+    if any(step.action == "syn_flood" for step in lab.steps):
+        return (
+            f"lab {lab.name} needs a server that has never seen the client, and a lab VM "
+            "remembers the other from earlier connections (tcp_metrics: a proven peer keeps "
+            "the SYN-queue reserve the lab runs out of): run it with --topology netns"
+        )
+    return None
+
+
 def link_refusal(topology: Topology) -> str | None:
     """Why ``--delay``/``--loss`` cannot run in ``topology`` (one line), or None.
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from handshake_lab.i18n.labels import label
 from handshake_lab.i18n.lang import pick
+from handshake_lab.placement.place import peer_refusal
 from handshake_lab.render.text import DEFAULT_WIDTH, wrap
 from handshake_lab.spec.loader import shown_states
 from handshake_lab.spec.model import LEVELS, Lab
@@ -114,6 +115,7 @@ def course_document(labs: Sequence[Lab], lang: str) -> dict[str, Any]:
                 "states": [s.name for s in course.states] if course else None,
                 "netns_only_states": sorted(netns_only),
                 "steps": {topo: len(lab.steps_for(topo)) for topo in lab.topologies},
+                "peer_refusal": peer_refusal(lab),
                 "file": f"labs/{lab.name}.toml",
                 "sheet": f"labs/{lab.name}.md",
             }

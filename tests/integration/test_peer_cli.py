@@ -109,3 +109,21 @@ def test_an_agent_that_is_not_there_is_a_network_error(tmp_path: Path) -> None:
     proc = run("run", "reset", "--peer", "127.0.0.1:1", "--token-file", str(token_file))
     assert proc.returncode == ExitStatus.NETWORK_ERROR
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("lab", ["syn-flood", "dual-stack"])
+def test_labs_that_cannot_run_across_the_vms_are_refused_before_any_connection(
+    lab: str, agent: tuple[str, Path]
+) -> None:
+    """The agent is there and the token right: the refusal is the lab's, one line, exit 2, and
+    it is the line ``list --json`` gives as the lab's ``peer_refusal`` (vm-check skips by it)."""
+    peer, token_file = agent
+    proc = run("run", lab, "--peer", peer, "--token-file", str(token_file))
+    assert proc.returncode == ExitStatus.USAGE, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    listed = json.loads(run("list", "--json").stdout)
+    refusal = {entry["name"]: entry["peer_refusal"] for entry in listed["labs"]}
+    assert lines[0] == f"handshake-lab: {refusal[lab]}"
+    assert [name for name, why in refusal.items() if why] == ["syn-flood", "dual-stack"]
