@@ -46,32 +46,38 @@ def netem_line(lang: str) -> tuple[bool, str]:
 
 
 def doctor_report(lang: str = "en") -> ExitStatus:
-    """Every line: ok or --, a name, what it means. The IPv6 lines are in ``lang``."""
+    """Every line: ok or --, a name, what it means, in ``lang`` (a reason a lower layer gives,
+    such as a path or a kernel option, is quoted as it is)."""
     ss = tools.find("ss")
-    _line(ss is not None, "ss", ss or "not found - labs cannot run: apt install iproute2")
+    _line(ss is not None, "ss", ss or doctor_text("ss_missing", lang))
     _line(True, "psutil", str(psutil.__version__))  # a dependency: the import proves it
     try:
         import uvloop  # noqa: PLC0415
 
         _line(True, "uvloop", str(getattr(uvloop, "__version__", "?")))
     except ImportError:
-        _line(False, "uvloop", "missing - --loop uvloop unavailable: pip install uvloop")
+        _line(False, "uvloop", doctor_text("uvloop_missing", lang))
     root = os.geteuid() == 0
-    _line(root, "root", "yes" if root else f"no (uid {os.geteuid()}): loopback labs still work")
+    who = (
+        doctor_text("root_yes", lang)
+        if root
+        else doctor_text("root_no", lang, {"uid": str(os.geteuid())})
+    )
+    _line(root, "root", who)
 
     netns_ok, reason = netns_route()
     _line(netns_ok, "netns", reason)
     nft = nft_available()
-    _line(nft, "nft", "available" if nft else "not found - no packet holds: apt install nftables")
+    _line(nft, "nft", doctor_text("nft_ok" if nft else "nft_missing", lang))
     if root:
-        _line(True, "capture", "AF_PACKET available")
+        _line(True, "capture", doctor_text("capture_root", lang))
     elif netns_ok:
-        _line(True, "capture", "in --topology netns (user namespace); not on loopback (root)")
+        _line(True, "capture", doctor_text("capture_userns", lang))
     else:
-        _line(False, "capture", "needs root: no packet lists or --pcap")
+        _line(False, "capture", doctor_text("capture_none", lang))
 
     ok, reason = trace_capability()
-    _line(ok, "tracefs", reason if ok else f"{reason} - no transition stream; polling only")
+    _line(ok, "tracefs", reason if ok else doctor_text("trace_missing", lang, {"reason": reason}))
     for finding in ipv6_findings(read_ipv6_facts()):
         text = doctor_text(finding.key, lang, finding.values)
         _line(finding.ok is not False, finding.name, text)

@@ -1,6 +1,8 @@
-"""The words of ``doctor``'s IPv6 lines (``topo.ipv6`` decides which), in English and Chinese.
+"""The words of ``doctor``'s lines, in English and Chinese: the IPv6 findings (``topo.ipv6``
+decides which) and the machine's basics (ss, uvloop, root, nft, capture, tracefs).
 
-Each entry is a template filled with the finding's values (``{which}``, ``{error}``...)."""
+Each entry is a template filled with the finding's values (``{which}``, ``{error}``...). A
+reason a lower layer gives (``{reason}``: a path, a kernel option) is quoted as it is."""
 
 from __future__ import annotations
 
@@ -9,6 +11,37 @@ from collections.abc import Mapping
 from handshake_lab.i18n.lang import pick
 
 DOCTOR_TEXTS: dict[str, dict[str, str]] = {
+    "ss_missing": {
+        "en": "not found - labs cannot run: apt install iproute2",
+        "zh": "未找到 - 实验无法运行：apt install iproute2",
+    },
+    "uvloop_missing": {
+        "en": "missing - --loop uvloop unavailable: pip install uvloop",
+        "zh": "缺少 - 无法使用 --loop uvloop：pip install uvloop",
+    },
+    "root_yes": {"en": "yes", "zh": "是"},
+    "root_no": {
+        "en": "no (uid {uid}): loopback labs still work",
+        "zh": "否（uid {uid}）：环回上的实验照样能运行",
+    },
+    "nft_ok": {"en": "available", "zh": "可用"},
+    "nft_missing": {
+        "en": "not found - no packet holds: apt install nftables",
+        "zh": "未找到 - 无法扣住报文段：apt install nftables",
+    },
+    "capture_root": {"en": "AF_PACKET available", "zh": "可以使用 AF_PACKET"},
+    "capture_userns": {
+        "en": "in --topology netns (user namespace); not on loopback (root)",
+        "zh": "在 --topology netns 中可用（用户命名空间）；环回上不行（需要 root）",
+    },
+    "capture_none": {
+        "en": "needs root: no packet lists or --pcap",
+        "zh": "需要 root：没有报文段列表，也不能用 --pcap",
+    },
+    "trace_missing": {
+        "en": "{reason} - no transition stream; polling only",
+        "zh": "{reason} - 没有状态转换流；只能轮询",
+    },
     "kernel_ok": {
         "en": "IPv6 in the kernel (/proc/sys/net/ipv6)",
         "zh": "内核支持 IPv6（/proc/sys/net/ipv6 存在）",

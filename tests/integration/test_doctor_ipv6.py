@@ -8,6 +8,7 @@ sysctl, says ``-6`` is for namespaces only there, and ``run -6`` is indeed refus
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -111,3 +112,18 @@ def test_with_ipv6_off_doctor_names_the_sysctl_and_run_minus_6_is_refused() -> N
         "handshake-lab: lab dual-stack uses IPv6 too, and this machine has no IPv6 loopback "
         "(::1: Cannot assign requested address)"
     ) in done.stderr.splitlines()
+
+
+def test_doctor_speaks_chinese_on_every_line_it_words_itself() -> None:
+    """The basics (root, nft, capture...) follow --lang like the IPv6 and netem lines; what a
+    line quotes from elsewhere (a path, a version, a kernel's reason) stays as it is."""
+    en = _lines(_cli("doctor", "--lang", "en").stdout)
+    zh = _lines(_cli("doctor", "--lang", "zh").stdout)
+    assert set(zh) == set(en)
+    worded = {"root", "nft", "capture", "ipv6", "::1", "v6only", "netns6", "-6", "netem"}
+    for name in worded & set(en):
+        assert re.search(r"[\u4e00-\u9fff]", zh[name]), (name, zh[name])
+        assert zh[name] != en[name], name
+    for name in ("ss", "psutil", "uvloop"):  # a path or a version: the same in both
+        if en[name].startswith("ok"):
+            assert zh[name] == en[name], name
