@@ -18,6 +18,15 @@ from tests import needs
 IS_ROOT = os.geteuid() == 0
 
 
+# The tool speaks the locale's language (i18n.lang.from_locale). The tests assert English unless
+# they ask for --lang zh, so they run in an English locale whatever the user's is: a student's
+# zh_CN.UTF-8 must not fail `make test`. Set at import, in the main process and in every xdist
+# worker, before any test spawns the CLI; tests of the locale rule pass their own environment.
+for _var in ("LC_ALL", "LC_MESSAGES", "LANGUAGE"):
+    os.environ.pop(_var, None)
+os.environ["LANG"] = "C.UTF-8"
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (loadgroup)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     _share_module_setup(items)
