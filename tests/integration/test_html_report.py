@@ -159,7 +159,11 @@ def test_the_step_control_moves_the_cursor_by_click_and_by_key(
     assert cursor() == 1
     # The ladder and the diagram follow the cursor: the step's arrows are current, later
     # ones faded.
-    connect = next(s for s in reports["en"].record.steps if s.segments)
+    captured = [s for s in reports["en"].record.steps if s.segments]
+    if not captured:  # no capture (loopback without root): no arrows to follow the cursor
+        assert page.find_element("css selector", "#ladder .empty").is_displayed()
+        return
+    connect = captured[0]
     for _ in range(connect.index - 1):
         body.send_keys("\ue014")
     assert cursor() == connect.index

@@ -106,7 +106,10 @@ def test_run_dash_6_prints_brackets_and_show_and_report_draw_it(tmp_path: Path) 
     assert assert_valid_lines(saved.read_text(encoding="utf-8")) > 2
     assert "| topology loopback ::1 |" in done.stdout
     ladder = [line for line in done.stdout.splitlines() if " <-> server " in line]
-    assert ladder, done.stdout
+    if os.geteuid() == 0:  # packets are captured on loopback as root only (the ladder needs them)
+        assert ladder, done.stdout
+    else:
+        assert "packets: off" in done.stdout, done.stdout
     assert all(line.startswith("client [::1]:") for line in ladder), ladder
     assert "127.0.0.1" not in done.stdout
     shown = _cli("show", str(saved))
