@@ -158,6 +158,8 @@ class LabRun:
         self.holds: dict[str, Hold] = {}
         self.released: dict[str, float] = {}  # hold -> when it stopped dropping (run ms)
         self.steps = lab.steps_for(options.step_set or options.topology.step_set)
+        # Clients that will connect again from their port connect first from a quiet one.
+        self._reconnecting = {step.actor for step in self.steps if step.action == "reconnect"}
         self.reports: list[StepReport] = []
         self._began = self.t0
         self.quiz = quiz
@@ -704,6 +706,7 @@ class LabRun:
             wait=bool(step.args.get("wait", True)),
             timeout=step.timeout,
             retry=bool(step.args.get("retry", False)),
+            quiet_port=step.actor in self._reconnecting,
         )
         return outcome, None, {}
 

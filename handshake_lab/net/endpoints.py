@@ -25,6 +25,11 @@ Choices that matter for what the kernel shows:
 * Listeners the lab opens itself keep each connection's SYN (TCP_SAVE_SYN); the server reads
   it at accept (``Stream.saved_syn``), so a lab can later send a late copy of it (the
   TIME_WAIT lab's old duplicate). Nothing on the wire changes.
+* A client that will later connect again from the same port (``reconnect``) takes its first
+  port outside ``ip_local_port_range`` (``bind_quiet_port``). The kernel hands out ports only
+  from that range, so while the client is closed no other program's connect() can take the
+  port; with an ephemeral port, on a busy loopback, one often does and the reconnect fails
+  with EADDRINUSE.
 * A close with SO_LINGER {on, N > 0} blocks in the kernel for up to N s, even on a
   non-blocking socket (Linux ignores O_NONBLOCK there). The last reference to the socket is
   therefore closed in a worker thread: the loop, and the runner's reads of the kernel, go on.
@@ -38,6 +43,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import random
 import socket
 import struct
 import termios
@@ -53,16 +59,18 @@ from handshake_lab.observe.tcpinfo import TCPI_MIN_SIZE, TCPI_RTT, TCPI_RTT_AT
 READ_CHUNK = 65536
 FILL_CHUNK = 65536
 FILL_LIMIT = 64 * 1024 * 1024
+"""``fill`` stops here even if the kernel still takes data (its buffers are far smaller)."""
 FILL_QUIET_MIN = 0.2
 FILL_QUIET_RTTS = 3
 """``fill`` calls the peer's window shut when this long (seconds; or this many smoothed RTTs,
 the longer) freed no room in the send buffer."""
-"""``fill`` stops here even if the kernel still takes data (its buffers are far smaller)."""
 SIOCOUTQ = termios.TIOCOUTQ  # the socket's unacknowledged bytes (linux/sockios.h)
 SIOCINQ = termios.FIONREAD  # the socket's unread bytes
 TCP_SAVE_SYN = 27  # linux/tcp.h: a listener keeps each connection's SYN (IP and TCP headers)
 TCP_SAVED_SYN = 28  # ... which getsockopt on the accepted socket returns, once
 SAVED_SYN_MAX = 512
+PORT_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+QUIET_PORT_TRIES = 64
 
 
 def errno_name(exc: BaseException) -> str:
@@ -83,6 +91,36 @@ def address_of(sockaddr: object) -> Address:
         # An IPv6 socket's IPv4 peer: the same 4-tuple as the IPv4 end's (observe.base).
         return Address(host.removeprefix(MAPPED_PREFIX), int(sockaddr[1]), mapped=True)
     return Address(host, int(sockaddr[1]))
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The namespace's ``ip_local_port_range`` (low, high), both included."""
+    with open(PORT_RANGE, encoding="ascii") as f:
+        low, high = f.read().split()
+    return int(low), int(high)
+
+
+def bind_quiet_port(sock: socket.socket) -> None:
+    """Bind ``sock`` to a free port outside the ephemeral range, one the kernel never picks
+    for anyone's connect() or bind(0). The address stays the wildcard: connect() picks the
+    source address by the route, as for any client. Raises the last OSError if no port tried
+    was free (or the range leaves none outside it)."""
+    low, high = ephemeral_range()
+    candidates = [*range(1024, low), *range(high + 1, 65536)]
+    if not candidates:
+        raise OSError(errno.EADDRNOTAVAIL, "no port outside ip_local_port_range")
+    last: OSError | None = None
+    for port in random.sample(candidates, min(QUIET_PORT_TRIES, len(candidates))):
+        try:
+            sock.bind(("", port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            last = exc
+        else:
+            return
+    assert last is not None
+    raise last
 
 
 @dataclass
@@ -579,16 +617,28 @@ class Client:
         self._connecting: asyncio.Task[None] | None = None
 
     async def connect(
-        self, port: int, *, wait: bool, timeout: float, bind: tuple[str, int] | None = None
+        self,
+        port: int,
+        *,
+        wait: bool,
+        timeout: float,
+        bind: tuple[str, int] | None = None,
+        quiet_port: bool = False,
     ) -> str:
+        """Connect to ``port`` on our host: from ``bind`` if given, else from a port outside
+        the ephemeral range if ``quiet_port`` (``bind_quiet_port``), else from the port the
+        kernel picks in connect()."""
         if self.sock is not None:
             return "EISCONN"
         loop = asyncio.get_running_loop()
         sock = socket.socket(family_of(self.host), socket.SOCK_STREAM)
         sock.setblocking(False)
-        if bind is not None:
+        if bind is not None or quiet_port:
             try:
-                sock.bind(bind)
+                if bind is not None:
+                    sock.bind(bind)
+                else:
+                    bind_quiet_port(sock)
             except OSError as exc:
                 sock.close()
                 return errno_name(exc)

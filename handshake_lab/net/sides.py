@@ -90,7 +90,14 @@ class ClientSide(Protocol):
     host: str
 
     async def connect(
-        self, name: str, server: Address, *, wait: bool, timeout: float, retry: bool = False
+        self,
+        name: str,
+        server: Address,
+        *,
+        wait: bool,
+        timeout: float,
+        retry: bool = False,
+        quiet_port: bool = False,
     ) -> str: ...
 
     def tuple_of(self, name: str) -> tuple[Address, Address] | None: ...
@@ -451,15 +458,27 @@ class LocalClients(_LocalEnd):
         self.tap: WireTap | None = None
 
     async def connect(
-        self, name: str, server: Address, *, wait: bool, timeout: float, retry: bool = False
+        self,
+        name: str,
+        server: Address,
+        *,
+        wait: bool,
+        timeout: float,
+        retry: bool = False,
+        quiet_port: bool = False,
     ) -> str:
+        """Connect client ``name`` to ``server``. ``quiet_port``: from a port outside the
+        ephemeral range, which no other program can take while the client is closed (for a
+        client that will ``reconnect``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             client = self.clients[name]
             client.host = server.host
             with self.scope():
-                outcome = await client.connect(server.port, wait=wait, timeout=timeout)
+                outcome = await client.connect(
+                    server.port, wait=wait, timeout=timeout, quiet_port=quiet_port
+                )
             if not retry or outcome in NON_ERROR or loop.time() >= deadline:
                 return outcome
             # A bounded retry: the kernel refused (e.g. EADDRNOTAVAIL until a TIME_WAIT may be
