@@ -75,6 +75,10 @@ from handshake_lab.topo.pair import read_sysctls
 RELEASE_LEAD = 0.6
 """Seconds between telling holds to go together and the instant they go: room for the nft
 calls on a loaded machine (``_apply_holds``)."""
+PAIRED_WITHIN = 0.001
+"""FINs held at two ends count as resent together (one timer run) when their last copies
+reached the capture this close (seconds; ``_await_paired_fins``)."""
+PAIR_POLL = 0.02
 POLL_INTERVAL = 0.005
 STAY_POLL_INTERVAL = 0.05
 SYN_FATES = ("TcpExt.ListenDrops", "TcpExt.SyncookiesSent")
@@ -460,6 +464,7 @@ class LabRun:
         """
         at: int | None = None
         if len(step.release) > 1:
+            await self._await_paired_fins(step)
             at = math.ceil(time.time() + RELEASE_LEAD)
         await asyncio.gather(
             *(
@@ -488,6 +493,48 @@ class LabRun:
                 },
             )
             self.holds[hold.id] = hold
+
+    async def _await_paired_fins(self, step: Step) -> None:
+        """Before FINs held at two or more ends go together, wait (up to the step's timeout)
+        until the last copies the holds dropped were resent together.
+
+        Released together, two held FINs cross only if their next resends leave in the same
+        timer run, before either arrives. Closed in one system call (``close_at_once``) they
+        almost always do, but on a loaded machine a tick can fall between the two closes, and
+        the two retransmission timers then fire in neighbouring ticks (or, rounded to a
+        coarser timer-wheel slot, milliseconds apart) until a later resend brings them into
+        one slot. The capture shows which: the wait ends at the first resend pair that left
+        together. Without a capture, or when the timeout passes, the holds go as they are,
+        and the run shows what the kernel did."""
+        holds = [
+            self.holds[hold_id]
+            for hold_id in step.release
+            if self.holds[hold_id].kind == "hold_fin" and self.holds[hold_id].hook == "input"
+        ]
+        if len(holds) < 2 or self.evidence is None or not self.evidence.capture_on:
+            return
+        deadline = time.monotonic() + step.timeout
+        while True:
+            await asyncio.to_thread(self.evidence.collect)
+            lasts = [self._last_held_copy(hold) for hold in holds]
+            times = [t for t in lasts if t is not None]
+            if len(times) == len(holds) and max(times) - min(times) <= PAIRED_WITHIN:
+                return
+            if time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(PAIR_POLL)
+
+    def _last_held_copy(self, hold: Hold) -> float | None:
+        """When the capture last saw a segment ``hold`` drops (its kind, port and side)."""
+        assert self.evidence is not None
+        host = self.server.host if hold.at == SERVER else self._client_host()
+        port = self.ports[hold.port]
+        for packet in reversed(self.evidence.packets):
+            if packet.dst != host or port not in (packet.src_port, packet.dst_port):
+                continue
+            if hold_matches(hold.kind, packet.segment.flags_text, packet.payload_len):
+                return packet.timestamp
+        return None
 
     async def _hold_counts(
         self, step: Step, facts: dict[str, object]

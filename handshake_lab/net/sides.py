@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from handshake_lab.errors import MissingDependencyError, NetworkError
-from handshake_lab.net.endpoints import Client, EchoServer, Stream, errno_name
+from handshake_lab.net.endpoints import Client, EchoServer, Stream, close_at_once, errno_name
 from handshake_lab.net.forge import Expected, WireTap, expected_by, send_segments
 from handshake_lab.net.raw import resend_segment, send_raw_syns
 from handshake_lab.net.waits import wait_for
@@ -677,10 +677,10 @@ async def close_together(
     server: LocalServer, clients: LocalClients, name: str, timeout: float
 ) -> str:
     """Close client ``name``'s socket and the server's end of its connection in the same
-    instant: both ends' close begins with no await in between, so the loop closes the two
-    sockets on one turn, microseconds apart. Their FINs leave together and the kernel arms
-    both FIN retransmission timers in the same tick, so every later resend of the two FINs
-    leaves together too (what lets two held FINs cross: the simultaneous-close lab)."""
+    instant: one system call drops the last reference to both (``close_at_once``), so their
+    FINs leave microseconds apart and the kernel arms both FIN retransmission timers in the
+    same tick, on the same CPU; every later resend of the two FINs then leaves together too
+    (what lets two held FINs cross: the simultaneous-close lab)."""
     client = clients.clients[name]
     outcome = await client.wait_connected(timeout)
     ends = clients.tuple_of(name)
@@ -689,8 +689,8 @@ async def close_together(
     accepted = await server.server.connection(ends[0], timeout)
     if accepted is None:
         return "ENOTCONN"
-    both = (client.stream, accepted)
-    for end in both:
-        end.begin_close()
-    await asyncio.gather(*(end.close(timeout) for end in both))
+    try:
+        await close_at_once((client.stream, accepted), timeout)
+    except OSError as exc:
+        return errno_name(exc)
     return "ok"
