@@ -554,9 +554,13 @@ def test_syn_flood_fills_the_syn_queue_then_cookies_let_clients_in(loop_name: st
     (ordinary,) = answered(last)
     assert {"ws", "sack_perm"} <= option_names(ordinary), ordinary
     assert run.state("cookies-on", "server") == "ESTABLISHED"
-    # More SYNs: 2 fill the queue to 9, every one of the 6 is answered (4 by cookies).
+    # More SYNs, to a new listener: 9 fill its queue, every one of the 13 is answered (4 by
+    # cookies), and the client's RSTs to that port are the second hold's.
     again = [s for s in run.segments("flood-again") if s["flags"] == "SYN"]
-    assert len(again) == 6 == run.fact("flood-again", "sent")
+    assert len(again) == 13 == run.fact("flood-again", "sent")
+    cookies_port = run.recorded.header.ports["cookies"]
+    assert all(s["dst"].endswith(f":{cookies_port}") for s in again)
+    assert run.fact("flood-again", "dropped.ghost2-rst") == 13
     assert all(answered(s) for s in again), again
     assert run.fact("flood-again", "syn_recv") == 9
     # The cookie SYN-ACKs lose the options the client offered (it sends no timestamps).
@@ -601,14 +605,12 @@ def test_syn_flood_fills_the_syn_queue_then_cookies_let_clients_in(loop_name: st
         "5": lambda r: 12 - 7 == 5 == counted["TcpExt.SyncookiesSent"],
         "8": lambda r: arg("small-syn-backlog", "value") == arg("listen", "backlog") == 8,
         "9": lambda r: r.fact("flood-again", "syn_recv") == 9 == arg("listen", "backlog") + 1,
-        "4": lambda r: (
-            r.fact("flood-empty", "sent") == 4 == 6 - (9 - 7) == len(empty) and 8 // 4 == 2
-        ),
+        "4": lambda r: r.fact("flood-empty", "sent") == 4 == 13 - 9 == len(empty) and 8 // 4 == 2,
         "2": lambda r: (
             arg("cookies-always", "value") == 2 == always["TcpExt.SyncookiesRecv"] == 9 - 7
             and len(held) >= 2
         ),
-        "6": lambda r: r.fact("flood-again", "sent") == 6,
+        "13": lambda r: r.fact("flood-again", "sent") == 13,
         "1": lambda r: (
             arg("cookies-on", "value") == 1 == counted["TcpExt.SyncookiesRecv"]
             and counted["TcpExt.SyncookiesSent"] - 4 == 1
