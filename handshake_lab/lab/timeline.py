@@ -14,7 +14,11 @@ would say what the kernel did not:
   listener into the child socket, traced as ``LISTEN -> SYN_RECV -> ESTABLISHED`` within
   microseconds. The child's first move is therefore recorded from the state its 4-tuple last
   had (ABSENT, or SYN_RECV where the table showed the request socket), caused by the ACK;
-  a "move" from SYN_RECV to SYN_RECV is no move and is dropped.
+  a "move" from SYN_RECV to SYN_RECV is no move and is dropped. Where the 4-tuple was last
+  held by a timewait socket, a newer SYN reopened it (RFC 6191): that SYN ended the timewait
+  socket (untraced), and the ACK created the child. Both are recorded, the end of TIME_WAIT
+  caused by the SYN and the child from ABSENT caused by the ACK, at the child's time: the
+  stream says no more precisely when TIME_WAIT ended, only that it had by then.
 - A move the stream cannot see (a request socket appearing, a timewait socket leaving, a
   timewait FIN_WAIT2 becoming TIME_WAIT) or every move when there is no stream (not root) is
   recorded from the table, at the time of the read that showed it (``"source": "table"``).
@@ -35,6 +39,7 @@ GONE = frozenset({ABSENT, "CLOSE"})
 TIMEWAIT_STATES = frozenset({"TIME_WAIT", "FIN_WAIT2"})
 """States a timewait mini-socket is in (``ss -tan`` shows both)."""
 CHILD_CAUSE = "ACK"
+REOPEN_CAUSE = "SYN"
 
 Key = tuple[str, str | None]
 """A socket: (local, remote) as ``host:port`` strings; remote None for a listener."""
@@ -94,6 +99,16 @@ def reconcile(
             record["old"] = known.get(key, ABSENT)
             record["cause"] = CHILD_CAUSE
             record["note"] = "child socket created by the final ACK"
+            if record["old"] in TIMEWAIT_STATES:
+                out.append(
+                    {
+                        **record,
+                        "new": ABSENT,
+                        "cause": REOPEN_CAUSE,
+                        "note": "a new connection's SYN ended the timewait socket (untraced)",
+                    }
+                )
+                record["old"] = ABSENT
             if record["old"] == record["new"]:
                 known[key] = record["new"]
                 continue

@@ -60,6 +60,25 @@ def test_a_child_socket_nobody_saw_half_open_starts_absent_and_is_caused_by_the_
     assert (out[0]["old"], out[0]["new"], out[0]["cause"]) == ("ABSENT", "SYN_RECV", "ACK")
 
 
+def test_a_child_on_a_4_tuple_in_time_wait_ends_time_wait_by_the_syn_then_starts_absent() -> None:
+    # time-wait-syn: a newer SYN reopens the server's TIME_WAIT; the SYN ends the timewait
+    # socket (untraced), the final ACK creates the child. Not "TIME_WAIT -> SYN_RECV after ACK".
+    known: dict[Key, str] = {(S, C): "TIME_WAIT"}
+    out = reconcile(
+        [traced(1, S, C, "LISTEN", "SYN_RECV"), traced(2, S, C, "SYN_RECV", "ESTABLISHED")],
+        {(S, C): ("server", "ESTABLISHED")},
+        5,
+        {},
+        known,
+    )
+    assert [(r["t_ms"], r["old"], r["new"], r["cause"]) for r in out] == [
+        (1, "TIME_WAIT", "ABSENT", "SYN"),
+        (1, "ABSENT", "SYN_RECV", "ACK"),
+        (2, "SYN_RECV", "ESTABLISHED", None),
+    ]
+    assert known[(S, C)] == "ESTABLISHED"
+
+
 def test_moves_the_stream_cannot_see_come_from_the_table_at_the_read() -> None:
     known: dict[Key, str] = {(C, S): "FIN_WAIT2"}
     out = reconcile([], {(C, S): ("client", "TIME_WAIT")}, 50, {}, known)
