@@ -109,8 +109,11 @@ def place(
             raise UsageError(refusal)
     if ip == 6 and topology is Topology.REMOTE:
         raise UsageError("--peer runs on IPv4 only; --ip 6 needs a --topology")
-    if ip == DUAL_STACK and topology in (Topology.REMOTE, Topology.NETNS_AGENT):
-        raise UsageError(dual_refusal(lab.name, topology))
+    refusal = peer_refusal(lab) if topology is Topology.REMOTE else None
+    if refusal is None and ip == DUAL_STACK and topology is Topology.NETNS_AGENT:
+        refusal = dual_refusal(lab.name, topology)
+    if refusal is not None:
+        raise UsageError(refusal)
     if topology is Topology.LOOPBACK:
         yield loopback(lab, make_observers, ip)
     elif topology is Topology.REMOTE:

@@ -14,7 +14,11 @@ import pytest
 
 from handshake_lab.agent.protocol import decode_ready
 from handshake_lab.agent.token import generate_token, write_token_file
-from handshake_lab.errors import ExitStatus
+from handshake_lab.errors import ExitStatus, UsageError
+from handshake_lab.observe.defaults import default_observers
+from handshake_lab.placement import Topology
+from handshake_lab.placement.place import peer_refusal, place
+from handshake_lab.spec.loader import builtin_dir, load_lab
 from tests.schema_check import check_run_output
 
 CLI = [sys.executable, "-m", "handshake_lab"]
@@ -127,3 +131,16 @@ def test_labs_that_cannot_run_across_the_vms_are_refused_before_any_connection(
     refusal = {entry["name"]: entry["peer_refusal"] for entry in listed["labs"]}
     assert lines[0] == f"handshake-lab: {refusal[lab]}"
     assert [name for name, why in refusal.items() if why] == ["syn-flood", "dual-stack"]
+
+
+@pytest.mark.parametrize("lab", ["syn-flood", "dual-stack"])
+def test_placement_refuses_them_too_before_any_connection(lab: str) -> None:
+    """Callers of ``place`` other than the CLI (play, sweep, tests) meet the same refusal, and
+    no connection is tried: the peer here is a port nothing listens on."""
+    loaded = load_lab(builtin_dir() / f"{lab}.toml")
+    with (
+        pytest.raises(UsageError) as refused,
+        place(Topology.REMOTE, loaded, default_observers, peer="127.0.0.1:1"),
+    ):
+        pytest.fail("placed")
+    assert str(refused.value) == peer_refusal(loaded)
