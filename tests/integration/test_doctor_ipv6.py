@@ -16,19 +16,13 @@ from pathlib import Path
 
 from handshake_lab.topo.ipv6 import read_ipv6_facts
 from tests import needs
+from tests.integration.test_cli import cli
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "handshake_lab", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    return cli(*args, env={**os.environ, "COLUMNS": "200"}, timeout=120)
 
 
 def _lines(stdout: str) -> dict[str, str]:

@@ -17,7 +17,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +33,7 @@ from handshake_lab.spec.model import ABSENT, Lab, cited_sysctls
 from handshake_lab.topo.pair import CLIENT_ADDR, CLIENT_ADDR6, SERVER_ADDR, SERVER_ADDR6
 from tests import needs
 from tests.integration.labrun import Recorded
+from tests.integration.test_cli import cli
 
 LAB = load_lab(builtin_dir() / "dual-stack.toml")
 V4 = {Topology.LOOPBACK: ("127.0.0.1", "127.0.0.1"), Topology.NETNS: (SERVER_ADDR, CLIENT_ADDR)}
@@ -207,14 +207,7 @@ def test_dual_stack_lab_in_namespaces_with_both_families_on_the_veth(loop: str) 
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "handshake_lab", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "COLUMNS": "100"},
-    )
+    return cli(*args, env={**os.environ, "COLUMNS": "100"}, timeout=120)
 
 
 def test_the_agent_placements_are_refused_before_step_1() -> None:

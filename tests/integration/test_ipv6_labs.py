@@ -28,6 +28,7 @@ from handshake_lab.spec.model import ABSENT
 from handshake_lab.topo.pair import SERVER_ADDR6
 from tests import needs
 from tests.integration.labrun import Recorded
+from tests.integration.test_cli import cli
 from tests.schema_check import assert_valid_lines
 
 LABS = [load_lab(builtin_dir() / f"{name}.toml") for name in builtin_names()]
@@ -89,14 +90,7 @@ def test_builtin_lab_agrees_with_the_kernel_on_ipv6_in_namespaces(name: str, loo
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "handshake_lab", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
+    return cli(*args, env={**os.environ, **(env or {})}, timeout=120)
 
 
 def test_run_dash_6_prints_brackets_and_show_and_report_draw_it(tmp_path: Path) -> None:

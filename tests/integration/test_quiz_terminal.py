@@ -3,56 +3,17 @@ run's language (the answers file path is tested in test_quiz_cli.py)."""
 
 from __future__ import annotations
 
-import os
-import pty
-import select
-import subprocess
-import sys
-import time
-
 import pytest
 
-PROMPT_ENDS = ("? ", "？ ")
+from tests.integration.test_terminal_output import on_a_terminal
 
 
 def _quiz_on_a_terminal(lang: str, answers: list[str]) -> tuple[int, str]:
-    """Run the half-close quiz on a pseudo-terminal, answering each prompt in turn (the last
-    answer repeats); the whole transcript and the exit code."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "handshake_lab", "run", "half-close", "--quiz", "--lang", lang],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env={**os.environ, "COLUMNS": "100", "NO_COLOR": "1"},
-        close_fds=True,
+    """The half-close quiz on a pseudo-terminal, each prompt answered in turn (the last
+    answer repeats): the exit code and the whole transcript."""
+    return on_a_terminal(
+        ["run", "half-close", "--quiz", "--lang", lang], answers=answers, env={"NO_COLOR": "1"}
     )
-    os.close(slave)
-    out = b""
-    asked = 0
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if not ready:
-                if proc.poll() is not None:
-                    break
-                continue
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            out += chunk
-            if out.decode(errors="replace").endswith(PROMPT_ENDS):
-                os.write(master, (answers[min(asked, len(answers) - 1)] + "\n").encode())
-                asked += 1
-        rc = proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-    return rc, out.decode(errors="replace")
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import termios
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -173,16 +174,28 @@ explain = { en = "The listener stays.", zh = "监听者保持不变。" }
 """
 
 
-def on_a_terminal(args: list[str], columns: int = 100) -> tuple[int, str]:
+PROMPT_ENDS = ("? ", "？ ")
+
+
+def on_a_terminal(
+    args: list[str],
+    columns: int = 100,
+    *,
+    answers: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> tuple[int, str]:
     """Run the command with stdin, stdout and stderr on a pty of ``columns`` columns; return
-    its exit status and everything it wrote, as the terminal received it."""
+    its exit status and everything it wrote, as the terminal received it. With ``answers``,
+    each prompt (output ending in "? ") is answered in turn, the last answer repeating."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
-    env.pop("NO_COLOR", None)
-    proc = subprocess.Popen([*CLI, *args], stdin=slave, stdout=slave, stderr=slave, env=env)
+    full_env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    full_env.pop("NO_COLOR", None)
+    full_env.update(env or {})
+    proc = subprocess.Popen([*CLI, *args], stdin=slave, stdout=slave, stderr=slave, env=full_env)
     os.close(slave)
-    chunks: list[bytes] = []
+    seen = b""
+    asked = 0
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
@@ -197,13 +210,17 @@ def on_a_terminal(args: list[str], columns: int = 100) -> tuple[int, str]:
                 break
             if not chunk:
                 break
-            chunks.append(chunk)
+            seen += chunk
+            if answers and seen.decode("utf-8", "replace").endswith(PROMPT_ENDS):
+                os.write(master, (answers[min(asked, len(answers) - 1)] + "\n").encode())
+                asked += 1
         status = proc.wait(timeout=30)
     finally:
         os.close(master)
         if proc.poll() is None:
             proc.kill()
-    return status, b"".join(chunks).decode("utf-8", "replace")
+            proc.wait()
+    return status, seen.decode("utf-8", "replace")
 
 
 def test_a_waiting_step_shows_a_progress_line_on_a_terminal_and_erases_it(
