@@ -43,6 +43,11 @@ NETEM_LABELS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
                 "for sockets captured where they send: on loopback all, in namespaces the "
                 "clients)."
             ),
+            "untraced": (
+                "no transition stream in this run (it needs real root): entered and left are "
+                "the table reads that first showed each state, up to one poll late, and "
+                "answer after cannot be measured"
+            ),
             "summary": "Duration (answer after) of each state, per RTT added",
             "plot_title": "{lab}: time in each state against the RTT added",
             "plot_x": "RTT added (ms)",
@@ -83,6 +88,10 @@ NETEM_LABELS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
                 "扣留）。应答用时：从这一端在该状态下发出的最后一个报文段，到对方应答引起的"
                 "转换：恰好一个 RTT，无论是否扣留（只在该应答不是重传时给出，且只对在发送处"
                 "被抓包的套接字给出：回环上全部，命名空间里是客户端）。"
+            ),
+            "untraced": (
+                "这次运行没有状态转换流（需要真正的 root）：进入和离开的时间是最先显示该状态的那次"
+                "套接字表读取，最多晚一个轮询间隔；应答用时无法测量"
             ),
             "summary": "各状态的停留（应答用时），按附加 RTT",
             "plot_title": "{lab}：各状态用时与附加 RTT 的关系",

@@ -75,6 +75,10 @@ class SweepPoint:
     passed: bool | None
     spans: tuple[Span, ...]
     measured: dict[str, dict[str, float]] = field(default_factory=dict)
+    traced: bool = True
+    """Whether the run had the transition stream. Without it (not root) every transition is
+    the table read that first showed it: entered/left are up to one poll late, and there is
+    no cause, so no ``answer_ms``."""
 
     def span(self, side: str, state: str) -> Span | None:
         """The side's first stay in ``state``."""
@@ -86,6 +90,7 @@ class SweepPoint:
             "loss_pct": self.loss_pct,
             "passed": self.passed,
             "measured": self.measured,
+            "traced": self.traced,
             "states": [s.as_dict() for s in self.spans],
         }
 
@@ -146,6 +151,7 @@ def sweep_point(record: RunRecord) -> SweepPoint:
         passed=None if record.result is None else record.result.passed,
         spans=tuple(spans),
         measured=measured,
+        traced=any(tr.get("source") == "trace" for tr in record.transitions()),
     )
 
 

@@ -102,15 +102,18 @@ def sweep_table(points: Sequence[SweepPoint], lang: str, width: int = 100) -> st
             )
             + f" - {_verdict(point, lang)}"
         )
+        if not point.traced:
+            out.extend("  " + line for line in wrap(w("untraced"), width - 2))
+        # 80 columns with the longest state in the last one (ESTABLISHED).
         out.append(
-            f"  {_l(w('side'), 14)} {_l(w('state'), 12)} {_r(w('entered'), 9)} "
-            f"{_r(w('left'), 9)} {_r(w('duration'), 9)} {_r(w('answer'), 12)}  {w('next')}"
+            f"  {_l(w('side'), 13)} {_l(w('state'), 12)} {_r(w('entered'), 8)} "
+            f"{_r(w('left'), 8)} {_r(w('duration'), 8)} {_r(w('answer'), 12)} {w('next')}"
         )
         for span in point.spans:
             left = _n(span.left_ms) if span.left_ms is not None else w("still")
             out.append(
-                f"  {_l(span.side, 14)} {_l(span.state, 12)} {_r(_n(span.entered_ms), 9)} "
-                f"{_r(left, 9)} {_r(_n(span.duration_ms), 9)} {_r(_n(span.answer_ms), 12)}  "
+                f"  {_l(span.side, 13)} {_l(span.state, 12)} {_r(_n(span.entered_ms), 8)} "
+                f"{_r(left, 8)} {_r(_n(span.duration_ms), 8)} {_r(_n(span.answer_ms), 12)} "
                 f"{span.next_state or ''}".rstrip()
             )
         if point.measured:
@@ -123,16 +126,31 @@ def sweep_table(points: Sequence[SweepPoint], lang: str, width: int = 100) -> st
         out.append("")
     if len(points) > 1:
         out.append(w("summary"))
-        head = "".join(f"{_g(p.rtt_ms) + ' ms':>20}" for p in points)
-        out.append(f"  {'':<28}{head}")
-        for side, state in _series(points):
-            cells = ""
-            for point in points:
-                cells += f"{_cell(point.span(side, state)):>20}"
-            out.append(f"  {side + ' ' + state:<28}{cells}")
+        out.extend(_summary(points, width))
         out.append("")
     out.extend(wrap(w("legend"), width))
     return "\n".join(out) + "\n"
+
+
+def _summary(points: Sequence[SweepPoint], width: int) -> list[str]:
+    """Each state's duration (answer after) per delay: as many delays side by side as fit in
+    ``width`` columns, the rest in further blocks below, each with the states' names."""
+    series = _series(points)
+    labels = [f"{side} {state}" for side, state in series]
+    heads = [f"{_g(p.rtt_ms)} ms" for p in points]
+    cells = [[_cell(p.span(side, state)) for p in points] for side, state in series]
+    label_w = max((cell_len(x) for x in labels), default=0) + 1
+    col_w = max(cell_len(x) for x in [*heads, *(c for row in cells for c in row)]) + 2
+    per_block = max(1, (width - 2 - label_w) // col_w)
+    out: list[str] = []
+    for start in range(0, len(points), per_block):
+        block = range(start, min(start + per_block, len(points)))
+        if start:
+            out.append("")
+        out.append("  " + _l("", label_w) + "".join(_r(heads[i], col_w) for i in block))
+        for label, row in zip(labels, cells, strict=True):
+            out.append("  " + _l(label, label_w) + "".join(_r(row[i], col_w) for i in block))
+    return out
 
 
 def sweep_rows(points: Sequence[SweepPoint]) -> list[dict[str, Any]]:
@@ -342,7 +360,12 @@ def sweep_html(points: Sequence[SweepPoint], lang: str) -> str:
         f"<title>handshake-lab sweep: {escape(lab)}</title><style>{CSS}</style></head><body>"
         f"<h1>{escape(title)}</h1>"
         f'<p class="note">{escape(w("plot_note"))}</p>'
-        f"<h2>{escape(w('answer'))}</h2>"
+        + (
+            f'<p class="note untraced">{escape(w("untraced"))}</p>'
+            if not all(p.traced for p in points)
+            else ""
+        )
+        + f"<h2>{escape(w('answer'))}</h2>"
         + _plot(points, answered, "answer", w("answer"), lang, srtt=True)
         + f"<h2>{escape(w('duration'))}</h2>"
         + _plot(points, series, "duration", w("duration"), lang, srtt=False)

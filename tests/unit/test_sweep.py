@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
+from rich.cells import cell_len
 
 from handshake_lab.record.codec import read_run
 from handshake_lab.record.run import RunRecord
@@ -30,6 +31,9 @@ from handshake_lab.render.sweep import (
 DATA = Path(__file__).parent / "data" / "runs"
 RUN = DATA / "handshake.netns.delay-0ms.jsonl"
 VM_RUNS = {d: DATA / f"handshake.vm-netem.delay-{d}ms.jsonl" for d in (0, 50, 200)}
+USERNS_RUN = DATA / "handshake.userns.delay-0ms.jsonl"
+"""A real run as a normal user (Debian's uid 1000): namespaces in a user namespace, the capture
+on, no transition stream (tracefs needs real root); every transition is a table read."""
 """Real runs with tc netem: ``make vm-check``'s sweep in the client VM (Debian 12 kernel, qemu
 without KVM, so even +0 ms takes milliseconds), copied from ``$VMR_DIR/vm-check/sweep-runs``."""
 
@@ -217,3 +221,37 @@ def test_the_page_plots_answer_and_duration_against_the_rtt(point: SweepPoint) -
     assert srtt == 1.0
     assert f'class="offval" x="70.0" y="27">{srtt:g}</text>' in sweep_html([point], "en")
     assert 'class="offval"' not in page, "on a 0-250 ms scale 1 ms is in range: a dot"
+
+
+def test_a_run_without_the_stream_says_so_and_claims_no_answer_time() -> None:
+    untraced = sweep_point(read_run(USERNS_RUN))
+    assert untraced.traced is False
+    assert untraced.spans  # the table still saw every state
+    assert all(s.answer_ms is None and s.cause is None for s in untraced.spans)
+    assert sweep_json([untraced])["runs"][0]["traced"] is False
+    for lang, words in (("en", "no transition stream"), ("zh", "没有状态转换流")):
+        table = sweep_table([untraced], lang, width=80)
+        assert words in table
+        assert max(cell_len(line) for line in table.splitlines()) <= 80
+        assert words in sweep_html([untraced], lang)
+
+
+def test_a_traced_run_has_no_such_note(point: SweepPoint) -> None:
+    assert point.traced is True
+    assert sweep_json([point])["runs"][0]["traced"] is True
+    assert "no transition stream" not in sweep_table([point], "en")
+    assert "no transition stream" not in sweep_html([point], "en")
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_the_summary_of_four_delays_fits_the_terminal(width: int) -> None:
+    points = [sweep_point(read_run(VM_RUNS[d])) for d in (0, 50, 200)]
+    points.append(dataclasses.replace(points[-1], rtt_ms=400.0))
+    table = sweep_table(points, "en", width=width)
+    assert max(cell_len(line) for line in table.splitlines()) <= width
+    summary = table[table.index("Duration (answer after)") : table.index("Times in ms")]
+    for head in ("0 ms", "50 ms", "200 ms", "400 ms"):
+        assert head in summary
+    # Every state row is there once per block: two blocks at 80 columns, one at 200.
+    blocks = 2 if width == 80 else 1
+    assert summary.count("client SYN_SENT") == blocks
