@@ -16,10 +16,10 @@ from handshake_lab import tools
 from handshake_lab.errors import ExitStatus, HandshakeLabError
 from handshake_lab.i18n.doctor import doctor_text
 from handshake_lab.i18n.netem import netem_label
-from handshake_lab.observe.trace import trace_capability
+from handshake_lab.observe.trace import trace_facts
 from handshake_lab.render.text import output_width, wrap
 from handshake_lab.topo import netem
-from handshake_lab.topo.caps import netns_route, nft_available
+from handshake_lab.topo.caps import netns_route_facts, nft_available
 from handshake_lab.topo.ipv6 import ipv6_findings, read_ipv6_facts
 from handshake_lab.topo.registry import cleanup_leftovers
 
@@ -65,8 +65,12 @@ def doctor_report(lang: str = "en") -> ExitStatus:
     )
     _line(root, "root", who)
 
-    netns_ok, reason = netns_route()
-    _line(netns_ok, "netns", reason)
+    route = netns_route_facts()
+    netns_ok = route.ok
+    netns_text = doctor_text(f"netns_{route.how}", lang, {"detail": route.detail})
+    if not route.nft and route.how in ("root", "userns"):
+        netns_text += doctor_text("netns_nft_missing", lang)
+    _line(netns_ok, "netns", netns_text)
     nft = nft_available()
     _line(nft, "nft", doctor_text("nft_ok" if nft else "nft_missing", lang))
     if root:
@@ -76,7 +80,8 @@ def doctor_report(lang: str = "en") -> ExitStatus:
     else:
         _line(False, "capture", doctor_text("capture_none", lang))
 
-    ok, reason = trace_capability()
+    ok, case, values = trace_facts()
+    reason = doctor_text(f"trace_{case}", lang, values)
     _line(ok, "tracefs", reason if ok else doctor_text("trace_missing", lang, {"reason": reason}))
     for finding in ipv6_findings(read_ipv6_facts()):
         text = doctor_text(finding.key, lang, finding.values)

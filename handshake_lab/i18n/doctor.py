@@ -42,6 +42,72 @@ DOCTOR_TEXTS: dict[str, dict[str, str]] = {
         "en": "{reason} - no transition stream; polling only",
         "zh": "{reason} - 没有状态转换流；只能轮询",
     },
+    # The netns line (topo.caps.NetnsRoute) and the tracefs line (observe.trace.trace_facts).
+    "netns_root": {
+        "en": "root with {detail}: network namespaces available",
+        "zh": "root，使用 {detail}：可以使用网络命名空间",
+    },
+    "netns_userns": {
+        "en": "not root: runs in a private user namespace ({detail}): namespaces, nft holds, "
+        "sysctls and capture work; no transition stream (tracefs needs real root)",
+        "zh": "不是 root：在私有的用户命名空间里运行（{detail}）：网络命名空间、nft 扣留、"
+        "sysctl 和抓包都能用；没有状态转换流（tracefs 需要真正的 root）",
+    },
+    "netns_no_ip": {
+        "en": "ip not found: install iproute2 (apt install iproute2); without it no "
+        "--topology netns, no packet holds and no per-namespace sysctls",
+        "zh": "未找到 ip：请安装 iproute2（apt install iproute2）；没有它就不能用 "
+        "--topology netns，不能扣住报文段，也不能按命名空间设置 sysctl",
+    },
+    "netns_no_userns": {
+        "en": "not root and unprivileged user namespaces are unavailable ({detail}; some "
+        "distributions block them, e.g. Ubuntu >= 23.10): run as root (sudo) for "
+        "--topology netns, the packet holds and per-namespace sysctls",
+        "zh": "不是 root，而且无法使用非特权用户命名空间（{detail}；有些发行版会禁止，例如 "
+        "Ubuntu >= 23.10）：要用 --topology netns、扣住报文段和按命名空间设置 sysctl，"
+        "请以 root（sudo）运行",
+    },
+    "netns_nft_missing": {
+        "en": " (nft missing: packet holds unavailable)",
+        "zh": "（缺少 nft：无法扣住报文段）",
+    },
+    "trace_not_root": {
+        "en": "the kernel transition stream needs root: tracefs is root-only (running as "
+        "uid {uid})",
+        "zh": "内核的状态转换流需要 root：tracefs 只对 root 开放（当前 uid {uid}）",
+    },
+    "trace_in_userns": {
+        "en": "in a user namespace: tracefs needs real root (init user namespace)",
+        "zh": "处于用户命名空间中：tracefs 需要真正的 root（初始用户命名空间）",
+    },
+    "trace_no_tracefs": {
+        "en": "this kernel has no tracefs (CONFIG_TRACING is off)",
+        "zh": "这个内核没有 tracefs（CONFIG_TRACING 未打开）",
+    },
+    "trace_no_dir": {
+        "en": "{root} does not exist: cannot mount tracefs there",
+        "zh": "{root} 不存在：无法在那里挂载 tracefs",
+    },
+    "trace_will_mount": {
+        "en": "tracefs is not mounted; it will be mounted at {root} on first use",
+        "zh": "tracefs 尚未挂载；第一次使用时会挂载到 {root}",
+    },
+    "trace_no_tracepoint": {
+        "en": "the kernel has no tracepoint sock:inet_sock_set_state (Linux >= 4.16)",
+        "zh": "内核没有跟踪点 sock:inet_sock_set_state（需要 Linux >= 4.16）",
+    },
+    "trace_no_instances": {
+        "en": "cannot create trace instances in {path} (not real root?)",
+        "zh": "无法在 {path} 中创建跟踪实例（不是真正的 root？）",
+    },
+    "trace_missing_events": {
+        "en": "tracefs ready at {root}; missing optional events: {events}",
+        "zh": "tracefs 已就绪（{root}）；缺少可选事件：{events}",
+    },
+    "trace_ready": {
+        "en": "tracefs ready at {root}",
+        "zh": "tracefs 已就绪（{root}）",
+    },
     "kernel_ok": {
         "en": "IPv6 in the kernel (/proc/sys/net/ipv6)",
         "zh": "内核支持 IPv6（/proc/sys/net/ipv6 存在）",

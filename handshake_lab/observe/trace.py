@@ -110,30 +110,50 @@ def _kernel_has_tracefs() -> bool:
     return any(line.split()[-1:] == ["tracefs"] for line in text.splitlines())
 
 
-def trace_capability(root: Path = TRACEFS) -> tuple[bool, str]:
-    """Can this process follow the transition stream? ``(ok, one-line reason)``.
+TRACE_REASONS: dict[str, str] = {
+    "not_root": NEED_ROOT + " (running as uid {uid})",
+    "in_userns": IN_USERNS,
+    "no_tracefs": "this kernel has no tracefs (CONFIG_TRACING is off)",
+    "no_dir": "{root} does not exist: cannot mount tracefs there",
+    "will_mount": "tracefs is not mounted; it will be mounted at {root} on first use",
+    "no_tracepoint": "the kernel has no tracepoint sock:inet_sock_set_state (Linux >= 4.16)",
+    "no_instances": "cannot create trace instances in {path} (not real root?)",
+    "missing_events": "tracefs ready at {root}; missing optional events: {events}",
+    "ready": "tracefs ready at {root}",
+}
+"""The English line for each case ``trace_facts`` names (``doctor`` has them in zh too)."""
 
-    Changes nothing: if tracefs is not mounted yet, it says it will be mounted on first use
-    (the events cannot be checked until then).
-    """
+
+def trace_facts(root: Path = TRACEFS) -> tuple[bool, str, dict[str, str]]:
+    """Can this process follow the transition stream? ``(ok, case, values)``: the case is a
+    key of ``TRACE_REASONS``, whose template the values fill. Changes nothing: if tracefs is
+    not mounted yet, it says it will be mounted on first use (the events cannot be checked
+    until then)."""
     if os.geteuid() != 0:
-        return False, f"{NEED_ROOT} (running as uid {os.geteuid()})"
+        return False, "not_root", {"uid": str(os.geteuid())}
     if _in_user_namespace():
-        return False, IN_USERNS
+        return False, "in_userns", {}
     if not _tracefs_ready(root):
         if not _kernel_has_tracefs():
-            return False, "this kernel has no tracefs (CONFIG_TRACING is off)"
+            return False, "no_tracefs", {}
         if not root.is_dir():
-            return False, f"{root} does not exist: cannot mount tracefs there"
-        return True, f"tracefs is not mounted; it will be mounted at {root} on first use"
+            return False, "no_dir", {"root": str(root)}
+        return True, "will_mount", {"root": str(root)}
     if not (root / "events" / "sock" / "inet_sock_set_state").is_dir():
-        return False, "the kernel has no tracepoint sock:inet_sock_set_state (Linux >= 4.16)"
+        return False, "no_tracepoint", {}
     if not os.access(root / "instances", os.W_OK):
-        return False, f"cannot create trace instances in {root / 'instances'} (not real root?)"
+        return False, "no_instances", {"path": str(root / "instances")}
     missing = [name for name in EVENTS if not (root / "events" / name).is_dir()]
     if missing:
-        return True, f"tracefs ready at {root}; missing optional events: {', '.join(missing)}"
-    return True, f"tracefs ready at {root}"
+        return True, "missing_events", {"root": str(root), "events": ", ".join(missing)}
+    return True, "ready", {"root": str(root)}
+
+
+def trace_capability(root: Path = TRACEFS) -> tuple[bool, str]:
+    """Can this process follow the transition stream? ``(ok, one-line reason)`` in English
+    (``trace_facts``)."""
+    ok, case, values = trace_facts(root)
+    return ok, TRACE_REASONS[case].format(**values)
 
 
 def ensure_tracefs(root: Path = TRACEFS) -> None:
@@ -521,6 +541,7 @@ class TraceFollower:
 __all__ = [  # the parser's records too: callers read the stream from one module
     "EVENTS",
     "TRACEFS",
+    "TRACE_REASONS",
     "StateSpan",
     "TraceEvent",
     "TraceFollower",
@@ -529,4 +550,5 @@ __all__ = [  # the parser's records too: callers read the stream from one module
     "ensure_tracefs",
     "port_filter",
     "trace_capability",
+    "trace_facts",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import dataclass
 
 from handshake_lab import tools
 
@@ -59,19 +60,50 @@ def netns_capability() -> tuple[bool, str]:
     return False, _not_root(*user_namespaces_work())
 
 
+@dataclass(frozen=True)
+class NetnsRoute:
+    """Will ``handshake-lab run --topology netns`` work for this user, and how: ``how`` is
+    ``"root"``, ``"userns"`` (a normal user, in a user namespace), ``"no_ip"`` or
+    ``"no_userns"``; ``detail`` is what the probe found (the ``ip`` path, unshare's answer).
+    ``doctor`` words it per language; ``reason`` is the English line."""
+
+    ok: bool
+    how: str
+    detail: str
+    nft: bool
+
+    @property
+    def reason(self) -> str:
+        nft = "" if self.nft else " (nft missing: packet holds unavailable)"
+        if self.how == "root":
+            return f"root with {self.detail}: network namespaces available{nft}"
+        if self.how == "userns":
+            return (
+                f"not root: runs in a private user namespace ({self.detail}): namespaces, nft "
+                f"holds, sysctls and capture work; no transition stream (tracefs needs real "
+                f"root){nft}"
+            )
+        if self.how == "no_ip":
+            return NO_IP
+        return _not_root(False, self.detail)
+
+
+def netns_route_facts() -> NetnsRoute:
+    """What ``netns_route`` says, as facts (see ``NetnsRoute``)."""
+    nft = nft_available()
+    ip = tools.find("ip")
+    if ip is None:
+        return NetnsRoute(False, "no_ip", "", nft)
+    if os.geteuid() == 0:
+        return NetnsRoute(True, "root", ip, nft)
+    userns_ok, userns_detail = user_namespaces_work()
+    return NetnsRoute(userns_ok, "userns" if userns_ok else "no_userns", userns_detail, nft)
+
+
 def netns_route() -> tuple[bool, str]:
     """``(ok, how)``: will ``handshake-lab run --topology netns`` work for this user, and how?"""
-    if os.geteuid() == 0:
-        return netns_capability()
-    if tools.find("ip") is None:
-        return False, NO_IP
-    userns_ok, userns_detail = user_namespaces_work()
-    if not userns_ok:
-        return False, _not_root(userns_ok, userns_detail)
-    return True, (
-        f"not root: runs in a private user namespace ({userns_detail}): namespaces, nft holds, "
-        f"sysctls and capture work; no transition stream (tracefs needs real root){_nft_note()}"
-    )
+    route = netns_route_facts()
+    return route.ok, route.reason
 
 
 def _not_root(userns_ok: bool, userns_detail: str) -> str:
@@ -96,8 +128,10 @@ def nft_available() -> bool:
 
 __all__ = [
     "NEEDS_NETNS",
+    "NetnsRoute",
     "netns_capability",
     "netns_route",
+    "netns_route_facts",
     "nft_available",
     "user_namespaces_work",
 ]

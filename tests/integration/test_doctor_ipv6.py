@@ -114,7 +114,8 @@ def test_doctor_speaks_chinese_on_every_line_it_words_itself() -> None:
     en = _lines(_cli("doctor", "--lang", "en").stdout)
     zh = _lines(_cli("doctor", "--lang", "zh").stdout)
     assert set(zh) == set(en)
-    worded = {"root", "nft", "capture", "ipv6", "::1", "v6only", "netns6", "-6", "netem"}
+    worded = {"root", "netns", "nft", "capture", "tracefs", "ipv6", "::1", "v6only", "netns6"}
+    worded |= {"-6", "netem"}
     for name in worded & set(en):
         assert re.search(r"[\u4e00-\u9fff]", zh[name]), (name, zh[name])
         assert zh[name] != en[name], name
