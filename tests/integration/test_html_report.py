@@ -282,13 +282,20 @@ for (const svg of document.querySelectorAll('svg.ladder')) {
 return out;"""
 
 
+@pytest.mark.parametrize("name", ["simultaneous-close", "time-wait-syn"])
 def test_no_two_ladder_labels_overlap_with_many_dropped_resends(
-    tmp_path: Path, browser: Any
+    tmp_path: Path, browser: Any, name: str
 ) -> None:
-    """A saved simultaneous-close run (netns, both FINs and their resends dropped in turn): each
-    dropped arrow's note sits below it, and the next arrow's label must not land on it."""
-    saved = Path(__file__).parents[1] / "unit" / "data" / "runs" / "simultaneous-close.netns.jsonl"
-    assert sum(1 for s in read_run(saved).segments() if s.get("dropped")) >= 6
+    """Saved real netns runs. simultaneous-close: both FINs and their resends dropped in turn;
+    each dropped arrow's note sits below it, and the next arrow's label must not land on it.
+    time-wait-syn: a SYN ends TIME_WAIT and the ACK creates the new socket in the same instant
+    on the same 4-tuple; the state that lasted no time gets no label over the next one's."""
+    saved = Path(__file__).parents[1] / "unit" / "data" / "runs" / f"{name}.netns.jsonl"
+    if name == "simultaneous-close":
+        assert sum(1 for s in read_run(saved).segments() if s.get("dropped")) >= 6
+    else:
+        moves = [(t["old"], t["new"], t["cause"]) for t in read_run(saved).transitions()]
+        assert ("TIME_WAIT", "ABSENT", "SYN") in moves
     html = tmp_path / "sc.html"
     for lang in ("en", "zh"):
         proc = cli("report", str(saved), "-o", str(html), "--lang", lang)

@@ -81,12 +81,21 @@ def test_a_state_far_from_every_segment_gets_its_own_row() -> None:
 
 def test_a_second_state_for_the_same_side_and_row_gets_its_own_row() -> None:
     conv = conversation(session()[:1])
-    lines = ladder_lines(conv, [(0.0, "client", "SYN_SENT"), (0.0, "client", "CLOSE")])
+    lines = ladder_lines(conv, [(0.0, "client", "SYN_SENT"), (0.002, "client", "CLOSE")])
 
     assert lines[2:] == [
         "    0.000 SYN_SENT     |--SYN seq=0------------------------------>|",
-        "    0.000 CLOSE        |                                          |",
+        "    2.000 CLOSE        |                                          |",
     ]
+
+
+def test_a_state_left_the_instant_it_was_entered_gets_no_row() -> None:
+    # time-wait-syn: the SYN that reopens TIME_WAIT ends it, recorded at the new socket's
+    # time (TIME_WAIT -> ABSENT, then ABSENT -> SYN_RECV at the same instant): no ABSENT row.
+    conv = conversation(session()[:3])
+    lines = ladder_lines(conv, [(0.1, "server", "ABSENT"), (0.1, "server", "SYN_RECV")])
+    assert not [line for line in lines if "ABSENT" in line], lines
+    assert [line for line in lines if line.endswith("| SYN_RECV")]
 
 
 def test_long_labels_wrap_above_a_bare_arrow_and_no_line_exceeds_80_columns() -> None:
