@@ -10,6 +10,7 @@ objects are released either way; an interrupted run raises ``Interrupted``.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -125,23 +126,35 @@ def drive(
             started=started,
         )
 
+        stopped_by: list[int] = []
+
         async def main() -> None:
             task = asyncio.current_task()
             assert task is not None
+
+            def stop(signum: int) -> None:
+                stopped_by.append(signum)
+                task.cancel()
+
             running = asyncio.get_running_loop()
-            for signum in TERMINATING:  # SIGHUP, SIGQUIT too: a closed terminal, Ctrl-\
-                running.add_signal_handler(signum, task.cancel)
+            # SIGINT too, through the loop: asyncio.Runner's own Ctrl-C handler cancels the
+            # task from inside the signal handler, which can land between a callback's "is
+            # the future done?" and its set_result() (seen: InvalidStateError in
+            # _sock_connect_cb, a traceback on Ctrl-C). A loop handler runs between callbacks.
+            for signum in (signal.SIGINT, *TERMINATING):  # SIGHUP, SIGQUIT: terminal, Ctrl-\
+                running.add_signal_handler(signum, stop, signum)
             try:
                 await body(runner)
             finally:
-                for signum in TERMINATING:
+                for signum in (signal.SIGINT, *TERMINATING):
                     running.remove_signal_handler(signum)
 
         try:
             with asyncio.Runner(loop_factory=factory) as r:
                 r.run(main())
         except asyncio.CancelledError as exc:
-            raise Interrupted("terminated; every socket was closed") from exc
+            how = "interrupted" if stopped_by[:1] == [signal.SIGINT] else "terminated"
+            raise Interrupted(f"{how}; every socket was closed") from exc
         finally:
             # The runner stops the capture and the trace in its cleanup; a second Ctrl-C can
             # cut that short, so stop them again here, outside the loop (it is idempotent).

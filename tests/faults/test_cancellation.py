@@ -8,12 +8,18 @@ of half-close: the lab ran on and exited 0). ``handshake_lab.net.waits`` replace
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
 
 import pytest
 
+from handshake_lab.errors import Interrupted
+from handshake_lab.lab.session import RunRequest, drive
 from handshake_lab.net.loops import loop_factory
 from handshake_lab.net.waits import cancel_and_wait, wait_for
+from handshake_lab.placement import Topology
+from handshake_lab.spec.loader import builtin_dir, load_lab
 
 
 def _run(loop_name: str, main: object) -> None:
@@ -93,3 +99,41 @@ def test_cancel_and_wait_ends_the_task_and_keeps_the_callers_cancel(loop_name: s
             await outer
 
     _run(loop_name, main())
+
+
+async def _sigint_inside_a_callback(runner: object) -> None:
+    """A callback that checks a future, receives SIGINT, then sets the future's result: what
+    the loop's connect callback does (`_sock_connect_cb`) when Ctrl-C lands at that moment."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    failures: list[BaseException] = []
+
+    def callback() -> None:
+        assert not fut.done()
+        os.kill(os.getpid(), signal.SIGINT)  # Python runs a Python-level handler right here
+        try:
+            fut.set_result(None)
+        except asyncio.InvalidStateError as exc:
+            failures.append(exc)
+
+    loop.call_soon(callback)
+    await fut  # the run's own task waits on it directly, as on a connect
+    assert not failures
+    await asyncio.sleep(30)  # where the deferred Ctrl-C lands
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_ctrl_c_cancels_a_run_between_callbacks_never_inside_one(loop_name: str) -> None:
+    """asyncio.Runner's own Ctrl-C handler cancels the task inside the signal handler: between
+    the callback's check and its set_result the future was cancelled, and the loop logged
+    InvalidStateError with a traceback (CI, a Ctrl-C during a connect). A run handles SIGINT
+    through the loop: the callback completes, then the run ends as interrupted."""
+    lab = load_lab(builtin_dir() / "close.toml")
+    request = RunRequest(
+        lab=lab, topology=Topology.LOOPBACK, loop=loop_name, capture=False, trace=False
+    )
+    try:
+        with pytest.raises(Interrupted, match=r"^interrupted; every socket was closed$"):
+            drive(request, lambda event: None, _sigint_inside_a_callback)
+    except KeyboardInterrupt:  # asyncio.Runner's handler: a failure, not the end of pytest
+        pytest.fail("Ctrl-C reached the run through asyncio.Runner's handler, inside a callback")
