@@ -45,7 +45,9 @@ class ConversationView:
     server: str
     rows: tuple[LadderRow, ...]
     states: tuple[tuple[float, End, str], ...]
-    """(ms since the run began, which end, the state it entered), from the record."""
+    """(ms since the run began, which end, the state it entered), from the record. A state an
+    end left at the instant it entered it is not listed (TIME_WAIT ended by the SYN that
+    reopens the 4-tuple, recorded at the new socket's time): nothing stayed in it."""
 
     @property
     def self_connected(self) -> bool:
@@ -159,10 +161,19 @@ class RunRecord:
                         )
                         for s in grouped[index]
                     ),
-                    states=tuple(states[index]),
+                    states=tuple(_lasting(states[index])),
                 )
             )
         return views
+
+
+def _lasting(states: list[tuple[float, End, str]]) -> list[tuple[float, End, str]]:
+    """``states`` without those an end left at the instant it entered them."""
+    return [
+        (t, end, state)
+        for i, (t, end, state) in enumerate(states)
+        if not any(t2 == t and end2 == end for t2, end2, _ in states[i + 1 :])
+    ]
 
 
 @dataclass

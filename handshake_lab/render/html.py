@@ -301,8 +301,6 @@ def _ladder_svg(
         mine = [st for st in states if st.end == end]
         mine.sort(key=lambda st: st.t_ms)
         for i, st in enumerate(mine):
-            if i + 1 < len(mine) and mine[i + 1].t_ms == st.t_ms:
-                continue  # left the instant it was entered (TIME_WAIT ended by a SYN): no band
             y0 = y_of_time[st.t_ms]
             y1 = y_of_time[mine[i + 1].t_ms] if i + 1 < len(mine) else y_end
             label_x = x - 12 if end == "client" else x + 12

@@ -82,15 +82,7 @@ NEAREST_ROW_MS = 5.0
 def _rows(conv: ConversationView, annotations: Iterable[Annotation]) -> list[_Row]:
     rows = [_Row(e.t_ms, e) for e in conv.rows]
     extra: list[_Row] = []
-    ordered = sorted(annotations, key=lambda a: a[0])
-    # A state an end left the instant it entered it (TIME_WAIT ended by the SYN that reopens
-    # the 4-tuple, recorded at the new socket's time) gets no annotation of its own.
-    ordered = [
-        a
-        for i, a in enumerate(ordered)
-        if not any(b[0] == a[0] and b[1] == a[1] for b in ordered[i + 1 :])
-    ]
-    for when, side, state in ordered:
+    for when, side, state in sorted(annotations, key=lambda a: a[0]):
         # The packet row nearest in time. Not "the last one before": a change the application
         # causes (close() -> FIN_WAIT1) is traced a few microseconds BEFORE the segment it
         # sends is captured, while a change a segment causes is traced just after it.
