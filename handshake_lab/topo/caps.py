@@ -7,8 +7,8 @@ The topology is built with named namespaces (``ip netns add``, bind mounts under
 ``/run/netns``), which needs root. A normal user gets that root inside a user namespace of
 their own: ``run`` re-executes itself under ``unshare -rn`` (see ``topo.userns``) when
 ``user_namespaces_work``. ``netns_capability`` answers for THIS process (can it build the pair
-now?); ``netns_route`` answers for the command line (will ``run --topology netns`` work, and
-how?).
+now?); ``netns_route_facts`` answers for the command line (will ``run --topology netns`` work,
+and how?), as facts that ``doctor`` words in the user's language.
 """
 
 from __future__ import annotations
@@ -65,31 +65,16 @@ class NetnsRoute:
     """Will ``handshake-lab run --topology netns`` work for this user, and how: ``how`` is
     ``"root"``, ``"userns"`` (a normal user, in a user namespace), ``"no_ip"`` or
     ``"no_userns"``; ``detail`` is what the probe found (the ``ip`` path, unshare's answer).
-    ``doctor`` words it per language; ``reason`` is the English line."""
+    ``doctor`` words it per language (``i18n.doctor``, the ``netns_*`` texts)."""
 
     ok: bool
     how: str
     detail: str
     nft: bool
 
-    @property
-    def reason(self) -> str:
-        nft = "" if self.nft else " (nft missing: packet holds unavailable)"
-        if self.how == "root":
-            return f"root with {self.detail}: network namespaces available{nft}"
-        if self.how == "userns":
-            return (
-                f"not root: runs in a private user namespace ({self.detail}): namespaces, nft "
-                f"holds, sysctls and capture work; no transition stream (tracefs needs real "
-                f"root){nft}"
-            )
-        if self.how == "no_ip":
-            return NO_IP
-        return _not_root(False, self.detail)
-
 
 def netns_route_facts() -> NetnsRoute:
-    """What ``netns_route`` says, as facts (see ``NetnsRoute``)."""
+    """Will ``handshake-lab run --topology netns`` work for this user, and how?"""
     nft = nft_available()
     ip = tools.find("ip")
     if ip is None:
@@ -98,12 +83,6 @@ def netns_route_facts() -> NetnsRoute:
         return NetnsRoute(True, "root", ip, nft)
     userns_ok, userns_detail = user_namespaces_work()
     return NetnsRoute(userns_ok, "userns" if userns_ok else "no_userns", userns_detail, nft)
-
-
-def netns_route() -> tuple[bool, str]:
-    """``(ok, how)``: will ``handshake-lab run --topology netns`` work for this user, and how?"""
-    route = netns_route_facts()
-    return route.ok, route.reason
 
 
 def _not_root(userns_ok: bool, userns_detail: str) -> str:
@@ -130,7 +109,6 @@ __all__ = [
     "NEEDS_NETNS",
     "NetnsRoute",
     "netns_capability",
-    "netns_route",
     "netns_route_facts",
     "nft_available",
     "user_namespaces_work",

@@ -8,6 +8,7 @@ import pytest
 
 from handshake_lab import tools
 from handshake_lab.errors import NetworkError
+from handshake_lab.i18n.doctor import doctor_text
 from handshake_lab.topo import caps
 from handshake_lab.topo.netns import in_netns, netns_exec_argv, netns_path
 from handshake_lab.topo.pair import NetnsPair, set_sysctl, sysctl_path
@@ -87,14 +88,20 @@ def test_route_without_root_is_the_user_namespace_when_it_works(
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     monkeypatch.setattr("shutil.which", lambda name: f"/usr/sbin/{name}")
     monkeypatch.setattr(caps, "user_namespaces_work", lambda: (True, "unshare -rn works"))
-    ok, how = caps.netns_route()
+    ok, how = route_line()
     assert ok
     assert "private user namespace" in how
     assert "no transition stream" in how
     monkeypatch.setattr(caps, "user_namespaces_work", lambda: (False, "unshare -rn refused"))
-    ok, how = caps.netns_route()
+    ok, how = route_line()
     assert not ok
     assert "run as root" in how
+
+
+def route_line() -> tuple[bool, str]:
+    """The route's facts, and doctor's English line for them."""
+    route = caps.netns_route_facts()
+    return route.ok, doctor_text(f"netns_{route.how}", "en", {"detail": route.detail})
 
 
 def test_capability_as_root_without_ip_is_not_ok(monkeypatch: pytest.MonkeyPatch) -> None:
