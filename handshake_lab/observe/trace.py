@@ -62,6 +62,7 @@ from pathlib import Path
 from types import TracebackType
 
 from handshake_lab.errors import MissingDependencyError, ObserverError
+from handshake_lab.i18n.doctor import doctor_text
 from handshake_lab.observe.aliases import address
 from handshake_lab.observe.trace_parse import (
     EVENTS,
@@ -95,7 +96,7 @@ def _tracefs_ready(root: Path) -> bool:
         return False
 
 
-IN_USERNS = "in a user namespace: tracefs needs real root (init user namespace)"
+IN_USERNS = doctor_text("trace_in_userns", "en")
 
 
 def _in_user_namespace() -> bool:
@@ -110,25 +111,26 @@ def _kernel_has_tracefs() -> bool:
     return any(line.split()[-1:] == ["tracefs"] for line in text.splitlines())
 
 
-TRACE_REASONS: dict[str, str] = {
-    "not_root": NEED_ROOT + " (running as uid {uid})",
-    "in_userns": IN_USERNS,
-    "no_tracefs": "this kernel has no tracefs (CONFIG_TRACING is off)",
-    "no_dir": "{root} does not exist: cannot mount tracefs there",
-    "will_mount": "tracefs is not mounted; it will be mounted at {root} on first use",
-    "no_tracepoint": "the kernel has no tracepoint sock:inet_sock_set_state (Linux >= 4.16)",
-    "no_instances": "cannot create trace instances in {path} (not real root?)",
-    "missing_events": "tracefs ready at {root}; missing optional events: {events}",
-    "ready": "tracefs ready at {root}",
-}
-"""The English line for each case ``trace_facts`` names (``doctor`` has them in zh too)."""
+TRACE_CASES = (
+    "not_root",
+    "in_userns",
+    "no_tracefs",
+    "no_dir",
+    "will_mount",
+    "no_tracepoint",
+    "no_instances",
+    "missing_events",
+    "ready",
+)
+"""Every case ``trace_facts`` names; each is worded in ``i18n.doctor`` (``trace_CASE``), in
+English for the run header's note and ``doctor --lang en``, and in Chinese."""
 
 
 def trace_facts(root: Path = TRACEFS) -> tuple[bool, str, dict[str, str]]:
-    """Can this process follow the transition stream? ``(ok, case, values)``: the case is a
-    key of ``TRACE_REASONS``, whose template the values fill. Changes nothing: if tracefs is
-    not mounted yet, it says it will be mounted on first use (the events cannot be checked
-    until then)."""
+    """Can this process follow the transition stream? ``(ok, case, values)``: the case is one
+    of ``TRACE_CASES``, whose text (``i18n.doctor``) the values fill. Changes nothing: if
+    tracefs is not mounted yet, it says it will be mounted on first use (the events cannot be
+    checked until then)."""
     if os.geteuid() != 0:
         return False, "not_root", {"uid": str(os.geteuid())}
     if _in_user_namespace():
@@ -153,7 +155,7 @@ def trace_capability(root: Path = TRACEFS) -> tuple[bool, str]:
     """Can this process follow the transition stream? ``(ok, one-line reason)`` in English
     (``trace_facts``)."""
     ok, case, values = trace_facts(root)
-    return ok, TRACE_REASONS[case].format(**values)
+    return ok, doctor_text(f"trace_{case}", "en", values)
 
 
 def ensure_tracefs(root: Path = TRACEFS) -> None:
@@ -541,7 +543,7 @@ class TraceFollower:
 __all__ = [  # the parser's records too: callers read the stream from one module
     "EVENTS",
     "TRACEFS",
-    "TRACE_REASONS",
+    "TRACE_CASES",
     "StateSpan",
     "TraceEvent",
     "TraceFollower",
